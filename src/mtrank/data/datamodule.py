@@ -1,0 +1,139 @@
+"""The LightningDataModule: raw logs (or the built-in simulator) → processed shards → streamed batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from mtrank.data.config import PipelineConfig
+from mtrank.data.dataset import ShardStream
+from mtrank.data.pipeline import ProcessedData, process
+from mtrank.data.spec import FeatureSpec
+
+log = logging.getLogger(__name__)
+
+
+def simulated_logs(simulator: Mapping[str, Any], raw_root: Path | str) -> Path:
+    """Generate (or reuse) the simulator's raw logs under ``raw_root/simulated-<config hash>``."""
+    from mtrank.data.simulator import SIMULATOR_VERSION, SimulatorConfig, generate_logs
+
+    sim_cfg = SimulatorConfig.from_mapping(dict(simulator))
+    payload = {"version": SIMULATOR_VERSION, "config": sim_cfg.to_dict()}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    out = Path(raw_root) / f"simulated-{digest}"
+    generate_logs(sim_cfg, out)
+    return out
+
+
+class RankingDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        pipeline: Mapping[str, Any],
+        processed_dir: str,
+        simulator: Mapping[str, Any] | None = None,
+        raw_dir: str | None = None,
+        batch_size: int = 2048,
+        eval_batch_size: int = 16384,
+        shuffle_buffer: int = 65536,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        multiprocessing_context: str | None = "spawn",
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.pipeline_cfg = dict(pipeline)
+        self.processed_dir = Path(processed_dir)
+        self.simulator = dict(simulator) if simulator else None
+        self.raw_dir = raw_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.shuffle_buffer = shuffle_buffer
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.multiprocessing_context = multiprocessing_context
+        self.seed = seed
+        self.processed: ProcessedData | None = None
+        self.datasets: dict[str, ShardStream] = {}
+
+    def _config(self) -> PipelineConfig:
+        cfg = dict(self.pipeline_cfg)
+        if self.simulator is not None and not cfg.get("inputs") and not cfg.get("split_inputs"):
+            if not self.raw_dir:
+                raise ValueError("data.raw_dir must be set when data.simulator generates the logs")
+            cfg["inputs"] = [str(simulated_logs(self.simulator, self.raw_dir))]
+        return PipelineConfig.from_mapping(cfg)
+
+    def prepare_data(self) -> None:
+        self.processed = process(self._config(), self.processed_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.processed is None:
+            self.prepare_data()
+
+    @property
+    def spec(self) -> FeatureSpec:
+        if self.processed is None:
+            self.setup()
+        return self.processed.spec
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        if self.processed is None:
+            self.setup()
+        return self.processed.metadata
+
+    def _dist(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def dataset(self, split: str, shuffle: bool | None = None) -> ShardStream:
+        if self.processed is None:
+            self.setup()
+        shuffle = (split == "train") if shuffle is None else shuffle
+        rank, world = self._dist()
+        ds = ShardStream(
+            self.processed.files(split),
+            self.processed.spec,
+            self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            buffer_size=self.shuffle_buffer,
+            seed=self.seed,
+            chunk_rows=int(self.processed.metadata["config"]["row_group_size"]),
+            rank=rank,
+            world_size=world,
+        )
+        self.datasets[split] = ds
+        return ds
+
+    def _loader(self, split: str) -> DataLoader:
+        # Polars is not fork-safe (a forked worker can deadlock on the parent's thread pool), so workers are
+        # spawned, once: they persist across epochs and read the epoch from the dataset's shared memory.
+        workers = self.num_workers > 0
+        return DataLoader(
+            self.dataset(split),
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=workers,
+            multiprocessing_context=self.multiprocessing_context if workers else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,8 @@
+"""Errors raised for bad input data or bad data configuration."""
+
+
+class DataValidationError(ValueError):
+    """Input data does not match what the data config says it should be.
+
+    Messages name the file, the column or config key, and what was expected.
+    """

@@ -1,0 +1,140 @@
+"""Schema and value checks on raw logs, one file at a time, so that every error names its file and column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import polars as pl
+
+from mtrank.data.errors import DataValidationError
+
+_INT_TYPES = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def _is_numeric(dt: pl.DataType) -> bool:
+    return dt.is_numeric() or dt == pl.Boolean
+
+
+def _is_categorical_like(dt: pl.DataType) -> bool:
+    return dt.is_integer() or dt in (pl.String, pl.Boolean, pl.Categorical) or isinstance(dt, (pl.Categorical, pl.Enum))
+
+
+def _is_time_like(dt: pl.DataType) -> bool:
+    return dt.is_integer() or dt.is_temporal() or dt.is_float()
+
+
+@dataclass(frozen=True)
+class Role:
+    kind: str  # "categorical" | "numeric" | "label" | "time" | "id" | "p_true"
+    key: str  # the config key that named the column, for messages
+
+
+def column_roles(
+    columns, tasks: Sequence[str], categorical: Sequence[str], numeric: Sequence[str]
+) -> dict[str, Role]:
+    """Which columns the impressions file must hold, and why (side-table columns excluded)."""
+    roles: dict[str, Role] = {}
+    for c in categorical:
+        roles[c] = Role("categorical", "data.columns.categorical")
+    for c in numeric:
+        roles[c] = Role("numeric", "data.columns.numeric/log_numeric")
+    for t in tasks:
+        roles[columns.labels[t]] = Role("label", f"data.columns.labels.{t}")
+    if columns.time:
+        roles[columns.time] = Role("time", "data.columns.time")
+    if columns.request_id:
+        roles.setdefault(columns.request_id, Role("id", "data.columns.request_id"))
+    if columns.item_id:
+        roles.setdefault(columns.item_id, Role("id", "data.columns.item_id"))
+    return roles
+
+
+def check_schema(path: Path, schema: Mapping[str, pl.DataType], roles: Mapping[str, Role]) -> None:
+    """Every column present with a usable dtype; the message names the file, the column and the expectation."""
+    missing = [c for c in roles if c not in schema]
+    if missing:
+        details = ", ".join(f"'{c}' ({roles[c].key})" for c in missing)
+        raise DataValidationError(
+            f"file {path} is missing column(s) {details}; its columns are {list(schema)}"
+        )
+    for col, role in roles.items():
+        dt = schema[col]
+        if role.kind in ("numeric", "label", "p_true") and not _is_numeric(dt):
+            raise DataValidationError(
+                f"column '{col}' ({role.key}) in file {path} has dtype {dt}; expected a numeric type (int, float or bool)"
+            )
+        if role.kind in ("categorical", "id") and not _is_categorical_like(dt):
+            raise DataValidationError(
+                f"column '{col}' ({role.key}) in file {path} has dtype {dt}; expected integer or string ids"
+            )
+        if role.kind == "time" and not _is_time_like(dt):
+            raise DataValidationError(
+                f"column '{col}' ({role.key}) in file {path} has dtype {dt}; expected an integer timestamp, date or datetime"
+            )
+
+
+def check_values(
+    path: Path,
+    lf: pl.LazyFrame,
+    label_cols: Sequence[str],
+    numeric_cols: Sequence[str],
+    required_cols: Sequence[str],
+    nan_policy: str,
+) -> dict[str, int]:
+    """One pass over a file: rows > 0, labels in {0, 1} without nulls, no null ids, NaN policy for numerics.
+
+    Returns the number of null/NaN values per numeric column (for the metadata and the warning).
+    """
+    exprs = [pl.len().alias("__rows")]
+    for c in label_cols:
+        x = pl.col(c).cast(pl.Float64)
+        exprs += [
+            x.null_count().alias(f"{c}__nulls"),
+            (~x.is_in([0.0, 1.0]) & x.is_not_null()).sum().alias(f"{c}__bad"),
+            x.filter(~x.is_in([0.0, 1.0])).first().alias(f"{c}__example"),
+        ]
+    for c in numeric_cols:
+        x = pl.col(c).cast(pl.Float64)
+        exprs.append((x.is_null() | x.is_nan()).sum().alias(f"{c}__missing"))
+    for c in required_cols:
+        exprs.append(pl.col(c).null_count().alias(f"{c}__idnulls"))
+    try:
+        row = lf.select(exprs).collect().row(0, named=True)
+    except Exception as exc:
+        raise DataValidationError(f"file {path} could not be read: {exc}") from exc
+    if row["__rows"] == 0:
+        raise DataValidationError(f"file {path} holds no rows")
+    for c in label_cols:
+        if row[f"{c}__nulls"]:
+            raise DataValidationError(
+                f"label column '{c}' in file {path} has {row[f'{c}__nulls']} null value(s); expected 0 or 1 on every row"
+            )
+        if row[f"{c}__bad"]:
+            raise DataValidationError(
+                f"label column '{c}' in file {path} has {row[f'{c}__bad']} value(s) outside {{0, 1}} "
+                f"(e.g. {row[f'{c}__example']}); expected binary labels"
+            )
+    for c in required_cols:
+        if row[f"{c}__idnulls"]:
+            raise DataValidationError(
+                f"column '{c}' in file {path} has {row[f'{c}__idnulls']} null value(s); ids and times may not be null"
+            )
+    missing = {c: int(row[f"{c}__missing"]) for c in numeric_cols}
+    if nan_policy == "error":
+        bad = {c: n for c, n in missing.items() if n}
+        if bad:
+            c, n = next(iter(bad.items()))
+            raise DataValidationError(
+                f"numeric column '{c}' in file {path} has {n} null/NaN value(s) and data.encoding.nan_policy=error; "
+                "clean the file or set data.encoding.nan_policy=fill_mean"
+            )
+    return missing
+
+
+def unify_categorical_dtype(dtypes: Sequence[pl.DataType]) -> pl.DataType:
+    """Integers stay Int64; anything else (or a mix of files) becomes String."""
+    if all(dt.is_integer() or dt == pl.Boolean for dt in dtypes):
+        return pl.Int64
+    return pl.String

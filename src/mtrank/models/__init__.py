@@ -1,0 +1,1 @@
+"""Networks (feature layer, trunk, sharing, heads) and the LightningModule."""

@@ -1,0 +1,98 @@
+"""The training job behind ``src/train.py``: data → model → Trainer.fit / test, run records, return metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from mtrank.utils.run_info import write_run_info
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path, task_name: str) -> str | None:
+    """``"last"`` means the newest ``last.ckpt`` among earlier runs of this task name."""
+    if ckpt_path != "last":
+        if ckpt_path and not Path(ckpt_path).exists():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+        return ckpt_path
+    found = sorted(Path(log_dir, task_name, "runs").glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"ckpt_path=last: no {Path(log_dir, task_name, 'runs')}/*/checkpoints/last.ckpt to resume from")
+    return str(found[-1])
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """The DataModule (data processed, spec known) and the model built for its features and tasks."""
+    datamodule = hydra.utils.instantiate(cfg.data, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = hydra.utils.instantiate(cfg.model, spec=datamodule.spec, _recursive_=False)
+    return datamodule, model
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and test) as configured; returns every logged metric as a float."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, model = build(cfg)
+    write_run_info(output_dir, cfg, datamodule.metadata)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    metrics: dict[str, Any] = {}
+    if cfg.get("train", True):
+        ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
+        t0 = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+        metrics["time/fit_seconds"] = time.perf_counter() - t0
+        metrics.update(_floats(trainer.callback_metrics))
+    best = _best_checkpoint(trainer)
+    if cfg.get("train", True) and best:
+        # report validation figures of the checkpoint that is kept, not of the last epoch
+        trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        metrics.update(_floats(trainer.callback_metrics))
+    if cfg.get("test", True):
+        if not best:
+            log.warning("No best checkpoint found: testing the current weights")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update(_floats(trainer.callback_metrics))
+    _log_summary(metrics, model)
+    if trainer.is_global_zero:
+        summary = {"best_checkpoint": best or None, "metrics": metrics}
+        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return metrics
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str:
+    cb = trainer.checkpoint_callback
+    return getattr(cb, "best_model_path", "") or ""
+
+
+def _floats(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float, torch.Tensor))}
+
+
+def _log_summary(metrics: dict[str, Any], model) -> None:
+    tasks = getattr(model, "tasks", [])
+    for stage in ("val", "test"):
+        rows = []
+        for t in tasks:
+            a, o = metrics.get(f"{stage}/{t}/auroc"), metrics.get(f"{stage}/{t}/oracle_auroc")
+            if a is not None:
+                rows.append(f"{t}: auroc={a:.4f}" + (f" oracle={o:.4f} gap={o - a:+.4f}" if o is not None else ""))
+        if rows:
+            log.info("%s per head: %s", stage, "; ".join(rows))

@@ -1,0 +1,43 @@
+"""What a run folder records about itself: resolved config, package versions, data fingerprint."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGES = (
+    "mtrank", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "polars", "numpy",
+    "ax-platform", "wandb",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def write_run_info(output_dir: Path | str, cfg: DictConfig, data_metadata: Mapping[str, Any] | None = None) -> None:
+    """Write ``config.yaml`` (resolved) and ``run_info.json`` (versions, processed-data key and sources)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    info: dict[str, Any] = {"versions": package_versions()}
+    if data_metadata is not None:
+        info["data"] = {
+            "processed_key": data_metadata.get("key"),
+            "source": data_metadata.get("source"),
+            "beta": data_metadata.get("beta"),
+            "splits": {s: v["rows"] for s, v in data_metadata.get("splits", {}).items()},
+        }
+    (out / "run_info.json").write_text(json.dumps(info, indent=2, default=str))

@@ -1,0 +1,22 @@
+"""Train a multi-task ranker: ``python src/train.py experiment=multitask`` (see conf/train.yaml)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from mtrank.training import train
+    from mtrank.utils.hydra_utils import metric_for_sweeper
+
+    metrics = train(cfg)
+    return metric_for_sweeper(metrics, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
