@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,6 +18,9 @@ from mtrank.data.pipeline import ProcessedData, process
 from mtrank.data.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
+
+# ShardStream divides rows among workers itself (mtrank.data.dataset), so its __len__ is exact.
+warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
 
 
 def simulated_logs(simulator: Mapping[str, Any], raw_root: Path | str) -> Path:

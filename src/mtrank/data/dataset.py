@@ -172,8 +172,8 @@ class ShardStream(IterableDataset):
             "categorical": _matrix(df, self._cat, np.int64, seg.length),
             "numeric": _matrix(df, self._num, np.float32, seg.length),
             "labels": _matrix(df, self._lab, np.float32, seg.length),
-            "request_id": torch.from_numpy(df[REQUEST_COL].to_numpy().astype(np.int64, copy=False)),
-            "item_id": torch.from_numpy(df[ITEM_COL].to_numpy().astype(np.int64, copy=False)),
+            "request_id": torch.from_numpy(df[REQUEST_COL].to_numpy(writable=True).astype(np.int64, copy=False)),
+            "item_id": torch.from_numpy(df[ITEM_COL].to_numpy(writable=True).astype(np.int64, copy=False)),
         }
         if self._pt:
             out["p_true"] = _matrix(df, self._pt, np.float32, seg.length)

@@ -27,11 +27,16 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def resolved_config(cfg: DictConfig) -> dict:
+    """The run's config as plain data, interpolations resolved (Hydra's own node left out)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
 def write_run_info(output_dir: Path | str, cfg: DictConfig, data_metadata: Mapping[str, Any] | None = None) -> None:
     """Write ``config.yaml`` (resolved) and ``run_info.json`` (versions, processed-data key and sources)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(resolved_config(cfg)))
     info: dict[str, Any] = {"versions": package_versions()}
     if data_metadata is not None:
         info["data"] = {

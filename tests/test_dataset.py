@@ -1,0 +1,99 @@
+import polars as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from conftest import pipeline_mapping
+from mtrank.data.config import PipelineConfig
+from mtrank.data.dataset import ShardStream, batch_sizes, plan, rank_batches
+from mtrank.data.pipeline import process
+
+
+@pytest.fixture
+def processed(tmp_path, log_file):
+    # tiny shards and row groups so that rows span several files and chunks
+    m = pipeline_mapping(log_file, rows_per_shard=37, row_group_size=8)
+    return process(PipelineConfig.from_mapping(m), tmp_path / "proc")
+
+
+def _stream(processed, split="train", **kw) -> ShardStream:
+    kw.setdefault("batch_size", 7)
+    return ShardStream(processed.files(split), processed.spec, chunk_rows=8, buffer_size=20, **kw)
+
+
+def _keys(batches) -> list[tuple[int, int]]:
+    out = []
+    for b in batches:
+        out += list(zip(b["request_id"].tolist(), b["item_id"].tolist(), b["labels"][:, 0].tolist()))
+    return out
+
+
+def _all_rows(processed, split="train") -> list[tuple[int, int]]:
+    df = pl.concat([pl.read_parquet(p) for p, _ in processed.files(split)])
+    return list(zip(df["request_id"].to_list(), df["item_id"].to_list(), df["label__save"].cast(float).to_list()))
+
+
+def test_batches_are_tensors_with_the_spec_layout(processed):
+    spec = processed.spec
+    b = next(iter(_stream(processed)))
+    assert b["categorical"].dtype == torch.int64 and b["categorical"].shape[1] == spec.n_categorical
+    assert b["numeric"].dtype == torch.float32 and b["numeric"].shape[1] == spec.n_numeric
+    assert b["labels"].shape == (7, spec.n_tasks)
+    assert "p_true" not in b  # the hand-made log has no p_true columns
+
+
+@pytest.mark.parametrize("world,workers", [(1, 1), (2, 1), (1, 3), (3, 2)])
+def test_plan_covers_every_row_once_with_equal_batches_per_rank(world, workers):
+    rows = [37, 37, 5, 101]
+    for shuffle in (False, True):
+        seen, counts = [], []
+        for r in range(world):
+            n = 0
+            for w in range(workers):
+                segs, sizes = plan(rows, 7, shuffle=shuffle, seed=3, epoch=1, rank=r, world_size=world,
+                                   worker=w, num_workers=workers, chunk_rows=8)
+                assert sum(s.length for s in segs) == sum(sizes) and all(0 < s <= 7 for s in sizes)
+                n += len(sizes)
+                for s in segs:
+                    start = sum(rows[: s.file]) + s.offset
+                    seen += range(start, start + s.length)
+            counts.append(n)
+        assert sorted(seen) == list(range(sum(rows)))
+        assert len(set(counts)) == 1 and counts[0] == rank_batches(rows, 7, world)
+
+
+def test_batch_sizes_spread_rows_when_a_rank_is_one_short():
+    assert batch_sizes(21, 3, 7) == [7, 7, 7]
+    assert batch_sizes(14, 3, 7) == [5, 5, 4]  # 15 rows on the largest rank → 3 batches everywhere
+    assert sum(batch_sizes(20, 3, 7)) == 20
+
+
+def test_every_row_exactly_once_across_two_ranks_and_two_workers(processed):
+    """Real DataLoader workers (spawned, as the DataModule does), two simulated DDP ranks."""
+    expected = sorted(_all_rows(processed))
+    got, per_rank = [], []
+    for rank in range(2):
+        ds = _stream(processed, shuffle=True, seed=5, rank=rank, world_size=2)
+        ds.set_epoch(2)
+        loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+        batches = list(loader)
+        per_rank.append(len(batches))
+        assert len(batches) == len(ds)
+        got += _keys(batches)
+    assert sorted(got) == expected
+    assert per_rank[0] == per_rank[1]
+
+
+def test_shuffle_is_deterministic_per_seed_and_changes_with_epoch(processed):
+    def order(seed, epoch):
+        ds = _stream(processed, shuffle=True, seed=seed)
+        ds.set_epoch(epoch)
+        return _keys(list(ds))
+
+    a = order(1, 0)
+    assert a == order(1, 0)
+    assert a != order(1, 1)
+    assert a != order(2, 0)
+    assert sorted(a) == sorted(order(1, 1)) == sorted(_all_rows(processed))
+    plain = _keys(list(_stream(processed)))
+    assert plain == _all_rows(processed)  # no shuffle: file order
