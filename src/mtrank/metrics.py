@@ -38,22 +38,25 @@ _EPS = 1e-7
 class HeadMetrics(nn.Module):
     """The metrics of one binary head: auroc, pr_auc, ece, brier, logloss, n_pos (+ oracle_auroc)."""
 
-    def __init__(self, has_p_true: bool = False, thresholds: int | None = None, ece_bins: int = 15) -> None:
+    def __init__(
+        self, has_p_true: bool = False, thresholds: int | None = None, ece_bins: int = 15, sync_on_compute: bool = True
+    ) -> None:
         super().__init__()
         self.has_p_true = bool(has_p_true)
+        kw = {"sync_on_compute": sync_on_compute}  # False: local figures, no collective even under DDP
         m = nn.ModuleDict(
             {
-                "auroc": BinaryAUROC(thresholds=thresholds),
-                "pr_auc": BinaryAveragePrecision(thresholds=thresholds),
-                "ece": BinaryCalibrationError(n_bins=ece_bins, norm="l1"),
-                "brier": MeanSquaredError(),
-                "logloss": MeanMetric(),
-                "n_pos": SumMetric(),
-                "n_rows": SumMetric(),  # internal: to detect an empty or single-class head
+                "auroc": BinaryAUROC(thresholds=thresholds, **kw),
+                "pr_auc": BinaryAveragePrecision(thresholds=thresholds, **kw),
+                "ece": BinaryCalibrationError(n_bins=ece_bins, norm="l1", **kw),
+                "brier": MeanSquaredError(**kw),
+                "logloss": MeanMetric(**kw),
+                "n_pos": SumMetric(**kw),
+                "n_rows": SumMetric(**kw),  # internal: to detect an empty or single-class head
             }
         )
         if self.has_p_true:
-            m["oracle_auroc"] = BinaryAUROC(thresholds=thresholds)
+            m["oracle_auroc"] = BinaryAUROC(thresholds=thresholds, **kw)
         self.metrics = m
 
     @property
@@ -131,6 +134,7 @@ class MultiHeadMetrics(nn.Module):
         has_p_true: bool,
         thresholds: int | None = None,
         ece_bins: int = 15,
+        sync_on_compute: bool = True,
     ) -> None:
         super().__init__()
         self.tasks = tuple(str(t) for t in tasks)
@@ -141,7 +145,11 @@ class MultiHeadMetrics(nn.Module):
         self.stage = str(stage)
         self.has_p_true = bool(has_p_true)
         self.heads = nn.ModuleDict(
-            {t: HeadMetrics(has_p_true=has_p_true, thresholds=thresholds, ece_bins=ece_bins) for t in self.tasks}
+            {
+                t: HeadMetrics(has_p_true=has_p_true, thresholds=thresholds, ece_bins=ece_bins,
+                               sync_on_compute=sync_on_compute)
+                for t in self.tasks
+            }
         )
 
     def _key(self, *parts: str) -> str:
@@ -194,14 +202,16 @@ def compute_head_metrics(
     """Functional twin of :class:`MultiHeadMetrics` for arrays outside a Trainer.
 
     Keys are ``"{prefix}/{task}/{metric}"`` (``"{task}/{metric}"`` when ``prefix`` is empty), values
-    Python floats; ``oracle_auroc`` is included when ``p_true`` is given.
+    Python floats; ``oracle_auroc`` is included when ``p_true`` is given. The figures are of the arrays
+    given: nothing is synchronised across DDP ranks, so it is safe to call on one rank.
     """
     probs = torch.as_tensor(probs)
     labels = torch.as_tensor(labels)
     if p_true is not None:
         p_true = torch.as_tensor(p_true)
     m = MultiHeadMetrics(
-        tasks, stage=prefix.rstrip("/"), has_p_true=p_true is not None, thresholds=thresholds, ece_bins=ece_bins
+        tasks, stage=prefix.rstrip("/"), has_p_true=p_true is not None, thresholds=thresholds, ece_bins=ece_bins,
+        sync_on_compute=False,
     ).to(probs.device)
     m.update(probs, labels, p_true)
     return {k: float(v) for k, v in m.compute().items()}
