@@ -35,6 +35,11 @@ def simulated_logs(simulator: Mapping[str, Any], raw_root: Path | str) -> Path:
     return out
 
 
+def _round_to(n: int, unit: int) -> int:
+    """``n`` rounded up to a whole number of ``unit`` (reads then start and end on Parquet row groups)."""
+    return max(unit, -(-n // unit) * unit)
+
+
 class RankingDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -45,6 +50,7 @@ class RankingDataModule(pl.LightningDataModule):
         batch_size: int = 2048,
         eval_batch_size: int = 16384,
         shuffle_buffer: int = 65536,
+        read_chunk_rows: int = 65536,
         num_workers: int = 0,
         pin_memory: bool = False,
         multiprocessing_context: str | None = "spawn",
@@ -58,6 +64,7 @@ class RankingDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.shuffle_buffer = shuffle_buffer
+        self.read_chunk_rows = read_chunk_rows
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.multiprocessing_context = multiprocessing_context
@@ -110,9 +117,10 @@ class RankingDataModule(pl.LightningDataModule):
             shuffle=shuffle,
             buffer_size=self.shuffle_buffer,
             seed=self.seed,
-            chunk_rows=int(self.processed.metadata["config"]["row_group_size"]),
+            chunk_rows=_round_to(self.read_chunk_rows, int(self.processed.metadata["config"]["row_group_size"])),
             rank=rank,
             world_size=world,
+            with_p_true=split != "train",
         )
         self.datasets[split] = ds
         return ds

@@ -132,6 +132,7 @@ class ShardStream(IterableDataset):
         chunk_rows: int = 16_384,
         rank: int = 0,
         world_size: int = 1,
+        with_p_true: bool = True,
     ):
         super().__init__()
         if batch_size < 1:
@@ -151,7 +152,9 @@ class ShardStream(IterableDataset):
         self._cat = [CAT_PREFIX + f.name for f in spec.categorical]
         self._num = [NUM_PREFIX + n for n in spec.numeric]
         self._lab = [LABEL_PREFIX + t for t in spec.tasks]
-        self._pt = [PTRUE_PREFIX + t for t in spec.tasks] if spec.has_p_true else []
+        # p_true is for evaluation against the truth; training batches can leave it out
+        self._pt = [PTRUE_PREFIX + t for t in spec.tasks] if spec.has_p_true and with_p_true else []
+        self._columns = [REQUEST_COL, ITEM_COL, *self._cat, *self._num, *self._lab, *self._pt]
 
     @property
     def epoch(self) -> int:
@@ -166,17 +169,20 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         return rank_batches(self.rows, self.batch_size, self.world_size)
 
-    def _read(self, seg: Segment) -> dict[str, torch.Tensor]:
-        df = pl.scan_parquet(self.paths[seg.file]).slice(seg.offset, seg.length).collect()
+    def _read(self, seg: Segment) -> pl.DataFrame:
+        return pl.scan_parquet(self.paths[seg.file]).select(self._columns).slice(seg.offset, seg.length).collect()
+
+    def _tensors(self, df: pl.DataFrame) -> dict[str, torch.Tensor]:
+        n = df.height
         out = {
-            "categorical": _matrix(df, self._cat, np.int64, seg.length),
-            "numeric": _matrix(df, self._num, np.float32, seg.length),
-            "labels": _matrix(df, self._lab, np.float32, seg.length),
+            "categorical": _matrix(df, self._cat, np.int64, n),
+            "numeric": _matrix(df, self._num, np.float32, n),
+            "labels": _matrix(df, self._lab, np.float32, n),
             "request_id": torch.from_numpy(df[REQUEST_COL].to_numpy(writable=True).astype(np.int64, copy=False)),
             "item_id": torch.from_numpy(df[ITEM_COL].to_numpy(writable=True).astype(np.int64, copy=False)),
         }
         if self._pt:
-            out["p_true"] = _matrix(df, self._pt, np.float32, seg.length)
+            out["p_true"] = _matrix(df, self._pt, np.float32, n)
         return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -195,9 +201,9 @@ class ShardStream(IterableDataset):
             num_workers=num_workers,
             chunk_rows=self.chunk_rows,
         )
-        gen = torch.Generator().manual_seed(hash((self.seed, epoch, self.rank, worker)) & 0x7FFFFFFF)
-        carry: dict[str, torch.Tensor] | None = None
-        pending: list[dict[str, torch.Tensor]] = []
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
+        carry: pl.DataFrame | None = None
+        pending: list[pl.DataFrame] = []
         pending_rows = 0
         queue = list(sizes)
         for i, seg in enumerate(segments):
@@ -206,18 +212,18 @@ class ShardStream(IterableDataset):
             last = i == len(segments) - 1
             if pending_rows < self.buffer_size and not last:
                 continue
-            window = _concat(([carry] if carry is not None else []) + pending)
+            # one window: concatenate, permute (the shuffle buffer), convert to tensors once, slice batches
+            window = pl.concat(([carry] if carry is not None else []) + pending, rechunk=False)
             pending, pending_rows = [], 0
-            n = window["labels"].shape[0]
             if self.shuffle:
-                perm = torch.randperm(n, generator=gen)
-                window = {k: v.index_select(0, perm) for k, v in window.items()}
-            pos = 0
+                window = window[rng.permutation(window.height)]
+            tensors = self._tensors(window)
+            n, pos = window.height, 0
             while queue and n - pos >= queue[0]:
                 size = queue.pop(0)
-                yield {k: v[pos : pos + size] for k, v in window.items()}
+                yield {k: v[pos : pos + size] for k, v in tensors.items()}
                 pos += size
-            carry = {k: v[pos:] for k, v in window.items()} if pos < n else None
+            carry = window.slice(pos) if pos < n else None
         if queue:
             raise RuntimeError(f"internal error: {len(queue)} batches left unfilled")
 
@@ -227,9 +233,3 @@ def _matrix(df: pl.DataFrame, cols: list[str], dtype, n: int) -> torch.Tensor:
         return torch.empty((n, 0), dtype=torch.from_numpy(np.empty(0, dtype=dtype)).dtype)
     arr = np.ascontiguousarray(df.select(cols).to_numpy().astype(dtype, copy=False))
     return torch.from_numpy(arr)
-
-
-def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    if len(parts) == 1:
-        return parts[0]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
