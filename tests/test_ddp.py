@@ -30,12 +30,15 @@ def test_ddp_cpu_reads_every_row_once_and_ranks_agree(tmp_path):
 
     processed = next((tmp_path / "data" / "processed").glob("simulated-*"))
     train = pl.concat([pl.read_parquet(p) for p in sorted((processed / "train").glob("*.parquet"))])
-    expected = np.sort(train.select("request_id", "item_id").to_numpy().view("i8,i8").ravel())
+    def keys(a):
+        return np.sort(np.ascontiguousarray(a, dtype=np.int64).view("i8,i8").ravel())
+
+    expected = keys(train.select("request_id", "item_id").to_numpy())
     for epoch in (0, 1):
         r0 = np.load(audit / f"rows_rank0_epoch{epoch}.npy")
         r1 = np.load(audit / f"rows_rank1_epoch{epoch}.npy")
         assert len(r0) > 0 and len(r1) > 0 and abs(len(r0) - len(r1)) <= 500
-        seen = np.sort(np.concatenate([r0, r1]).astype("i8").view("i8,i8").ravel())
+        seen = keys(np.concatenate([r0, r1]))
         assert len(seen) == len(expected) and (seen == expected).all(), "every train row exactly once per epoch"
     m0 = json.loads((audit / "val_metrics_rank0.json").read_text())
     m1 = json.loads((audit / "val_metrics_rank1.json").read_text())

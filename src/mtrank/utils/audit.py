@@ -28,7 +28,7 @@ class RowAudit(pl.Callback):
         rows = np.concatenate(self._rows) if self._rows else np.empty((0, 2), dtype=np.int64)
         np.save(self.out_dir / f"rows_rank{trainer.global_rank}_epoch{trainer.current_epoch}.npy", rows)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         path = self.out_dir / f"val_metrics_rank{trainer.global_rank}.json"
