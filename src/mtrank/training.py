@@ -1,4 +1,10 @@
-"""The training job behind ``src/train.py``: data → model → Trainer.fit / test, run records, return metrics."""
+"""The training job behind ``src/train.py``: data → model → Trainer.fit / test, run records, return metrics.
+
+Besides the checkpoints the run folder gets ``calibration.json`` (each head's downsampling correction and the
+post-hoc calibrators of ``calibration=…``, fitted on the validation split after training), ``preprocessing/``
+(the processed data's metadata and vocabularies, so that the run alone can score raw logs) and, with
+``report.enabled``, the evaluation report of the test split (:mod:`mtrank.evaluation`).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,13 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from mtrank.calibration import downsampling_from_metadata
+from mtrank.evaluation import write_report
+from mtrank.prediction import LoadedRun, fit_calibration, save_preprocessing, score_split
 from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
-from mtrank.utils.run_info import write_run_info
+from mtrank.utils.run_info import resolved_config, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,13 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     datamodule = hydra.utils.instantiate(cfg.data, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = hydra.utils.instantiate(cfg.model, spec=datamodule.spec, _recursive_=False)
+    model = hydra.utils.instantiate(
+        cfg.model, spec=datamodule.spec,
+        downsampling=downsampling_from_metadata(
+            datamodule.metadata, mode=str((cfg.get("calibration") or {}).get("downsampling", "correct"))
+        ),
+        _recursive_=False,
+    )
     return datamodule, model
 
 
@@ -51,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(resolved_config(cfg))
 
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
@@ -65,16 +80,56 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # report validation figures of the checkpoint that is kept, not of the last epoch
         trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         metrics.update(_floats(trainer.callback_metrics))
+    _calibrate(cfg, model, datamodule, best, output_dir, write=trainer.is_global_zero)
     if cfg.get("test", True):
         if not best:
             log.warning("No best checkpoint found: testing the current weights")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(_floats(trainer.callback_metrics))
+        report = cfg.get("report")
+        if trainer.is_global_zero and report is not None and report.get("enabled", False):
+            _write_test_report(cfg, model, datamodule, best, output_dir, loggers)
     _log_summary(metrics, model)
     if trainer.is_global_zero:
         summary = {"best_checkpoint": best or None, "metrics": metrics}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return metrics
+
+
+def _loaded_run(cfg: DictConfig, model, datamodule, best: str, output_dir: Path):
+    return LoadedRun(model=model, ckpt_path=Path(best) if best else Path(""), run_dir=output_dir,
+                     calibration=model.calibration, train_config=cfg, preprocessing=datamodule.processed)
+
+
+def _calibrate(cfg: DictConfig, model, datamodule, best: str, output_dir: Path, write: bool) -> None:
+    """Fit the configured calibrators on the best weights (every rank, so that all test with them); rank 0
+    writes calibration.json and copies the preprocessing into the run folder."""
+    if write:
+        save_preprocessing(datamodule.processed, output_dir)
+    cal_cfg = cfg.get("calibration") or {}
+    method = str(cal_cfg.get("method", "none") or "none")
+    if method != "none":
+        if best:  # the weights of the kept checkpoint, whatever the model holds after fit
+            model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+        run = _loaded_run(cfg, model, datamodule, best, output_dir)
+        fit_calibration(run, datamodule.processed, method, split=str(cal_cfg.get("fit_split", "val")),
+                        batch_size=int(datamodule.eval_batch_size))
+        log.info("Fitted %s calibrators per task on the %s split", method, cal_cfg.get("fit_split", "val"))
+    if not write:
+        return
+    path = model.calibration.save(output_dir)
+    log.info("Downsampling (%s): β_t per head for Eq. 3 %s → %s", model.calibration.info.get("mode", "correct"),
+             {t: round(b, 4) for t, b in model.calibration.betas.items()}, path)
+
+
+def _write_test_report(cfg: DictConfig, model, datamodule, best: str, output_dir: Path, loggers) -> None:
+    run = _loaded_run(cfg, model, datamodule, best, output_dir)
+    frame = score_split(run, datamodule.processed, "test", batch_size=int(datamodule.eval_batch_size))
+    write_report(frame, run.tasks, model.calibration, output_dir, cfg.report, split="test",
+                 ece_bins=int((model.hparams.get("metrics") or {}).get("ece_bins", 15)),
+                 context={"title": f"{cfg.task_name}, test split", "checkpoint": best or None,
+                          "data": str(datamodule.processed.directory), "split": "test", "rows": frame.height},
+                 loggers=loggers)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str:

@@ -13,6 +13,8 @@ from mtrank.data.errors import DataValidationError
 
 NAN_POLICIES = ("fill_mean", "error")
 SPLIT_KINDS = ("time", "request", "random")
+TIME_UNITS = ("s", "ms", "us", "ns")
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def _from_mapping(cls, mapping: Mapping[str, Any] | None, key: str):
@@ -36,13 +38,28 @@ def _as_list(value: Any) -> list:
 
 @dataclass(frozen=True)
 class SideTable:
-    """A table joined onto the impressions (user or item features), left join on ``on``."""
+    """A table joined onto the impressions (user or item features), left join on ``on``.
+
+    ``name`` is the table's key under ``data.pipeline.side_tables`` (a mapping ``name -> table``, so that
+    ``data.pipeline.side_tables.<name>.path=...`` replaces the file from the command line); a list of tables
+    is accepted too, named by position.
+    """
 
     path: str
     on: str
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     log_numeric: tuple[str, ...] = ()
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        """The config key of this table, for messages."""
+        return f"data.side_tables.{self.name}" if self.name else "data.side_tables"
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(self.categorical) + tuple(self.numeric) + tuple(self.log_numeric)
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,11 @@ class ColumnsConfig:
     request_id: str | None = None  # None: every row is its own request
     item_id: str | None = None
     time: str | None = None
+    # An integer time column holds Unix epochs in this unit (s | ms | us | ns); None: plain ordered numbers.
+    time_unit: str | None = None
+    # Wall-clock zone of the time column (e.g. Asia/Shanghai) for epochs and zone-aware datetimes, so that
+    # split.val_start / test_start are read as local dates; None: UTC.
+    time_zone: str | None = None
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     log_numeric: tuple[str, ...] = ()  # counts: sign(x)·log1p(|x|) before normalisation
@@ -70,6 +92,15 @@ class SplitConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
+    # by=time only: cut points instead of fractions. A request goes to val when its first impression is at or
+    # after val_start, to test at or after test_start. A number in the time column's own units, or an ISO date /
+    # datetime string when the time column is a date, a datetime, a string or has columns.time_unit.
+    val_start: Any = None
+    test_start: Any = None
+
+    @property
+    def cut_points(self) -> bool:
+        return self.val_start is not None or self.test_start is not None
 
 
 @dataclass(frozen=True)
@@ -123,6 +154,9 @@ class PipelineConfig:
         split_inputs = m.get("split_inputs")
         if split_inputs:
             split_inputs = {k: tuple(_as_list(v)) for k, v in dict(split_inputs).items() if v}
+        for k in ("time_unit", "time_zone"):
+            if cols.get(k) == "":
+                cols[k] = None
         return cls(
             name=str(m["name"]),
             inputs=tuple(_as_list(m.get("inputs"))),
@@ -131,18 +165,20 @@ class PipelineConfig:
             split=_from_mapping(SplitConfig, m.get("split"), f"{key}.split"),
             encoding=_from_mapping(EncodingConfig, m.get("encoding"), f"{key}.encoding"),
             downsample=_from_mapping(DownsampleConfig, m.get("downsample"), f"{key}.downsample"),
-            side_tables=tuple(
-                _from_mapping(
-                    SideTable,
-                    {**dict(t), **{k: tuple(_as_list(dict(t).get(k))) for k in ("categorical", "numeric", "log_numeric")}},
-                    f"{key}.side_tables[{i}]",
-                )
-                for i, t in enumerate(m.get("side_tables") or ())
-            ),
+            side_tables=_side_tables(m.get("side_tables"), key),
             split_inputs=split_inputs or None,
             rows_per_shard=int(m.get("rows_per_shard", 262_144)),
             row_group_size=int(m.get("row_group_size", 16_384)),
         )
+
+    @property
+    def produced_splits(self) -> tuple[str, ...]:
+        """The splits cut from ``inputs`` by ``split`` (the others come from ``split_inputs``)."""
+        if not self.split_inputs:
+            return SPLIT_NAMES
+        if "train" in self.split_inputs:
+            return ()
+        return tuple(s for s in SPLIT_NAMES if s not in self.split_inputs)
 
     @property
     def categorical(self) -> tuple[str, ...]:
@@ -161,10 +197,47 @@ class PipelineConfig:
         return self.categorical + self.numeric + self.log_numeric
 
 
+def _side_tables(value: Any, key: str) -> tuple[SideTable, ...]:
+    """``side_tables`` as a mapping ``name -> table`` (overridable per name) or a list (named by position)."""
+    if not value:
+        return ()
+    if isinstance(value, Mapping):
+        items = [(str(n), t) for n, t in value.items() if t is not None]
+    elif isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
+        items = [(str(i), t) for i, t in enumerate(value)]
+    else:
+        raise DataValidationError(f"config key {key}.side_tables must map table names to tables, got {value!r}")
+    out = []
+    for name, t in items:
+        if not isinstance(t, Mapping):
+            raise DataValidationError(
+                f"config key {key}.side_tables.{name} must be a mapping with keys path, on, categorical, numeric, "
+                f"log_numeric; got {t!r}"
+            )
+        t = {k: v for k, v in dict(t).items()}
+        if True in t and "on" not in t:  # YAML 1.1 reads a bare `on:` key as the boolean true
+            t["on"] = t.pop(True)
+        for k in ("categorical", "numeric", "log_numeric"):
+            t[k] = tuple(_as_list(t.get(k)))
+        for k in ("path", "on"):
+            if not t.get(k):
+                raise DataValidationError(f"config key {key}.side_tables.{name}.{k} is missing")
+        t["name"] = name
+        out.append(_from_mapping(SideTable, t, f"{key}.side_tables.{name}"))
+    return tuple(out)
+
+
 def check_pipeline_config(cfg: PipelineConfig) -> None:
     """Checks that need no data: each message names the config key and the allowed values."""
     if not cfg.tasks:
         raise DataValidationError("config key tasks.names is empty: configure at least one task")
+    reserved = [t for t in cfg.tasks if _reserved_task_name(t)]
+    if reserved:
+        raise DataValidationError(
+            f"task name(s) {reserved} cannot be used: a task names a head, a tower and a metric group, so it must "
+            "not contain '.', be empty, be 'mean' (the average over heads) or be an attribute of torch.nn.Module "
+            "(e.g. forward, train, eval); rename it in data.columns.labels and tasks.names (e.g. forward -> share)"
+        )
     missing = [t for t in cfg.tasks if t not in cfg.columns.labels]
     if missing:
         raise DataValidationError(
@@ -175,10 +248,12 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         raise DataValidationError(f"data.downsample.beta = {cfg.downsample.beta}: expected a keep rate in (0, 1]")
     if cfg.split.by not in SPLIT_KINDS:
         raise DataValidationError(f"data.split.by = '{cfg.split.by}': expected one of {list(SPLIT_KINDS)}")
-    if cfg.split.by == "time" and not cfg.columns.time and not cfg.split_inputs:
+    produced = cfg.produced_splits
+    if cfg.split.by == "time" and not cfg.columns.time and len(produced) > 1:
         raise DataValidationError("data.split.by = 'time' needs data.columns.time; set it or use split.by=request")
-    v, t = cfg.split.val_fraction, cfg.split.test_fraction
-    if not cfg.split_inputs and (v < 0 or t < 0 or v + t >= 1):
+    v = cfg.split.val_fraction if "val" in produced else 0.0
+    t = cfg.split.test_fraction if "test" in produced else 0.0
+    if len(produced) > 1 and not cfg.split.cut_points and (v < 0 or t < 0 or v + t >= 1):
         raise DataValidationError(
             f"data.split.val_fraction={v} and data.split.test_fraction={t}: expected non-negative fractions summing below 1"
         )
@@ -192,10 +267,15 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         raise DataValidationError("data.inputs is empty: give the raw log files (or data.split_inputs)")
     if cfg.split_inputs:
         bad = sorted(set(cfg.split_inputs) - {"train", "val", "test"})
-        if bad or "train" not in cfg.split_inputs:
+        if bad or ("train" not in cfg.split_inputs and not cfg.inputs):
             raise DataValidationError(
-                f"data.split_inputs has keys {sorted(cfg.split_inputs)}: expected 'train' and optionally 'val', 'test'"
+                f"data.split_inputs has keys {sorted(cfg.split_inputs)}: expected 'train' and optionally 'val', 'test' "
+                "(or only 'val' / 'test', with data.inputs giving the rest)"
             )
+    _check_time_config(cfg)
+    names = [t.name for t in cfg.side_tables]
+    if len(set(names)) != len(names):
+        raise DataValidationError(f"data.side_tables has duplicated table names {names}")
     feats = cfg.features
     dup = sorted({f for f in feats if feats.count(f) > 1})
     if dup:
@@ -208,3 +288,46 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         )
     if cfg.rows_per_shard < 1 or cfg.row_group_size < 1:
         raise DataValidationError("data.rows_per_shard and data.row_group_size must be positive integers")
+
+
+def _reserved_task_name(name: str) -> bool:
+    import torch.nn  # what nn.ModuleDict refuses as keys
+
+    return not name or "." in name or name == "mean" or hasattr(torch.nn.Module, name)
+
+
+def _check_time_config(cfg: PipelineConfig) -> None:
+    cols, split = cfg.columns, cfg.split
+    if cols.time_unit is not None and cols.time_unit not in TIME_UNITS:
+        raise DataValidationError(f"data.columns.time_unit = '{cols.time_unit}': expected one of {list(TIME_UNITS)} or null")
+    if (cols.time_unit or cols.time_zone) and not cols.time:
+        raise DataValidationError("data.columns.time_unit / time_zone are set but data.columns.time is not")
+    if cols.time_zone is not None:
+        import polars as pl  # its own zone database: the one the pipeline will use
+
+        try:
+            pl.Series([0], dtype=pl.Datetime("us")).dt.replace_time_zone(str(cols.time_zone))
+        except Exception:
+            raise DataValidationError(
+                f"data.columns.time_zone = '{cols.time_zone}': expected an IANA time zone such as UTC or Asia/Shanghai"
+            ) from None
+    if not split.cut_points:
+        return
+    if split.by != "time":
+        raise DataValidationError(
+            f"data.split.val_start / test_start are cut points in time but data.split.by = '{split.by}'; "
+            "set data.split.by=time or remove them"
+        )
+    if not cols.time:
+        raise DataValidationError("data.split.val_start / test_start need data.columns.time")
+    produced = cfg.produced_splits
+    for s in ("val", "test"):
+        if s in produced and getattr(split, f"{s}_start") is None:
+            raise DataValidationError(
+                f"data.split.{s}_start is not set but data.split.{'test' if s == 'val' else 'val'}_start is: "
+                f"with cut points, give one for each split cut from data.inputs ({list(produced)}), "
+                f"or take the {s} split from data.split_inputs.{s}"
+            )
+    v, t = split.val_start, split.test_start
+    if "val" in produced and "test" in produced and type(v) is type(t) and v > t:
+        raise DataValidationError(f"data.split.val_start = {v!r} is after data.split.test_start = {t!r}")

@@ -3,10 +3,14 @@
 Steps (lazy wherever the data allows):
 
 1. resolve and scan the raw files (Parquet or CSV) and check each one: columns, dtypes, labels in {0, 1},
-   no null ids, the NaN policy for numerics (:mod:`mtrank.data.validation`);
-2. join side tables (user / item features) when configured;
-3. split train / val / test by time (whole requests, in time order), by request hash, or per row; or take
-   explicit split files (``data.split_inputs``); no request is in two splits;
+   no null ids, whole numbers in float-coded categoricals, the NaN policy for numerics; give every categorical
+   column one dtype across all files and splits; put the time column on one scale (epochs with a unit and a time
+   zone, dates, datetimes, ISO strings); count exact duplicate rows, which are kept and reported, never dropped
+   (:mod:`mtrank.data.reading`, :mod:`mtrank.data.validation`);
+2. left-join the side tables (user / item features), counting impressions without a matching row;
+3. split train / val / test by time (whole requests, in time order; by fractions or at cut points
+   ``split.val_start`` / ``test_start``), by request hash, or per row; or take explicit split files
+   (``data.split_inputs``, all of them or only val / test beside ``data.inputs``); no request is in two splits;
 4. fit the feature encoder on train only and encode all splits (:mod:`mtrank.data.encoding`);
 5. derive one label per configured task;
 6. downsample, in the train split only, the impressions with no engagement of any configured task, keeping a
@@ -36,10 +40,11 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 
-from mtrank.data import sources, validation
+from mtrank.data import reading, sources
 from mtrank.data.config import PipelineConfig
 from mtrank.data.encoding import FeatureEncoder
 from mtrank.data.errors import DataValidationError
+from mtrank.data.reading import TIME_COL
 from mtrank.data.spec import (
     CAT_PREFIX,
     ITEM_COL,
@@ -107,7 +112,7 @@ def process(cfg: PipelineConfig, processed_root: Path | str, force: bool = False
     """Process the raw logs of ``cfg`` (or reuse the cached result) and return the processed data set."""
     processed_root = Path(processed_root)
     split_files = _resolve_split_files(cfg)
-    side_files = [sources.resolve_inputs([t.path], f"data.side_tables[{i}].path")[0] for i, t in enumerate(cfg.side_tables)]
+    side_files = [sources.resolve_inputs([t.path], f"{t.key}.path")[0] for t in cfg.side_tables]
     all_files = [f for fs in split_files.values() for f in fs] + side_files
     key = cache_key(cfg, sources.fingerprint(all_files))
     final = processed_root / f"{cfg.name}-{key}"
@@ -140,9 +145,21 @@ def process(cfg: PipelineConfig, processed_root: Path | str, force: bool = False
 
 
 def _resolve_split_files(cfg: PipelineConfig) -> dict[str, list[Path]]:
-    if cfg.split_inputs:
-        return {s: sources.resolve_inputs(p, f"data.split_inputs.{s}") for s, p in cfg.split_inputs.items()}
-    return {"all": sources.resolve_inputs(cfg.inputs, "data.inputs")}
+    """``{"all": data.inputs}`` (split by data.split) and/or ``{split: data.split_inputs.<split>}``.
+
+    With a train file in ``split_inputs`` the explicit files are the whole data set (``inputs`` is ignored);
+    without one, ``inputs`` is split into train and the splits ``split_inputs`` does not give.
+    """
+    given = dict(cfg.split_inputs or {})
+    out: dict[str, list[Path]] = {}
+    if "train" not in given:
+        out["all"] = sources.resolve_inputs(cfg.inputs, "data.inputs")
+    elif cfg.inputs:
+        log.info("data.split_inputs.train is set: data.inputs is not used")
+    for s in SPLITS:
+        if s in given:
+            out[s] = sources.resolve_inputs(given[s], f"data.split_inputs.{s}")
+    return out
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -159,93 +176,6 @@ def _json_default(o: Any):
     raise TypeError(type(o))
 
 
-# --------------------------------------------------------------------------------------------- reading
-
-
-def _impression_columns(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
-    """Categorical and numeric feature columns read from the impression files (not from side tables)."""
-    side = {c for t in cfg.side_tables for c in (*t.categorical, *t.numeric, *t.log_numeric)}
-    cats = [c for c in cfg.categorical if c not in side]
-    nums = [c for c in cfg.numeric + cfg.log_numeric if c not in side]
-    return cats, nums
-
-
-def _read_impressions(cfg: PipelineConfig, files: list[Path]) -> tuple[pl.LazyFrame, dict, bool]:
-    cols = cfg.columns
-    cats, nums = _impression_columns(cfg)
-    roles = validation.column_roles(cols, cfg.tasks, cats, nums)
-    for i, t in enumerate(cfg.side_tables):
-        roles.setdefault(t.on, validation.Role("id", f"data.side_tables[{i}].on"))
-    label_cols = [cols.labels[t] for t in cfg.tasks]
-    required = [c for c in (cols.request_id, cols.item_id, cols.time) if c]
-    frames, schemas, missing = [], [], {}
-    for path in files:
-        lf = sources.scan(path)
-        schema = lf.collect_schema()
-        validation.check_schema(path, schema, roles)
-        counts = validation.check_values(path, lf, label_cols, nums, required, cfg.encoding.nan_policy)
-        for c, n in counts.items():
-            missing[c] = missing.get(c, 0) + n
-        frames.append((path, lf))
-        schemas.append(schema)
-    ptrue_cols = []
-    if cols.p_true_prefix:
-        ptrue_cols = [cols.p_true_prefix + t for t in cfg.tasks]
-        if not all(all(c in s for c in ptrue_cols) for s in schemas):
-            ptrue_cols = []
-    has_p_true = bool(ptrue_cols)
-    # one dtype per id/categorical column across files
-    casts: dict[str, pl.DataType] = {}
-    for c in set(cats) | {c for c in (cols.request_id, cols.item_id) if c} | {t.on for t in cfg.side_tables}:
-        casts[c] = validation.unify_categorical_dtype([s[c] for s in schemas])
-    selected = []
-    keep = list(dict.fromkeys([c for c in (cols.request_id, cols.item_id, cols.time) if c] + cats + nums
-                              + [t.on for t in cfg.side_tables] + label_cols + ptrue_cols))
-    for path, lf in frames:
-        exprs = []
-        for c in keep:
-            e = pl.col(c)
-            if c in casts:
-                e = e.cast(casts[c])
-            elif c in nums or c in ptrue_cols:
-                e = e.cast(pl.Float64)
-            elif c in label_cols:
-                e = e.cast(pl.UInt8)
-            elif c == cols.time and schemas[0][c].is_temporal():
-                e = e.cast(pl.Datetime("us")).dt.epoch("us")
-            exprs.append(e)
-        selected.append(lf.select(exprs))
-    raw = pl.concat(selected, how="vertical")
-    return raw, {"numeric_missing": missing, "ptrue_cols": ptrue_cols, "casts": casts}, has_p_true
-
-
-def _join_side_tables(cfg: PipelineConfig, raw: pl.LazyFrame, side_files: list[Path], casts: dict) -> tuple[pl.LazyFrame, dict]:
-    missing: dict[str, int] = {}
-    for i, (t, path) in enumerate(zip(cfg.side_tables, side_files)):
-        lf = sources.scan(path)
-        schema = lf.collect_schema()
-        roles = {t.on: validation.Role("id", f"data.side_tables[{i}].on")}
-        roles.update({c: validation.Role("categorical", f"data.side_tables[{i}].categorical") for c in t.categorical})
-        roles.update({c: validation.Role("numeric", f"data.side_tables[{i}].numeric") for c in (*t.numeric, *t.log_numeric)})
-        validation.check_schema(path, schema, roles)
-        nums = [*t.numeric, *t.log_numeric]
-        counts = validation.check_values(path, lf, [], nums, [t.on], cfg.encoding.nan_policy)
-        missing.update(counts)
-        dups = lf.select(pl.col(t.on).is_duplicated().sum()).collect().item()
-        if dups:
-            raise DataValidationError(
-                f"side table {path} has {dups} rows with a duplicated key '{t.on}'; a join would multiply impressions"
-            )
-        key_type = casts.get(t.on, pl.Int64)
-        side = lf.select(
-            pl.col(t.on).cast(key_type),
-            *[pl.col(c).cast(validation.unify_categorical_dtype([schema[c]])) for c in t.categorical],
-            *[pl.col(c).cast(pl.Float64) for c in nums],
-        )
-        raw = raw.join(side, on=t.on, how="left", maintain_order="left")
-    return raw, missing
-
-
 # --------------------------------------------------------------------------------------------- splitting
 
 
@@ -253,12 +183,28 @@ def _uniform_from_hash(expr: pl.Expr, seed: int) -> pl.Expr:
     return (expr.hash(seed=seed) % 1_000_003).cast(pl.Float64) / 1_000_003.0
 
 
-def _assign_splits(cfg: PipelineConfig, lf: pl.LazyFrame) -> pl.LazyFrame:
-    v, t = cfg.split.val_fraction, cfg.split.test_fraction
+def _assign_splits(cfg: PipelineConfig, lf: pl.LazyFrame, cuts: Mapping[str, int] | None = None) -> pl.LazyFrame:
+    """Label each row with the split it goes to, among ``cfg.produced_splits`` (whole requests stay together).
+
+    ``cuts``: the time cut points (``split.val_start`` / ``test_start`` on the ``__time`` scale), if configured.
+    """
+    produced = cfg.produced_splits
+    if len(produced) == 1:
+        return lf.with_columns(pl.lit(produced[0]).alias(_SPLIT))
+    if cfg.split.by == "time" and cuts:
+        first = pl.col(TIME_COL).min().over(REQUEST_COL) if cfg.columns.request_id else pl.col(TIME_COL)
+        split = pl.lit("train")
+        if "val" in cuts:
+            split = pl.when(first >= cuts["val"]).then(pl.lit("val")).otherwise(split)
+        if "test" in cuts:
+            split = pl.when(first >= cuts["test"]).then(pl.lit("test")).otherwise(split)
+        return lf.with_columns(split.alias(_SPLIT))
+    v = cfg.split.val_fraction if "val" in produced else 0.0
+    t = cfg.split.test_fraction if "test" in produced else 0.0
     if cfg.split.by == "time":
         reqs = (
             lf.group_by(REQUEST_COL)
-            .agg(pl.col("__time").min().alias("__t"))
+            .agg(pl.col(TIME_COL).min().alias("__t"))
             .sort(["__t", REQUEST_COL])
             .with_row_index("__rank")
             .with_columns((pl.col("__rank").cast(pl.Float64) / pl.len().cast(pl.Float64)).alias("__q"))
@@ -276,50 +222,63 @@ def _assign_splits(cfg: PipelineConfig, lf: pl.LazyFrame) -> pl.LazyFrame:
     return lf.with_columns(split.alias(_SPLIT)).drop("__q", strict=False)
 
 
+def _cut_points(cfg: PipelineConfig, time_dtype) -> dict[str, int]:
+    if not (cfg.split.by == "time" and cfg.split.cut_points):
+        return {}
+    cols = cfg.columns
+    return {
+        s: reading.cut_point(value, f"data.split.{s}_start", cols.time, time_dtype, cols.time_unit, cols.time_zone)
+        for s in ("val", "test")
+        if s in cfg.produced_splits and (value := getattr(cfg.split, f"{s}_start")) is not None
+    }
+
+
 # --------------------------------------------------------------------------------------------- build
 
 
 def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: list[Path], out: Path) -> dict:
     cols = cfg.columns
-    frames: dict[str, pl.LazyFrame] = {}
-    missing: dict[str, int] = {}
-    has_p_true = True
-    info = {}
-    for s, files in split_files.items():
-        raw, info, hp = _read_impressions(cfg, files)
-        has_p_true &= hp
-        for c, n in info["numeric_missing"].items():
-            missing[c] = missing.get(c, 0) + n
-        raw, side_missing = _join_side_tables(cfg, raw, side_files, info["casts"])
-        for c, n in side_missing.items():
-            missing[c] = missing.get(c, 0) + n
-        raw = raw.with_row_index(_ROW)
+    imp = reading.read_impressions(cfg, split_files)
+    has_p_true = bool(imp.ptrue_cols)
+    side = reading.read_side_tables(cfg, side_files, imp.casts, imp.columns)
+    cuts = _cut_points(cfg, imp.time_dtype)
+    # "all" (the files split by data.split) first, so that its row numbers do not depend on data.split_inputs;
+    # row numbers run on across the split files, so row-number ids never repeat between splits
+    frames: dict[str, pl.DataFrame] = {}
+    offset = 0
+    for s in sorted(imp.frames, key=lambda k: k != "all"):
+        raw = reading.join_side_tables(imp.frames[s], side).with_row_index(_ROW, offset=offset)
         raw = raw.with_columns(
-            _id_expr(cols.request_id, info["casts"]).alias(REQUEST_COL),
-            _id_expr(cols.item_id, info["casts"]).alias(ITEM_COL),
+            _id_expr(cols.request_id, imp.casts).alias(REQUEST_COL),
+            _id_expr(cols.item_id, imp.casts).alias(ITEM_COL),
         )
-        if cols.time:
-            raw = raw.with_columns(pl.col(cols.time).cast(pl.Int64).alias("__time"))
-        frames[s] = raw
+        if s == "all":
+            raw = _assign_splits(cfg, raw, cuts)
+        frames[s] = raw.collect()
+        offset += frames[s].height
     if "all" in frames:
-        materialised = _assign_splits(cfg, frames.pop("all")).collect()
-        frames = {s: materialised.filter(pl.col(_SPLIT) == s).lazy() for s in SPLITS}
-    else:
-        frames = {s: frames[s].collect().lazy() for s in frames}
+        materialised = frames.pop("all")
+        for s in cfg.produced_splits:
+            frames[s] = materialised.filter(pl.col(_SPLIT) == s).drop(_SPLIT)
+    side_report = reading.side_table_report(frames, side, cfg.encoding.nan_policy)
+    frames = {s: reading.drop_markers(frames[s]) for s in SPLITS if s in frames}
     _check_disjoint_requests(frames)
-    rows = {s: frames[s].select(pl.len()).collect().item() for s in frames}
+    rows = {s: df.height for s, df in frames.items()}
     if rows.get("train", 0) == 0:
         raise DataValidationError("the train split is empty after splitting; check data.split and data.inputs")
     for s, n in rows.items():
         if n == 0:
+            hint = f"move data.split.{s}_start" if cuts else f"raise data.split.{s}_fraction"
             raise DataValidationError(
-                f"the {s} split is empty after splitting; raise data.split.{s}_fraction or give data.split_inputs.{s}"
+                f"the {s} split is empty after splitting; {hint} or give data.split_inputs.{s}"
             )
+    missing = _count_missing(frames, list(cfg.numeric + cfg.log_numeric))
     if any(missing.values()):
         log.warning(
             "Numeric null/NaN values filled with the train mean (data.encoding.nan_policy=fill_mean): %s",
             {c: n for c, n in missing.items() if n},
         )
+    frames = {s: df.lazy() for s, df in frames.items()}
 
     encoder = FeatureEncoder(
         categorical=list(cfg.categorical), numeric=list(cfg.numeric), log_numeric=list(cfg.log_numeric)
@@ -362,6 +321,9 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
         "counts": counts,
         "splits": splits_meta,
         "numeric_missing_filled": missing,
+        "duplicate_rows": {"kept": True, "total": sum(imp.duplicates.values()), "files": imp.duplicates},
+        "side_tables": side_report,
+        "time_cut_points_us": cuts or None,
         "config": dataclasses.asdict(cfg),
         "polars_version": pl.__version__,
     }
@@ -376,8 +338,21 @@ def _id_expr(col: str | None, casts: Mapping[str, pl.DataType]) -> pl.Expr:
     return pl.col(col).cast(pl.Int64)
 
 
-def _check_disjoint_requests(frames: dict[str, pl.LazyFrame]) -> None:
-    ids = {s: frames[s].select(pl.col(REQUEST_COL).unique()).collect()[REQUEST_COL] for s in frames}
+def _count_missing(frames: Mapping[str, pl.DataFrame], numeric: list[str]) -> dict[str, int]:
+    """Null/NaN values per numeric feature over all splits, after the side-table joins (impressions whose key is
+    missing from a side table count too)."""
+    out = {c: 0 for c in numeric}
+    for df in frames.values():
+        if not numeric or not df.height:
+            continue
+        row = df.select([(pl.col(c).is_null() | pl.col(c).is_nan()).sum().alias(c) for c in numeric]).row(0, named=True)
+        for c in numeric:
+            out[c] += int(row[c])
+    return out
+
+
+def _check_disjoint_requests(frames: Mapping[str, pl.DataFrame]) -> None:
+    ids = {s: frames[s].select(pl.col(REQUEST_COL).unique())[REQUEST_COL] for s in frames}
     names = list(ids)
     for i, a in enumerate(names):
         for b in names[i + 1:]:

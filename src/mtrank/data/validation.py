@@ -18,11 +18,19 @@ def _is_numeric(dt: pl.DataType) -> bool:
 
 
 def _is_categorical_like(dt: pl.DataType) -> bool:
-    return dt.is_integer() or dt in (pl.String, pl.Boolean, pl.Categorical) or isinstance(dt, (pl.Categorical, pl.Enum))
+    # floats are accepted as integer codes (a code column with nulls is often stored as float); check_values
+    # refuses floats that are not whole numbers
+    return (
+        dt.is_integer()
+        or dt.is_float()
+        or dt in (pl.String, pl.Boolean, pl.Categorical)
+        or isinstance(dt, (pl.Categorical, pl.Enum))
+    )
 
 
 def _is_time_like(dt: pl.DataType) -> bool:
-    return dt.is_integer() or dt.is_temporal() or dt.is_float()
+    # strings are parsed as ISO dates / datetimes (check_time_strings says which value does not parse)
+    return dt.is_integer() or dt.is_temporal() or dt.is_float() or dt == pl.String
 
 
 @dataclass(frozen=True)
@@ -71,23 +79,60 @@ def check_schema(path: Path, schema: Mapping[str, pl.DataType], roles: Mapping[s
             )
         if role.kind == "time" and not _is_time_like(dt):
             raise DataValidationError(
-                f"column '{col}' ({role.key}) in file {path} has dtype {dt}; expected an integer timestamp, date or datetime"
+                f"column '{col}' ({role.key}) in file {path} has dtype {dt}; "
+                "expected an integer timestamp, a date, a datetime or an ISO date string"
             )
 
 
-def check_values(
+def float_code_columns(schema: Mapping[str, pl.DataType], columns: Sequence[str]) -> list[str]:
+    """The categorical / id columns stored as floats: they must hold whole numbers (see check_values)."""
+    return [c for c in columns if c in schema and schema[c].is_float()]
+
+
+def check_time_strings(path: Path, lf: pl.LazyFrame, col: str, key: str = "data.columns.time") -> None:
+    """A string time column must parse as ISO dates or datetimes; the message shows a value that does not."""
+    parsed = pl.col(col).str.to_datetime(strict=False, time_unit="us")
+    bad = pl.col(col).is_not_null() & parsed.is_null()
+    try:
+        row = lf.select(bad.sum().alias("n"), pl.col(col).filter(bad).first().alias("example")).collect().row(0, named=True)
+    except Exception as exc:
+        raise DataValidationError(f"column '{col}' ({key}) in file {path} could not be parsed as datetimes: {exc}") from exc
+    if row["n"]:
+        raise DataValidationError(
+            f"column '{col}' ({key}) in file {path} has {row['n']} value(s) that are not ISO dates or datetimes "
+            f"(e.g. {row['example']!r}); expected e.g. 2022-04-25 or 2022-04-25 13:45:00"
+        )
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What one checking pass over a file found."""
+
+    rows: int
+    missing: dict[str, int]  # null/NaN values per numeric column
+    duplicates: int | None = None  # rows that are exact copies of an earlier row (all columns equal)
+
+
+def inspect_file(
     path: Path,
     lf: pl.LazyFrame,
     label_cols: Sequence[str],
     numeric_cols: Sequence[str],
     required_cols: Sequence[str],
     nan_policy: str,
-) -> dict[str, int]:
-    """One pass over a file: rows > 0, labels in {0, 1} without nulls, no null ids, NaN policy for numerics.
-
-    Returns the number of null/NaN values per numeric column (for the metadata and the warning).
-    """
+    code_cols: Sequence[str] = (),
+    count_duplicates: bool = False,
+) -> FileReport:
+    """One pass over a file: rows > 0, labels in {0, 1} without nulls, no null ids, NaN policy for numerics,
+    whole numbers in float-typed categorical columns (``code_cols``); optionally counts exact duplicate rows."""
     exprs = [pl.len().alias("__rows")]
+    if count_duplicates:
+        # distinct 64-bit row hashes: about 0.4 s per million rows; a collision is astronomically unlikely
+        exprs.append((pl.len() - pl.struct(pl.all()).hash().n_unique()).alias("__duplicates"))
+    for c in code_cols:
+        x = pl.col(c).cast(pl.Float64)
+        frac = x.is_not_null() & ~x.is_nan() & (x != x.floor())
+        exprs += [frac.sum().alias(f"{c}__frac"), x.filter(frac).first().alias(f"{c}__frac_example")]
     for c in label_cols:
         x = pl.col(c).cast(pl.Float64)
         exprs += [
@@ -121,6 +166,13 @@ def check_values(
             raise DataValidationError(
                 f"column '{c}' in file {path} has {row[f'{c}__idnulls']} null value(s); ids and times may not be null"
             )
+    for c in code_cols:
+        if row[f"{c}__frac"]:
+            raise DataValidationError(
+                f"categorical column '{c}' in file {path} is float with {row[f'{c}__frac']} value(s) that are not "
+                f"whole numbers (e.g. {row[f'{c}__frac_example']}); expected integer codes or strings "
+                "(a continuous column belongs in numeric or log_numeric)"
+            )
     missing = {c: int(row[f"{c}__missing"]) for c in numeric_cols}
     if nan_policy == "error":
         bad = {c: n for c, n in missing.items() if n}
@@ -130,11 +182,34 @@ def check_values(
                 f"numeric column '{c}' in file {path} has {n} null/NaN value(s) and data.encoding.nan_policy=error; "
                 "clean the file or set data.encoding.nan_policy=fill_mean"
             )
-    return missing
+    return FileReport(int(row["__rows"]), missing, int(row["__duplicates"]) if count_duplicates else None)
+
+
+def check_values(
+    path: Path,
+    lf: pl.LazyFrame,
+    label_cols: Sequence[str],
+    numeric_cols: Sequence[str],
+    required_cols: Sequence[str],
+    nan_policy: str,
+) -> dict[str, int]:
+    """:func:`inspect_file` without the extras; returns the null/NaN count per numeric column."""
+    return inspect_file(path, lf, label_cols, numeric_cols, required_cols, nan_policy).missing
 
 
 def unify_categorical_dtype(dtypes: Sequence[pl.DataType]) -> pl.DataType:
-    """Integers stay Int64; anything else (or a mix of files) becomes String."""
-    if all(dt.is_integer() or dt == pl.Boolean for dt in dtypes):
+    """Integers, booleans and whole-number floats become Int64; anything else (or a mix of files) String."""
+    if all(dt.is_integer() or dt == pl.Boolean or dt.is_float() for dt in dtypes):
         return pl.Int64
     return pl.String
+
+
+def categorical_cast(col: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
+    """``col`` (of ``dtype``) as ``target`` (Int64 or String); float codes go through Int64, NaN becomes null, so
+    1.0 in one file and 1 or "1" in another are the same value."""
+    e = pl.col(col)
+    if dtype.is_float():
+        e = pl.when(e.is_nan()).then(None).otherwise(e).cast(pl.Int64)
+    elif isinstance(dtype, (pl.Categorical, pl.Enum)):
+        e = e.cast(pl.String)
+    return e.cast(target)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from mtrank.data.spec import FeatureSpec
 
-__all__ = ["MLP", "FeatureLayer", "make_activation", "make_norm"]
+__all__ = ["MLP", "FeatureLayer", "SoftmaxGate", "make_activation", "make_norm"]
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -172,3 +172,26 @@ class FeatureLayer(nn.Module):
             gram = torch.bmm(stacked, stacked.transpose(1, 2))  # [B, k, k]
             parts.append(gram[:, self._triu_rows, self._triu_cols])
         return torch.cat(parts, dim=1)
+
+
+class SoftmaxGate(nn.Module):
+    """A mixture gate: ``softmax(Linear(x) / temperature)`` over ``n_experts``; rows of the output sum to 1.
+
+    The output ``[B, n_experts]`` is the weight each expert gets in the mixture for each row (MMoE's
+    ``g^k(x)``, Zhao et al. 2019 / Ma et al. 2018). A lower ``temperature`` makes the gate sharper.
+    """
+
+    def __init__(self, in_dim: int, n_experts: int, temperature: float = 1.0) -> None:
+        super().__init__()
+        if in_dim <= 0:
+            raise ValueError(f"SoftmaxGate in_dim must be positive, got {in_dim}")
+        if n_experts <= 0:
+            raise ValueError(f"SoftmaxGate needs at least one expert, got n_experts={n_experts}")
+        if not temperature > 0:
+            raise ValueError(f"SoftmaxGate temperature must be > 0, got {temperature}")
+        self.n_experts = int(n_experts)
+        self.temperature = float(temperature)
+        self.proj = nn.Linear(int(in_dim), self.n_experts)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.proj(x) / self.temperature, dim=-1)

@@ -3,10 +3,21 @@
 Both objectives report the same per-engagement-type metrics (:mod:`mtrank.metrics`): the multi-task model
 scores type t with head t, the binary model scores every type with its single engagement score, so the two
 compare head to head.
+
+Scores and probabilities. The train split is negatively downsampled, so a head's sigmoid (``task_probabilities``,
+the "raw" score) lives on the downsampled scale. The module knows each head's keep rate (``downsampling``, from
+the processed data's counts, see :mod:`mtrank.calibration`) and corrects it with Eq. 3 (a logit shift by
+log β_t), then applies the post-hoc calibrators attached with :meth:`RankingModule.set_calibration`, if any:
+that is ``calibrated_probabilities``, what ``predict_step`` returns as ``probs`` and what the val/test metrics
+with the plain names (``ece``, ``brier``, ``logloss``, ``auroc``…) are computed on. The raw scores' calibration
+figures are logged beside them as ``<stage>/<task>/ece_raw``, ``brier_raw``, ``logloss_raw``, and, while
+post-hoc calibrators are attached, those after Eq. 3 alone as ``ece_corrected``, ``brier_corrected``,
+``logloss_corrected``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from mtrank.calibration import Calibration, correct_logits
+from mtrank.calibration_metrics import RawScoreMetrics
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.losses import UncertaintyWeighting, bce_per_task, binary_importance_loss, build_task_weighting
 from mtrank.metrics import MultiHeadMetrics
@@ -60,6 +73,10 @@ class RankingModule(pl.LightningModule):
         optimizer: Hydra config of a torch optimizer (``_target_``, lr, …); params are passed at build time.
         scheduler: optional Hydra config of a LR scheduler.
         metrics: ``thresholds`` (None = exact AUROC / PR-AUC) and ``ece_bins``.
+        downsampling: ``{"beta": β, "effective_beta": {task: β_t}, "mode": "correct" | "reweight"}`` of the
+            train split (:func:`mtrank.calibration.downsampling_from_metadata`); None = no downsampling (β = 1).
+            ``correct``: Eq. 3 per head at prediction time; ``reweight``: the training loss weights the sampled
+            rows (no engagement of any task) by 1/β, so the heads need no correction.
     """
 
     def __init__(
@@ -70,13 +87,16 @@ class RankingModule(pl.LightningModule):
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
+        downsampling: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(spec, FeatureSpec):
             spec = spec_to_dict(spec)
-        net, loss, optimizer, scheduler, metrics = map(_plain, (net, loss, optimizer, scheduler, metrics))
+        net, loss, optimizer, scheduler, metrics, downsampling = map(
+            _plain, (net, loss, optimizer, scheduler, metrics, downsampling)
+        )
         self.save_hyperparameters({"spec": _plain(spec), "net": net, "loss": loss, "optimizer": optimizer,
-                                   "scheduler": scheduler, "metrics": metrics})
+                                   "scheduler": scheduler, "metrics": metrics, "downsampling": downsampling})
         self.spec = spec_from_dict(spec)
         self.tasks = list(self.spec.tasks)
         self.objective = loss.get("objective", "multitask")
@@ -101,11 +121,30 @@ class RankingModule(pl.LightningModule):
             self.rule = loss.get("rule", "max")
             if self.rule not in ("max", "sum"):
                 raise ValueError(f"loss.rule = '{self.rule}': expected one of ['max', 'sum']")
+        # Eq. 3 per head: the correction-only calibration; post-hoc calibrators are attached later
+        self.calibration = Calibration.from_downsampling(
+            downsampling or {"beta": 1.0}, self.tasks, self.objective
+        )
+        mode = self.calibration.info["mode"]
+        beta = float(self.calibration.info["beta"])
+        if mode == "reweight" and self.objective != "multitask":
+            raise ValueError("calibration.downsampling=reweight needs loss.objective=multitask")
+        self.unengaged_weight = 1.0 / beta if (mode == "reweight" and beta < 1.0) else None
+        head_betas = (
+            self.calibration.beta_vector(self.tasks) if self.objective == "multitask"
+            else [beta]
+        )
+        self.register_buffer("head_betas", torch.tensor(head_betas), persistent=False)
         metrics = metrics or {}
-        kw = dict(has_p_true=self.spec.has_p_true, thresholds=metrics.get("thresholds"),
-                  ece_bins=metrics.get("ece_bins", 15))
+        ece_bins = metrics.get("ece_bins", 15)
+        kw = dict(has_p_true=self.spec.has_p_true, thresholds=metrics.get("thresholds"), ece_bins=ece_bins)
         self.val_metrics = MultiHeadMetrics(self.tasks, "val", **kw)
         self.test_metrics = MultiHeadMetrics(self.tasks, "test", **kw)
+        self.val_raw_metrics = RawScoreMetrics(self.tasks, "val", ece_bins=ece_bins)
+        self.test_raw_metrics = RawScoreMetrics(self.tasks, "test", ece_bins=ece_bins)
+        # after Eq. 3 but before the post-hoc calibrators: logged only while calibrators are attached
+        self.val_corrected_metrics = RawScoreMetrics(self.tasks, "val", ece_bins=ece_bins, suffix="_corrected")
+        self.test_corrected_metrics = RawScoreMetrics(self.tasks, "test", ece_bins=ece_bins, suffix="_corrected")
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
 
@@ -128,25 +167,80 @@ class RankingModule(pl.LightningModule):
         return self.net(batch)
 
     def task_probabilities(self, logits: Tensor) -> Tensor:
-        """A probability-like score per task [B, T] (the binary model's one score stands for every type)."""
+        """The raw score per task [B, T]: sigmoid of the heads, on the downsampled scale of the train split
+        (the binary model's one score stands for every type)."""
         probs = torch.sigmoid(logits.float())
         if self.objective == "binary":
             probs = probs.expand(-1, len(self.tasks))
         return probs
 
+    def corrected_logits(self, logits: Tensor) -> Tensor:
+        """Eq. 3 on the logit scale, per head: ``logits + log β_head`` [B, n_heads]."""
+        return correct_logits(logits.float(), self.head_betas)
+
+    def _corrected_probabilities(self, logits: Tensor) -> Tensor:
+        probs = torch.sigmoid(self.corrected_logits(logits))
+        return probs.expand(-1, len(self.tasks)) if self.objective == "binary" else probs
+
+    def calibrated_probabilities(self, logits: Tensor) -> Tensor:
+        """Probabilities per task [B, T]: Eq. 3 per head, then the attached post-hoc calibrators (if any)."""
+        probs = self._corrected_probabilities(logits)
+        if self.calibration.has_calibrators:
+            probs = self.calibration.calibrate(probs, self.tasks)
+        return probs
+
+    def set_calibration(self, calibration: Calibration | None) -> None:
+        """Attach the post-hoc calibrators of ``calibration`` (None: drop them, keep the correction).
+
+        Its β per task must be those of this model (they come from the same processed data).
+        """
+        base = Calibration.from_downsampling(self.hparams.get("downsampling") or {"beta": 1.0}, self.tasks,
+                                             self.objective)
+        if calibration is None:
+            self.calibration = base
+            return
+        if list(calibration.tasks) != list(self.tasks):
+            raise ValueError(f"calibration tasks {calibration.tasks} differ from the model's tasks {self.tasks}")
+        for t in self.tasks:
+            if not math.isclose(calibration.betas[t], base.betas[t], rel_tol=1e-6):
+                raise ValueError(
+                    f"calibration β for task '{t}' is {calibration.betas[t]} but the model was trained with "
+                    f"β = {base.betas[t]}: the calibration belongs to another run or data set"
+                )
+        self.calibration = calibration
+
     # ------------------------------------------------------------------ losses
 
-    def compute_loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The training objective and, for multi-task, the per-task mean BCE [T]."""
+    def compute_loss(
+        self, logits: Tensor, labels: Tensor, row_weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The training objective and, for multi-task, the per-task mean BCE [T].
+
+        ``row_weights`` [B] (multi-task only): a weighted mean over rows instead of the plain mean.
+        """
         logits = logits.float()
         if self.objective == "binary":
+            if row_weights is not None:
+                raise ValueError("row_weights need loss.objective=multitask")
             return binary_importance_loss(logits[:, 0], labels, self.importance, self.rule), None
-        per_task = bce_per_task(logits, labels, self.pos_weight).mean(dim=0)
+        bce = bce_per_task(logits, labels, self.pos_weight)
+        if row_weights is None:
+            per_task = bce.mean(dim=0)
+        else:
+            w = row_weights.to(bce.dtype).reshape(-1, 1)
+            per_task = (bce * w).sum(dim=0) / w.sum().clamp_min(1e-12)
         return self.task_weighting(per_task), per_task
+
+    def training_row_weights(self, labels: Tensor) -> Tensor | None:
+        """With ``reweight``: 1/β for the rows with no engagement of any task (the sampled ones), else 1."""
+        if self.unengaged_weight is None:
+            return None
+        unengaged = (labels <= 0.5).all(dim=1)
+        return torch.where(unengaged, torch.full_like(labels[:, 0], self.unengaged_weight), torch.ones_like(labels[:, 0]))
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         logits = self(batch)
-        loss, per_task = self.compute_loss(logits, batch["labels"])
+        loss, per_task = self.compute_loss(logits, batch["labels"], self.training_row_weights(batch["labels"]))
         bs = batch["labels"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         if per_task is not None:
@@ -157,20 +251,31 @@ class RankingModule(pl.LightningModule):
                     self.log(f"train/{t}/task_weight", w[i], batch_size=bs)
         return loss
 
-    def _eval_step(self, batch: Mapping[str, Tensor], metrics: MultiHeadMetrics, mean_loss: MeanMetric) -> None:
+    def _eval_step(self, batch: Mapping[str, Tensor], stage: str) -> None:
         logits = self(batch)
         loss, _ = self.compute_loss(logits, batch["labels"])
-        mean_loss.update(loss, weight=batch["labels"].shape[0])
-        metrics.update(self.task_probabilities(logits), batch["labels"], batch.get("p_true"))
+        getattr(self, f"{stage}_loss").update(loss, weight=batch["labels"].shape[0])
+        getattr(self, f"{stage}_metrics").update(self.calibrated_probabilities(logits), batch["labels"],
+                                                 batch.get("p_true"))
+        getattr(self, f"{stage}_raw_metrics").update(self.task_probabilities(logits), batch["labels"])
+        if self.calibration.has_calibrators:
+            getattr(self, f"{stage}_corrected_metrics").update(self._corrected_probabilities(logits), batch["labels"])
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, self.val_loss)
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, self.test_loss)
+        self._eval_step(batch, "test")
 
-    def _log_epoch(self, stage: str, metrics: MultiHeadMetrics, mean_loss: MeanMetric) -> None:
+    def _log_epoch(self, stage: str) -> None:
+        metrics, raw, mean_loss = (getattr(self, f"{stage}_{k}") for k in ("metrics", "raw_metrics", "loss"))
         values = metrics.compute()
+        values.update(raw.compute())
+        raw.reset()
+        if self.calibration.has_calibrators:
+            corrected = getattr(self, f"{stage}_corrected_metrics")
+            values.update(corrected.compute())
+            corrected.reset()
         values[f"{stage}/loss"] = mean_loss.compute()
         # torchmetrics has already synchronised across ranks: every rank logs the same numbers
         shown = {k: v.float() for k, v in values.items() if k in (f"{stage}/loss", f"{stage}/mean/auroc")}
@@ -180,14 +285,20 @@ class RankingModule(pl.LightningModule):
         mean_loss.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val", self.val_metrics, self.val_loss)
+        self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test", self.test_metrics, self.test_loss)
+        self._log_epoch("test")
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """``probs``: corrected and calibrated probabilities [B, T]; ``probs_raw``: the raw scores [B, T]."""
         logits = self(batch)
-        return {"request_id": batch["request_id"], "item_id": batch["item_id"], "probs": self.task_probabilities(logits)}
+        return {
+            "request_id": batch["request_id"],
+            "item_id": batch["item_id"],
+            "probs": self.calibrated_probabilities(logits),
+            "probs_raw": self.task_probabilities(logits),
+        }
 
     # ------------------------------------------------------------------ epochs and optimisers
 

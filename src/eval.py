@@ -1,0 +1,20 @@
+"""Evaluate a trained run: ``python src/eval.py ckpt_path=<run folder or .ckpt>`` (see conf/eval.yaml)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from mtrank.evaluation import evaluate
+
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

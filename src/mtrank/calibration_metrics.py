@@ -1,0 +1,115 @@
+"""Calibration figures that :mod:`mtrank.metrics` does not hold.
+
+* :class:`RawScoreMetrics`: ``ece``, ``brier`` and ``logloss`` of the model's *raw* head scores (on the
+  downsampled scale, before Eq. 3), logged by the Trainer next to the corrected figures as
+  ``"{stage}/{task}/{metric}_raw"``.
+* :func:`ece_true` and :func:`mae_true`: calibration against the simulator's true probabilities
+  (``p_true_<task>``) instead of the 0/1 labels, for the evaluation report.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics.classification import BinaryCalibrationError
+
+__all__ = ["RAW_SUFFIX", "RAW_METRIC_NAMES", "RawScoreMetrics", "ece_true", "mae_true"]
+
+RAW_SUFFIX = "_raw"
+RAW_METRIC_NAMES = ("ece", "brier", "logloss")
+_EPS = 1e-7
+
+
+class RawScoreMetrics(nn.Module):
+    """Per task: ece, brier, logloss of one kind of score; keys ``"{stage}/{task}/{metric}{suffix}"``.
+
+    Same definitions as :class:`mtrank.metrics.HeadMetrics` (ECE with ``ece_bins`` uniform bins, L1), so the
+    raw and corrected figures compare one to one. ``suffix``: ``_raw`` (raw scores) or ``_corrected`` (after
+    Eq. 3, before a post-hoc calibrator).
+    """
+
+    def __init__(
+        self, tasks: Sequence[str], stage: str, ece_bins: int = 15, suffix: str = RAW_SUFFIX,
+        sync_on_compute: bool = True,
+    ) -> None:
+        super().__init__()
+        kw = {"sync_on_compute": sync_on_compute}  # False for local figures (a report written by one rank)
+        self.tasks = tuple(tasks)
+        self.stage = stage
+        self.suffix = suffix
+        self.heads = nn.ModuleDict(
+            {
+                t: nn.ModuleDict(
+                    {
+                        "ece": BinaryCalibrationError(n_bins=ece_bins, norm="l1", **kw),
+                        "brier": MeanSquaredError(**kw),
+                        "logloss": MeanMetric(**kw),
+                    }
+                )
+                for t in self.tasks
+            }
+        )
+
+    @torch.no_grad()
+    def update(self, probs: Tensor, labels: Tensor) -> None:
+        """``probs`` and ``labels``: ``[B, T]`` with columns in ``tasks`` order."""
+        if probs.shape != labels.shape or probs.dim() != 2 or probs.shape[1] != len(self.tasks):
+            raise ValueError(f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} must be [B, {len(self.tasks)}]")
+        if probs.shape[0] == 0:
+            return
+        probs = probs.detach().float()
+        y = labels.detach().float()
+        for j, t in enumerate(self.tasks):
+            m = self.heads[t]
+            p, yj = probs[:, j], y[:, j]
+            m["ece"].update(p, (yj > 0.5).long())
+            m["brier"].update(p, yj)
+            m["logloss"].update(F.binary_cross_entropy(p.clamp(_EPS, 1 - _EPS), yj, reduction="none"))
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {}
+        prefix = f"{self.stage}/" if self.stage else ""
+        for t in self.tasks:
+            for name, metric in self.heads[t].items():
+                out[f"{prefix}{t}/{name}{self.suffix}"] = metric.compute().float()
+        return out
+
+    def reset(self) -> None:
+        for head in self.heads.values():
+            for metric in head.values():
+                metric.reset()
+
+
+def _uniform_bins(p: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin index of each score with ``n_bins`` equal bins on [0, 1] (left-closed, as torchmetrics' ECE)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+
+
+def ece_true(p, p_true, n_bins: int = 15) -> float:
+    """Σ_b (n_b / n)·|mean_b p − mean_b p_true| over ``n_bins`` uniform bins of p: ECE against the truth."""
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    q = np.asarray(p_true, dtype=np.float64).reshape(-1)
+    if p.shape != q.shape:
+        raise ValueError(f"p {p.shape} and p_true {q.shape} differ in shape")
+    if p.size == 0:
+        return float("nan")
+    b = _uniform_bins(p, n_bins)
+    n = np.bincount(b, minlength=n_bins)
+    gap = np.abs(np.bincount(b, weights=p, minlength=n_bins) - np.bincount(b, weights=q, minlength=n_bins))
+    # Σ_b (n_b/n)·|Σp/n_b − Σq/n_b| = Σ_b |Σp − Σq| / n
+    return float(gap[n > 0].sum() / p.size)
+
+
+def mae_true(p, p_true) -> float:
+    """Mean |p − p_true| over rows."""
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    q = np.asarray(p_true, dtype=np.float64).reshape(-1)
+    if p.shape != q.shape:
+        raise ValueError(f"p {p.shape} and p_true {q.shape} differ in shape")
+    return float(np.abs(p - q).mean()) if p.size else float("nan")

@@ -1,0 +1,92 @@
+"""Logistic regression per head, as a network the :class:`~mtrank.models.ranker.RankingModule` can train
+(``model=logistic``): the baseline beside the shared-bottom and MMoE numbers.
+
+For head h the logit is ``b_h + Σ_j w_h[feature j = value] + Σ_k v_h,k · x_k``: one weight per categorical
+value (one-hot features, stored as an embedding of width ``len(heads)``; the out-of-vocabulary index 0 has its
+own weight) plus a linear term in the normalised numerics. Heads share no parameter, so training them together
+with Eq. 2 and equal task weights is the same as fitting one logistic regression per task; L2 is the optimiser's
+``weight_decay``. ``dropout`` drops whole feature terms (a categorical feature's weight, a numeric's product) in
+training, scaled by 1/(1-p) (feature dropout, a regulariser for sparse one-hot models).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtrank.data.spec import FeatureSpec
+
+__all__ = ["LogisticNet"]
+
+
+class LogisticNet(nn.Module):
+    """Per-head logistic regression on one-hot categoricals and numerics; ``forward(batch) -> [B, len(heads)]``."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        heads: Sequence[str],
+        head_bias_init: float | Mapping[str, float] | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.p = float(dropout)
+        heads = tuple(str(h) for h in heads)
+        if not heads:
+            raise ValueError("a network needs at least one head")
+        if len(set(heads)) != len(heads):
+            raise ValueError(f"head names must be unique, got {list(heads)}")
+        if spec.n_categorical == 0 and spec.n_numeric == 0:
+            raise ValueError("LogisticNet needs at least one categorical or numeric feature")
+        self.heads = heads
+        self.spec = spec
+        n = len(heads)
+        self.weights = nn.ModuleList()
+        for f in spec.categorical:
+            if f.cardinality <= 0:
+                raise ValueError(f"categorical feature '{f.name}' has cardinality {f.cardinality}")
+            emb = nn.Embedding(f.cardinality, n)
+            nn.init.zeros_(emb.weight)
+            self.weights.append(emb)
+        self.numeric = nn.Linear(spec.n_numeric, n, bias=False) if spec.n_numeric else None
+        if self.numeric is not None:
+            nn.init.zeros_(self.numeric.weight)
+        self.bias = nn.Parameter(torch.zeros(n))
+        with torch.no_grad():
+            for i, h in enumerate(heads):
+                self.bias[i] = _bias_for(h, heads, head_bias_init)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Logits ``[B, len(heads)]``, columns in ``heads`` order."""
+        parts = []
+        if self.weights:
+            cat = batch["categorical"]
+            if cat.dim() != 2 or cat.shape[1] != len(self.weights):
+                raise ValueError(f"batch['categorical'] must be [B, {len(self.weights)}], got {tuple(cat.shape)}")
+            parts.extend(w(cat[:, j]) for j, w in enumerate(self.weights))
+        if self.numeric is not None:
+            num = batch["numeric"]
+            if num.dim() != 2 or num.shape[1] != self.numeric.in_features:
+                raise ValueError(f"batch['numeric'] must be [B, {self.numeric.in_features}], got {tuple(num.shape)}")
+            num = num.float()
+            parts.extend(num[:, k:k + 1] * self.numeric.weight[:, k] for k in range(num.shape[1]))
+        terms = torch.stack(parts, dim=1)  # [B, n_features, n_heads]
+        if self.training and self.p > 0:
+            keep = torch.rand(terms.shape[0], terms.shape[1], 1, device=terms.device) >= self.p
+            terms = terms * keep.to(terms.dtype) / (1.0 - self.p)
+        return terms.sum(dim=1) + self.bias
+
+
+def _bias_for(head: str, heads: tuple[str, ...], init: float | Mapping[str, float] | None) -> float:
+    if init is None:
+        return 0.0
+    if isinstance(init, Mapping):
+        extra = sorted(set(init) - set(heads))
+        if extra:
+            raise ValueError(f"head_bias_init names unknown heads {extra}; heads are {list(heads)}")
+        return float(init.get(head, 0.0))
+    return float(init)

@@ -1,0 +1,279 @@
+"""The job behind ``src/simulate_ab.py``: Table 1, offline vs online Bayesian optimisation, on simulated traffic.
+
+1. **Models**: the control (binary, Eq. 1) and treatment (multi-task, Eq. 2) runs — given run folders, or
+   trained once with ``src/train.py experiment=binary|multitask`` and cached (:mod:`mtrank.online.runs`). The
+   world is the one both were trained on (their ``data.simulator`` config).
+2. **Table 1**: control = binary model's score, treatment = multi-task model with the hand-picked utility
+   weights of ``utility.weights``; lifts per type with 95 % intervals.
+3. **Offline BO weights**: given (``ab.offline_bo.weights`` / ``best_weights_file``), or Eq. 5 solved here with
+   :func:`mtrank.tuning.utility_task.run_tuning` on the treatment run's test-split predictions (logged
+   impressions, as the post did), its Ax state cached so a rerun does not tune again.
+4. **Online BO** (:mod:`mtrank.online.online_bo`): rounds of experiments with the hand-picked control arm.
+5. **Final comparison** on fresh traffic: hand-picked, offline-BO and online-BO weights (and the binary model).
+
+Run-folder outputs: ``report.md`` (everything below, in one file), ``table1.md``/``table1.png``,
+``online_bo.md``/``online_bo.png``/``online_bo/ax_experiment.json``, ``comparison.md``/``comparison.png``,
+``results.json`` (every figure, the configuration, timings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from mtrank.data.simulator import SimulatorConfig, World
+from mtrank.online.experiment import ExperimentResult, TrafficConfig, run_experiment
+from mtrank.online.online_bo import CONTROL_ARM, OnlineBOConfig, OnlineBOResult, run_online_bo
+from mtrank.online.policies import ModelScorer, Policy
+from mtrank.online.report import (
+    comparison_markdown,
+    direction_sentence,
+    online_bo_markdown,
+    plot_lifts,
+    plot_online_bo,
+    table1_markdown,
+)
+from mtrank.online.runs import resolve_run
+from mtrank.tuning.ax_loop import GenerationConfig
+from mtrank.tuning.problem import UtilityProblem
+from mtrank.tuning.report import write_json, write_text
+from mtrank.utility import UtilityEvaluator, read_predictions
+
+log = logging.getLogger(__name__)
+
+__all__ = ["world_of", "offline_bo_weights", "simulate_ab"]
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def world_of(scorers: Mapping[str, ModelScorer]) -> World:
+    """The simulated world every run was trained on (their ``data.simulator`` configs must agree)."""
+    configs = {}
+    for role, s in scorers.items():
+        tc = s.run.train_config
+        sim = None if tc is None else OmegaConf.select(tc, "data.simulator")
+        inputs = None if tc is None else OmegaConf.select(tc, "data.pipeline.inputs")
+        if sim is None or inputs:
+            raise ValueError(
+                f"models.{role} ({s.run.run_dir}) was not trained on the built-in simulator (its config.yaml has no "
+                "data.simulator, or data.pipeline.inputs points to other logs): an online simulation needs the "
+                "world the model was trained on"
+            )
+        configs[role] = SimulatorConfig.from_mapping(_container(sim))
+    first = next(iter(configs.values()))
+    for role, c in configs.items():
+        a, b = first.to_dict(), c.to_dict()
+        a.pop("n_impressions"), b.pop("n_impressions"), a.pop("n_files"), b.pop("n_files")
+        if a != b:
+            raise ValueError(f"the runs were trained on different simulated worlds: {configs}")
+    return World.build(first)
+
+
+def _offline_evaluator(treatment: ModelScorer, problem: UtilityProblem, metric: str, cache: Path) -> UtilityEvaluator:
+    """f_t of Eq. 5 on the treatment run's test-split predictions (the run's ``predictions.parquet``, or scored)."""
+    from mtrank.prediction import PREDICTIONS_FILE, predict_frame, write_parquet_atomic
+
+    path = treatment.run.run_dir / PREDICTIONS_FILE
+    if not path.is_file():
+        path = cache / "test_predictions.parquet"
+        if not path.is_file():
+            log.info("Scoring the treatment run's test split for the offline objectives → %s", path)
+            write_parquet_atomic(predict_frame(treatment.run, split="test"), path)
+    frame = read_predictions(path, problem.tasks, problem.label_tasks)
+    return UtilityEvaluator.from_frame(frame, problem.tasks, problem.label_tasks, metric)
+
+
+def offline_bo_weights(ab: Mapping[str, Any], problem: UtilityProblem, treatment: ModelScorer, cache_dir: Path,
+                       evaluator: UtilityEvaluator) -> tuple[dict[str, float], dict[str, Any]]:
+    """The offline-BO weights and where they come from (given, a tune_utility file, or tuned here and cached)."""
+    cfg = ab["offline_bo"]
+    if cfg.get("weights"):
+        w = {str(k): float(v) for k, v in dict(cfg["weights"]).items()}
+        problem.params(w)  # S1/S2 check, names the tasks
+        return w, {"source": "ab.offline_bo.weights"}
+    if cfg.get("best_weights_file"):
+        p = Path(cfg["best_weights_file"])
+        data = yaml.safe_load(p.read_text())
+        if not isinstance(data, dict) or not data.get("weights"):
+            raise ValueError(f"ab.offline_bo.best_weights_file={p}: no `weights` in it (a src/tune_utility.py "
+                             "best_weights.yaml is expected; it has none when no trial met the constraints)")
+        return {str(k): float(v) for k, v in data["weights"].items()}, {"source": str(p)}
+    from mtrank.tuning.ax_loop import quiet_ax
+    from mtrank.tuning.utility_task import run_tuning
+
+    quiet_ax()
+    gen = GenerationConfig.from_mapping(cfg.get("generation"))
+    key_src = json.dumps({"run": str(treatment.run.ckpt_path), "problem": repr(problem), "n": int(cfg["n_trials"]),
+                          "gen": repr(gen), "metric": cfg.get("metric", "pr_auc")}, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
+    state = cache_dir / f"offline_bo-{key}" / "ax_experiment.json"
+    t0 = time.perf_counter()
+    loop = run_tuning(problem, evaluator, int(cfg["n_trials"]), gen, state, resume=True, label="offline")
+    overall = loop.best(include_baseline=True)
+    best = loop.best(include_baseline=bool(cfg.get("include_baseline", False)))
+    info = {"source": f"Eq. 5 tuned offline here ({state})", "n_trials": int(cfg["n_trials"]),
+            "seconds": time.perf_counter() - t0, "best_trial": None if best is None else best.index,
+            "best_metrics": None if best is None else best.metrics, "baseline_metrics": loop.baseline_values(),
+            "baseline_is_best_offline": bool(overall is not None and overall.is_baseline)}
+    if best is None:
+        info["note"] = "no offline trial met S3-S5: the hand-picked weights are kept"
+        return dict(problem.weights), info
+    return problem.weights_of(best.params), info
+
+
+def _fmt_w(w: Mapping[str, float] | None) -> str:
+    return "binary score" if w is None else ", ".join(f"{t}={float(v):.3f}" for t, v in w.items())
+
+
+def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured simulation (``conf/simulate_ab.yaml``); returns the figures written to results.json."""
+    t_start = time.perf_counter()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ab = _container(cfg.ab)
+    mcfg = _container(cfg.models)
+    seed = int(cfg.seed)
+    level = float(cfg.metrics.level)
+    types = [str(t) for t in cfg.metrics.types]
+    problem = UtilityProblem.from_mapping(_container(cfg.utility), "utility")
+    timings: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- models and world
+    t = time.perf_counter()
+    cache = Path(mcfg["cache_dir"])
+    overrides = [str(o) for o in mcfg.get("train_overrides") or []]
+    runs = {
+        "control": resolve_run(mcfg.get("control"), mcfg["control_experiment"], overrides, cache, mcfg["data_dir"], "control"),
+        "treatment": resolve_run(mcfg.get("treatment"), mcfg["treatment_experiment"], overrides, cache,
+                                 mcfg["data_dir"], "treatment"),
+    }
+    timings["models"] = time.perf_counter() - t
+    score_position = mcfg.get("score_position")
+    scorers = {role: ModelScorer(path, score_position, int(mcfg.get("batch_size", 65_536))) for role, path in runs.items()}
+    unknown = [t_ for t_ in problem.tasks if t_ not in scorers["treatment"].tasks]
+    if unknown:
+        raise ValueError(f"utility.weights name task(s) {unknown} that the treatment model ({runs['treatment']}) does "
+                         f"not predict; it predicts {scorers['treatment'].tasks}")
+    world = world_of(scorers)
+    k = int(ab["k"])
+    chunk = int(ab["chunk_requests"])
+    K = world.cfg.candidates_per_request
+    if k > K:
+        raise ValueError(f"ab.k={k} exceeds the {K} candidates retrieved per request (data.simulator.candidates_per_request)")
+    log.info("Control %s (%s), treatment %s (%s); top-%d of %d candidates shown", runs["control"],
+             scorers["control"].objective, runs["treatment"], scorers["treatment"].objective, k, K)
+
+    def traffic(n: int) -> TrafficConfig:
+        return TrafficConfig(requests_per_arm=int(n), k=k, chunk_requests=chunk, level=level)
+
+    hand = Policy(CONTROL_ARM, "treatment", dict(problem.weights), label=f"multi-task, hand-picked ({_fmt_w(problem.weights)})")
+    binary = Policy("binary", "control", None, label=f"binary ({scorers['control'].objective}) score")
+    results: dict[str, Any] = {
+        "models": {r: str(p) for r, p in runs.items()},
+        "world": world.cfg.to_dict(),
+        "settings": {"k": k, "score_position": score_position, "level": level, "types": types, "seed": seed},
+    }
+    report: list[str] = [f"# Simulated online A/B tests\n\nRun folder: `{out}`\n"]
+
+    # ---------------------------------------------------------------- Table 1
+    t = time.perf_counter()
+    ctrl = Policy("control", "control", None, label=binary.label)
+    treat = Policy("treatment", "treatment", dict(problem.weights), label=hand.label)
+    t1 = run_experiment(world, [ctrl, treat], scorers, traffic(ab["table1"]["requests_per_arm"]), types, seed, "table1")
+    timings["table1"] = time.perf_counter() - t
+    md1 = table1_markdown(t1, "treatment", level)
+    sentence = direction_sentence(t1, "treatment")
+    write_text(out / "table1.md", md1 + "\n" + sentence + "\n")
+    plot_lifts(t1, ["treatment"], ["propensity", "volume"], out / "table1.png",
+               title="Table 1: multi-task (hand-picked utility) vs binary importance-weighted model",
+               labels={"treatment": "multi-task vs binary", "control": "binary"})
+    results["table1"] = {**t1.to_dict(), "direction": sentence}
+    report += ["## Table 1: multi-task vs binary\n", md1, sentence + "\n", "![Table 1](table1.png)\n"]
+    log.info("Table 1:\n%s\n%s", md1, sentence)
+
+    # ---------------------------------------------------------------- offline BO
+    t = time.perf_counter()
+    evaluator = _offline_evaluator(scorers["treatment"], problem, str(ab["offline_bo"].get("metric", "pr_auc")), cache)
+    off_w, off_info = offline_bo_weights(ab, problem, scorers["treatment"], cache, evaluator)
+    timings["offline_bo"] = time.perf_counter() - t
+    results["offline_bo"] = {"weights": off_w, **off_info}
+    log.info("Offline-BO weights: %s (%s)", _fmt_w(off_w), off_info["source"])
+
+    # ---------------------------------------------------------------- online BO
+    on_w: dict[str, float] | None = None
+    bo: OnlineBOResult | None = None
+    obo = ab["online_bo"]
+    if obo.get("enabled", True):
+        t = time.perf_counter()
+        bcfg = OnlineBOConfig(rounds=int(obo["rounds"]), arms_per_round=int(obo["arms_per_round"]),
+                              metric=str(obo["metric"]), generation=GenerationConfig.from_mapping(obo.get("generation")))
+
+        def evaluate_round(r: int, arms: Mapping[str, Mapping[str, float]]) -> ExperimentResult:
+            pols = [hand] + [Policy(name, "treatment", dict(w)) for name, w in arms.items()]
+            return run_experiment(world, pols, scorers, traffic(obo["requests_per_arm"]), types, seed, f"online_bo/{r}")
+
+        bo = run_online_bo(problem, evaluate_round, bcfg, out / "online_bo" / "ax_experiment.json")
+        on_w = bo.best_weights
+        timings["online_bo"] = time.perf_counter() - t
+        md_bo = online_bo_markdown(bo.rounds, types, problem.tasks, bcfg.metric)
+        write_text(out / "online_bo.md", md_bo)
+        plot_online_bo(bo.rounds, types, out / "online_bo.png", bcfg.metric)
+        results["online_bo"] = bo.to_dict()
+        report += [f"## Online Bayesian optimisation ({bcfg.rounds} rounds × {bcfg.arms_per_round} arms + control)\n",
+                   f"Objective `{bo.objective}`, constraints {', '.join(f'`{c}`' for c in bo.constraints)} "
+                   f"(lifts in % of {bcfg.metric} against each round's hand-picked control).\n", md_bo,
+                   f"Chosen: {_fmt_w(on_w)} ({bo.best_source}).\n", "![online BO](online_bo.png)\n"]
+
+    # ---------------------------------------------------------------- final comparison on fresh traffic
+    t = time.perf_counter()
+    final_pols = [hand, Policy("offline_bo", "treatment", off_w, label=f"offline BO ({_fmt_w(off_w)})")]
+    if on_w is not None:
+        final_pols.append(Policy("online_bo", "treatment", on_w, label=f"online BO ({_fmt_w(on_w)})"))
+    if ab["final"].get("include_binary", True):
+        final_pols.append(binary)
+    fin = run_experiment(world, final_pols, scorers, traffic(ab["final"]["requests_per_arm"]), types, seed, "final")
+    timings["final"] = time.perf_counter() - t
+    offline_vals = {p.name: evaluator.evaluate(dict(p.weights)) for p in final_pols if p.weights is not None}
+    base_off = offline_vals[CONTROL_ARM]
+    rows = []
+    sources = {CONTROL_ARM: "hand-picked (control)", "offline_bo": "offline BO", "online_bo": "online BO",
+               "binary": "binary model"}
+    for p in final_pols:
+        off = offline_vals.get(p.name)
+        rows.append({"arm": p.name, "source": sources[p.name], "weights": dict(p.weights) if p.weights else None,
+                     "offline": off,
+                     "offline_lift": None if off is None else {t_: off[t_] / base_off[t_] - 1.0 for t_ in off}})
+    kind = str(ab["final"].get("metric", "propensity"))
+    md_cmp = comparison_markdown(fin, rows, kind, problem.tasks, problem.objective, level)
+    md_cmp_vol = comparison_markdown(fin, rows, "volume", problem.tasks, problem.objective, level)
+    write_text(out / "comparison.md", md_cmp + "\n" + md_cmp_vol)
+    plot_lifts(fin, [p.name for p in final_pols if p.name != CONTROL_ARM], ["propensity", "volume"],
+               out / "comparison.png", title="fresh traffic: lift vs multi-task with hand-picked weights",
+               labels={p.name: sources[p.name] for p in final_pols})
+    results["final"] = {**fin.to_dict(), "offline": rows}
+    report += ["## Offline vs online weights on fresh traffic\n",
+               f"Lifts against the hand-picked weights; offline f_{problem.objective}: "
+               f"{evaluator.metric} on the treatment run's test split (logged impressions).\n",
+               f"{kind}:\n", md_cmp, "volume:\n", md_cmp_vol, "![comparison](comparison.png)\n"]
+
+    timings["total"] = time.perf_counter() - t_start
+    results["timings_seconds"] = timings
+    results["load_average"] = list(os.getloadavg())
+    results["config"] = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                                                resolve=True)
+    report.append(f"Wall time: {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')}); "
+                  f"load average at the end {results['load_average'][0]:.1f}.\n")
+    write_text(out / "report.md", "\n".join(report))
+    write_json(out / "results.json", results)
+    log.info("Wrote %s (%.0f s)", out / "report.md", timings["total"])
+    return results

@@ -1,0 +1,20 @@
+"""Simulated online A/B tests: ``python src/simulate_ab.py`` (see conf/simulate_ab.yaml and docs/online_ab.md)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="simulate_ab")
+def main(cfg: DictConfig) -> None:
+    from mtrank.online.job import simulate_ab
+
+    simulate_ab(cfg)
+
+
+if __name__ == "__main__":
+    main()

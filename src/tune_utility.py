@@ -1,0 +1,21 @@
+"""Tune the utility weights of Eq. 4 with Ax (Eq. 5): ``python src/tune_utility.py predictions=...``
+(see conf/tune_utility.yaml)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="tune_utility")
+def main(cfg: DictConfig) -> dict[str, float]:
+    from mtrank.tuning.utility_task import tune_utility
+
+    return tune_utility(cfg)
+
+
+if __name__ == "__main__":
+    main()
