@@ -110,30 +110,47 @@ hydra:
 """
 
 
-def test_failed_jobs_batches_and_resume(tmp_path):
+def _app(tmp_path: Path) -> list[str]:
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "config.yaml").write_text(APP_CONFIG.format(conf=ROOT / "conf"))
-    sweep = tmp_path / "sweep"
-    cmd = [sys.executable, str(tmp_path / "app.py"), "-m", f"hydra.sweep.dir={sweep}"]
-    _run(cmd, cwd=tmp_path)
-    first = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert first["n_trials"]["finished"] == 3
-    # resume the same sweep with a larger budget: it goes on from its JSON
-    _run(cmd + ["hydra.sweeper.n_trials=7"], cwd=tmp_path)
-    res = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    return [sys.executable, str(tmp_path / "app.py"), "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+
+
+def _trials(sweep: Path) -> dict[int, dict]:
     state = json.loads((sweep / "ax_experiment.json").read_text())["experiment"]["trials"]
-    trials = {int(t["index"]): t for t in state.values()}
-    assert sorted(trials) == list(range(8))
+    return {int(t["index"]): t for t in state.values()}
+
+
+def test_failed_jobs_are_marked_failed_in_batches(tmp_path):
+    cmd = _app(tmp_path)
+    sweep = tmp_path / "sweep"
+    _run(cmd + ["hydra.sweeper.n_trials=6"], cwd=tmp_path)
+    res = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    trials = _trials(sweep)
+    assert sorted(trials) == list(range(7))  # baseline + 6, launched 3 at a time
     xs = {i: t["generator_run"]["arms"][0]["parameters"]["x"] for i, t in trials.items()}
     failed = [i for i, t in trials.items() if "FAILED" in json.dumps(t["status"])]
     assert failed and sorted(failed) == sorted(i for i, x in xs.items() if x > 0.7)  # failures marked failed
-    assert res["n_trials"]["failed"] == len(failed) and res["n_trials"]["finished"] == 7
-    assert len({round(x, 12) for x in xs.values()}) == len(xs)  # nothing repeated on resume
+    assert res["n_trials"]["failed"] == len(failed) and res["n_trials"]["finished"] == 6
     assert res["baseline_params"] == {"x": 0.5, "y": 0.5}
     if res["best_evaluated_params"] is not None:
         p = res["best_evaluated_params"]
         assert p["x"] + p["y"] >= 0.8 * 1.0 - 1e-9  # the relative constraint c ≥ 0.8 · b (b = 1.0)
-    assert all((sweep / str(i)).is_dir() for i in range(8))
+    assert all((sweep / str(i)).is_dir() for i in range(7))  # job folder = trial index
+
+
+@pytest.mark.slow
+def test_sweep_resumes_from_its_json(tmp_path):
+    cmd = _app(tmp_path)
+    sweep = tmp_path / "sweep"
+    _run(cmd, cwd=tmp_path)
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["n_trials"]["finished"] == 3
+    _run(cmd + ["hydra.sweeper.n_trials=7"], cwd=tmp_path)  # same sweep folder, larger budget: goes on
+    trials = _trials(sweep)
+    assert sorted(trials) == list(range(8))
+    xs = [round(t["generator_run"]["arms"][0]["parameters"]["x"], 12) for t in trials.values()]
+    assert len(set(xs)) == len(xs)  # nothing repeated on resume
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["n_trials"]["finished"] == 7
 
 
 @pytest.mark.slow

@@ -182,6 +182,17 @@ def test_cached_runs_are_trained_once(tmp_path):
         resolve_run(tmp_path / "missing", "multitask", [], tmp_path, "/data", "treatment", trainer=fake_train)
 
 
+def test_a_run_not_trained_on_the_simulator_is_refused():
+    from types import SimpleNamespace
+
+    from mtrank.online.job import world_of
+
+    fake = SimpleNamespace(run=SimpleNamespace(train_config=OmegaConf.create({"data": {"pipeline": {"inputs": "x"}}}),
+                                               run_dir=Path("/runs/kuairand")))
+    with pytest.raises(ValueError, match=r"models.treatment .*/runs/kuairand.*simulator"):
+        world_of({"treatment": fake})
+
+
 # ------------------------------------------------------------------ tiny end to end
 FAST = [
     "debug=fast",
@@ -231,7 +242,11 @@ def test_tiny_simulation_end_to_end(tiny_runs, tmp_path):
         assert lf["low"] <= lf["value"] <= lf["high"]
     assert saved["table1"]["direction"].startswith(("Reproduced", "Not reproduced"))
     assert len(saved["online_bo"]["rounds"]) == 2
-    assert set(saved["final"]["arms"]) == {"hand_picked", "offline_bo", "online_bo", "binary"}
+    assert set(saved["final"]["arms"]) == {"hand_picked", "offline_bo", "online_bo"}
+    # Table 1's diagnostic arms: multi-task with the binary model's importance weights, and the oracle
+    assert set(saved["table1"]["arms"]) == {"control", "treatment", "treatment_iw", "oracle_hand_picked"}
+    iw = saved["table1"]["policies"]["treatment_iw"]["weights"]
+    assert iw["long_click"] == pytest.approx(4.0 / 8.5) and iw["closeup"] == pytest.approx(1.0 / 8.5)
     for arm in ("offline_bo", "online_bo"):
         w = saved["final"]["policies"][arm]["weights"]
         assert abs(sum(w.values()) - 1.0) < 1e-6  # S1 held by both tuned weight sets

@@ -205,7 +205,7 @@ def write_report(
 ) -> dict[str, float]:
     """Write predictions.parquet, evaluation.json/.md and reliability.png into ``out_dir``; returns the figures.
 
-    ``report``: the ``report`` config (``bins``, ``n_bins``, ``ks``, ``scale``, ``show_raw``,
+    ``report``: the ``report`` config (``bins``, ``n_bins``, ``min_bin_count``, ``ks``, ``scale``, ``show_raw``,
     ``write_predictions``). Without labels only the predictions are written.
     """
     report = dict(report or {})
@@ -227,7 +227,7 @@ def write_report(
     png = save_reliability_png(
         out_dir / RELIABILITY_PNG, scores, labels, n_bins=n_bins, strategy=bins,
         raw_scores={t: frame[f"p_raw_{t}"].to_numpy() for t in tasks} if report.get("show_raw") else None,
-        scale=str(report.get("scale", "linear")),
+        scale=str(report.get("scale", "linear")), min_bin_count=int(report.get("min_bin_count", 50)),
         title=f"Calibration plot, {split} split ({frame.height:,} rows, {bins} bins)",
     )
     summary = {

@@ -66,6 +66,11 @@ def reliability_table(p, y, n_bins: int = 15, strategy: str = "quantile") -> dic
     }
 
 
+def _drawable(tab: dict[str, list[float]], min_count: int) -> dict[str, list[float]]:
+    keep = [i for i, n in enumerate(tab["count"]) if n >= min_count]
+    return {k: [v[i] for i in keep] for k, v in tab.items()}
+
+
 def reliability_figure(
     scores: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
@@ -75,11 +80,13 @@ def reliability_figure(
     title: str | None = None,
     raw_scores: Mapping[str, np.ndarray] | None = None,
     scale: str = "linear",
+    min_bin_count: int = 50,
 ):
     """A matplotlib Figure (Agg canvas) with the reliability curves and score histograms of every head.
 
     ``scores`` / ``labels``: per task, calibrated probabilities and 0/1 labels; ``raw_scores``: optional
-    per-task raw scores, drawn dashed (before the correction); ``scale``: ``linear`` or ``log`` axes.
+    per-task raw scores, drawn dashed (before the correction); ``scale``: ``linear`` or ``log`` axes;
+    ``min_bin_count``: bins with fewer rows are not drawn (their fraction is noise; they stay in the tables).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -97,14 +104,15 @@ def reliability_figure(
         p = np.asarray(scores[t], dtype=np.float64)
         y = np.asarray(labels[t], dtype=np.float64)
         c = colors[i % 10]
-        tab = reliability_table(p, y, n_bins, strategy)
+        tab = _drawable(reliability_table(p, y, n_bins, strategy), min_bin_count)
         brier = float(np.mean((p - y) ** 2)) if p.size else float("nan")
         mp, fp = np.array(tab["mean_p"]), np.array(tab["frac_pos"])
         ax.errorbar(mp, fp, yerr=[fp - np.array(tab["lo"]), np.array(tab["hi"]) - fp], color=c, marker="o",
                     markersize=4, linewidth=1.6, elinewidth=0.8, capsize=2,
                     label=f"{t} (Brier {brier:.4f}, base rate {y.mean():.2%})")
         if raw_scores is not None and t in raw_scores:
-            rt = reliability_table(np.asarray(raw_scores[t], dtype=np.float64), y, n_bins, strategy)
+            rt = _drawable(reliability_table(np.asarray(raw_scores[t], dtype=np.float64), y, n_bins, strategy),
+                           min_bin_count)
             ax.plot(rt["mean_p"], rt["frac_pos"], color=c, linestyle="--", linewidth=1.0, alpha=0.6,
                     label=f"{t}, before correction")
             hi = max(hi, max(rt["mean_p"], default=0.0))
@@ -136,7 +144,7 @@ def reliability_figure(
     hx.set_xlabel(f"mean predicted probability per bin ({strategy} bins)   /   calibrated score")
     hx.set_ylabel("count")
     hx.grid(True, alpha=0.3)
-    hx.legend(loc="upper right", fontsize=8, ncol=min(len(tasks), 3))
+    hx.legend(loc="best", fontsize=8, ncol=min(len(tasks), 3))
     return fig
 
 

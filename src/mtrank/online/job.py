@@ -32,10 +32,11 @@ from omegaconf import DictConfig, OmegaConf
 from mtrank.data.simulator import SimulatorConfig, World
 from mtrank.online.experiment import ExperimentResult, TrafficConfig, run_experiment
 from mtrank.online.online_bo import CONTROL_ARM, OnlineBOConfig, OnlineBOResult, run_online_bo
-from mtrank.online.policies import ModelScorer, Policy
+from mtrank.online.policies import ModelScorer, Policy, WorldScorer
 from mtrank.online.report import (
     comparison_markdown,
     direction_sentence,
+    lifts_markdown,
     online_bo_markdown,
     plot_lifts,
     plot_online_bo,
@@ -131,6 +132,27 @@ def offline_bo_weights(ab: Mapping[str, Any], problem: UtilityProblem, treatment
     return problem.weights_of(best.params), info
 
 
+def _diagnostic_policies(cfg: Mapping[str, Any], problem: UtilityProblem,
+                         scorers: Mapping[str, ModelScorer]) -> list[Policy]:
+    """Extra Table 1 arms that tell model quality from the choice of weights: the multi-task model with weights
+    proportional to the binary model's importance weights (the same business value), and the world's true
+    probabilities with the hand-picked weights (the best any model could do with those weights)."""
+    out = []
+    tc = scorers["control"].run.train_config
+    iw = None if tc is None else OmegaConf.select(tc, "loss.importance_weights")
+    if iw is not None and scorers["control"].objective == "binary":
+        iw = {str(k): float(v) for k, v in _container(iw).items() if str(k) in problem.tasks}
+        if iw and sum(iw.values()) > 0:
+            scale = problem.total / sum(iw.values())
+            w = {t: iw.get(t, 0.0) * scale for t in problem.tasks}
+            out.append(Policy("treatment_iw", "treatment", w,
+                              label=f"multi-task, weights ∝ the binary model's importance weights ({_fmt_w(w)})"))
+    if cfg.get("oracle", True):
+        out.append(Policy("oracle_hand_picked", "oracle", dict(problem.weights),
+                          label="true probabilities, hand-picked weights (oracle)"))
+    return out
+
+
 def _fmt_w(w: Mapping[str, float] | None) -> str:
     return "binary score" if w is None else ", ".join(f"{t}={float(v):.3f}" for t, v in w.items())
 
@@ -189,17 +211,31 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
     t = time.perf_counter()
     ctrl = Policy("control", "control", None, label=binary.label)
     treat = Policy("treatment", "treatment", dict(problem.weights), label=hand.label)
-    t1 = run_experiment(world, [ctrl, treat], scorers, traffic(ab["table1"]["requests_per_arm"]), types, seed, "table1")
+    t1_pols = [ctrl, treat]
+    diag = _diagnostic_policies(ab["table1"], problem, scorers) if ab["table1"].get("diagnostics", True) else []
+    t1_scorers: dict[str, Any] = dict(scorers)
+    if any(p.model == "oracle" for p in diag):
+        t1_scorers["oracle"] = WorldScorer(world, score_position)
+    t1 = run_experiment(world, t1_pols + diag, t1_scorers, traffic(ab["table1"]["requests_per_arm"]), types, seed,
+                        "table1")
     timings["table1"] = time.perf_counter() - t
     md1 = table1_markdown(t1, "treatment", level)
     sentence = direction_sentence(t1, "treatment")
-    write_text(out / "table1.md", md1 + "\n" + sentence + "\n")
-    plot_lifts(t1, ["treatment"], ["propensity", "volume"], out / "table1.png",
-               title="Table 1: multi-task (hand-picked utility) vs binary importance-weighted model",
-               labels={"treatment": "multi-task vs binary", "control": "binary"})
+    labels1 = {p.name: p.describe() for p in t1_pols + diag}
+    md_diag = lifts_markdown(t1, ["treatment"] + [p.name for p in diag], labels1,
+                             ["propensity", "expected_propensity"], level) if diag else ""
+    write_text(out / "table1.md", md1 + "\n" + sentence + "\n" + (
+        "\nDiagnostic arms of the same experiment:\n\n" + md_diag if md_diag else ""))
+    plot_lifts(t1, ["treatment"] + [p.name for p in diag], ["propensity", "volume"], out / "table1.png",
+               title="Table 1: lift vs the binary importance-weighted model",
+               labels={"treatment": "multi-task, hand-picked", "control": "binary",
+                       "treatment_iw": "multi-task, importance weights", "oracle_hand_picked": "oracle, hand-picked"})
     results["table1"] = {**t1.to_dict(), "direction": sentence}
-    report += ["## Table 1: multi-task vs binary\n", md1, sentence + "\n", "![Table 1](table1.png)\n"]
-    log.info("Table 1:\n%s\n%s", md1, sentence)
+    report += ["## Table 1: multi-task vs binary\n", md1, sentence + "\n"]
+    if md_diag:
+        report += ["Diagnostic arms of the same experiment (lifts vs the binary model):\n", md_diag]
+    report += ["![Table 1](table1.png)\n"]
+    log.info("Table 1:\n%s\n%s\n%s", md1, sentence, md_diag)
 
     # ---------------------------------------------------------------- offline BO
     t = time.perf_counter()
@@ -214,6 +250,11 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
     bo: OnlineBOResult | None = None
     obo = ab["online_bo"]
     if obo.get("enabled", True):
+        needed = [problem.objective] + [c.metric[len("f_"):] for c in problem.constraints if c.relative]
+        missing = [t_ for t_ in needed if t_ not in types]
+        if missing:
+            raise ValueError(f"online BO needs the metrics of {missing} (objective and constraints of utility); add "
+                             f"them to metrics.types={types}")
         t = time.perf_counter()
         bcfg = OnlineBOConfig(rounds=int(obo["rounds"]), arms_per_round=int(obo["arms_per_round"]),
                               metric=str(obo["metric"]), generation=GenerationConfig.from_mapping(obo.get("generation")))
@@ -256,7 +297,9 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
     kind = str(ab["final"].get("metric", "propensity"))
     md_cmp = comparison_markdown(fin, rows, kind, problem.tasks, problem.objective, level)
     md_cmp_vol = comparison_markdown(fin, rows, "volume", problem.tasks, problem.objective, level)
-    write_text(out / "comparison.md", md_cmp + "\n" + md_cmp_vol)
+    md_cmp_exp = comparison_markdown(fin, rows, "expected_propensity", problem.tasks, problem.objective, level)
+    write_text(out / "comparison.md", f"{kind}:\n\n{md_cmp}\nvolume:\n\n{md_cmp_vol}\n"
+               f"expected propensity (true probabilities of the shown impressions, no label noise):\n\n{md_cmp_exp}")
     plot_lifts(fin, [p.name for p in final_pols if p.name != CONTROL_ARM], ["propensity", "volume"],
                out / "comparison.png", title="fresh traffic: lift vs multi-task with hand-picked weights",
                labels={p.name: sources[p.name] for p in final_pols})
@@ -264,7 +307,9 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
     report += ["## Offline vs online weights on fresh traffic\n",
                f"Lifts against the hand-picked weights; offline f_{problem.objective}: "
                f"{evaluator.metric} on the treatment run's test split (logged impressions).\n",
-               f"{kind}:\n", md_cmp, "volume:\n", md_cmp_vol, "![comparison](comparison.png)\n"]
+               f"{kind}:\n", md_cmp, "volume:\n", md_cmp_vol,
+               "expected propensity (true probabilities of the shown impressions, no label noise):\n", md_cmp_exp,
+               "![comparison](comparison.png)\n"]
 
     timings["total"] = time.perf_counter() - t_start
     results["timings_seconds"] = timings

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -92,6 +92,17 @@ def _ax_values(result: ExperimentResult, arm: str, metric: str, types: list[str]
     return vals
 
 
+def _ask(loop: AxLoop, n: int) -> dict[int, dict[str, Any]]:
+    """``n`` new trials: Ax hands out fewer per call when it moves from Sobol to the GP, so ask again."""
+    trials: dict[int, dict[str, Any]] = {}
+    while len(trials) < n:
+        more = loop.ask(n - len(trials))
+        if not more:
+            break
+        trials.update(more)
+    return trials
+
+
 def run_online_bo(
     problem: UtilityProblem,
     evaluate_round: Callable[[int, Mapping[str, Mapping[str, float]]], ExperimentResult],
@@ -102,6 +113,8 @@ def run_online_bo(
     control arm :data:`CONTROL_ARM` (hand-picked weights) and the given arms, and returns its result."""
     quiet_ax()
     t0 = time.perf_counter()
+    if cfg.generation.initialization_budget is None:  # Sobol for the whole first round (the baseline counts)
+        cfg = replace(cfg, generation=replace(cfg.generation, initialization_budget=cfg.arms_per_round + 1))
     constraints = online_constraints(problem)
     objective = LIFT_PREFIX + problem.objective
     types = list(dict.fromkeys([problem.objective] + [c.metric[len(LIFT_PREFIX):] for c in constraints]))
@@ -116,7 +129,7 @@ def run_online_bo(
     out = OnlineBOResult(constraints=[str(c) for c in constraints], objective=objective)
     for r in range(cfg.rounds):
         g0 = time.perf_counter()
-        trials = loop.ask(cfg.arms_per_round)
+        trials = _ask(loop, cfg.arms_per_round)
         gen_seconds = time.perf_counter() - g0
         if not trials:
             break
@@ -144,7 +157,8 @@ def run_online_bo(
         params, predicted, trial, arm = loop.client.get_best_parameterization(use_model_predictions=True)
         out.best_weights = problem.weights_of(problem.space.complete(
             {k: v for k, v in params.items() if k in problem.space.free_names}))
-        out.best_source = "Ax get_best_parameterization (model predictions)"
+        out.best_source = ("Ax get_best_parameterization (the GP's predictions; Ax falls back to the observed "
+                           "values when it judges the fit poor)")
         out.best_predicted = {"trial": trial, "arm": arm,
                               "metrics": {k: list(v) if isinstance(v, tuple) else v for k, v in predicted.items()}}
     except Exception as e:  # noqa: BLE001 - e.g. no feasible arm under the model: fall back to the observed best

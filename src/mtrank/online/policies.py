@@ -5,6 +5,8 @@
   time the position of a candidate is not known yet (the ranking decides it), so the ``position`` feature
   is set to one value for every candidate (``score_position``, 0 by default: "how engaging would this be
   in the top slot"); ``None`` keeps the retrieval position.
+* :class:`WorldScorer` scores with the world's true probabilities (same ``score_position`` convention): the
+  oracle no trained model can beat, used to tell model quality from the choice of utility weights.
 * :class:`Policy` turns the scores into one ranking score per candidate: ``u = Σ_t w_t p_t`` with the
   calibrated probabilities when it has ``weights``, otherwise the model's single raw score (the binary
   model, whose every task column carries the same engagement score).
@@ -20,10 +22,11 @@ from typing import Mapping
 import numpy as np
 import polars as pl
 
+from mtrank.data.simulator import TASKS, World
 from mtrank.prediction import LoadedRun, load_run, score_logs
 from mtrank.utility import utility_scores
 
-__all__ = ["Scores", "ModelScorer", "Policy"]
+__all__ = ["Scores", "ModelScorer", "WorldScorer", "Policy"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,24 @@ class ModelScorer:
             raise RuntimeError(f"scoring with {self.run.run_dir} changed the number or order of the traffic rows")
         return Scores({t: out[f"p_{t}"].to_numpy().astype(np.float64) for t in self.tasks},
                       {t: out[f"p_raw_{t}"].to_numpy().astype(np.float64) for t in self.tasks})
+
+
+class WorldScorer:
+    """The oracle "model": every task's true probability from the world, at ``score_position``."""
+
+    objective = "oracle"
+
+    def __init__(self, world: World, score_position: int | None = 0) -> None:
+        self.world = world
+        self.score_position = score_position
+        self.tasks = list(TASKS)
+
+    def score(self, frame: pl.DataFrame) -> Scores:
+        inputs = frame
+        if self.score_position is not None:
+            inputs = frame.with_columns(pl.lit(int(self.score_position), dtype=frame.schema["position"]).alias("position"))
+        p = self.world.true_probabilities(inputs)
+        return Scores({t: p[t] for t in self.tasks}, {t: p[t] for t in self.tasks})
 
 
 @dataclass(frozen=True)

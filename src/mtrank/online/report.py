@@ -18,7 +18,7 @@ from mtrank.online.experiment import ExperimentResult
 from mtrank.online.stats import Lift
 from mtrank.tuning.report import atomic_write
 
-__all__ = ["fmt_lift", "table1_markdown", "comparison_markdown", "online_bo_markdown", "plot_lifts",
+__all__ = ["fmt_lift", "table1_markdown", "lifts_markdown", "comparison_markdown", "online_bo_markdown", "plot_lifts",
            "plot_online_bo", "direction_sentence"]
 
 
@@ -62,6 +62,20 @@ def table1_markdown(res: ExperimentResult, treatment: str, level: float = 0.95) 
         f"delta-method interval over users (`*`: the interval excludes 0). Expected: the same lift computed from "
         f"the true probabilities of the shown impressions (no label noise)."
     )
+    return "\n".join(lines) + "\n"
+
+
+def lifts_markdown(res: ExperimentResult, arms: Sequence[str], labels: Mapping[str, str], kinds: Sequence[str],
+                   level: float = 0.95) -> str:
+    """One row per (arm, kind): the lift of each type against the control with its interval."""
+    pc = int(round(100 * level))
+    lines = ["| arm (vs " + labels.get(res.control, res.control) + ") | metric | "
+             + " | ".join(f"{t} ({pc}% CI)" for t in res.types) + " |",
+             "|---|---|" + "---|" * len(res.types)]
+    for arm in arms:
+        for kind in kinds:
+            lines.append(f"| {labels.get(arm, arm)} | {kind.replace('_', ' ')} lift | "
+                         + " | ".join(fmt_lift(res.lift(arm, kind, t)) for t in res.types) + " |")
     return "\n".join(lines) + "\n"
 
 
