@@ -72,9 +72,8 @@ def main() -> None:
         for bf16 in (False, True):
             torch.manual_seed(0)
             module = RankingModule(spec=processed.spec, net=model_cfg.net, loss=loss_cfg,
-                                   optimizer=model_cfg.optimizer).to(device)
-            if compiled:
-                module.net = torch.compile(module.net)
+                                   optimizer=model_cfg.optimizer, compile=compiled).to(device)
+            module.configure_model()  # model.compile=true: what the Trainer does
             results[(compiled, bf16)] = run(module, ds, device, bf16, args.epochs)
             print(f"compile={compiled!s:5} bf16={bf16!s:5}: {results[(compiled, bf16)]:12,.0f} samples/s")
     base = results[(False, False)]

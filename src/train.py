@@ -4,9 +4,18 @@ import os
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+def _run_dir(runs_dir: str, ckpt_path, new_name: str) -> str:
+    from mtrank.checkpoints import resume_run_dir
+
+    return resume_run_dir(runs_dir, ckpt_path, new_name)
+
+
+OmegaConf.register_new_resolver("mtrank_run_dir", _run_dir, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -13,7 +13,9 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tune_utility")
 def main(cfg: DictConfig) -> dict[str, float]:
     from mtrank.tuning.utility_task import tune_utility
+    from mtrank.validation import validate_tune_config
 
+    validate_tune_config(cfg)  # ConfigError naming the key, before anything is read
     return tune_utility(cfg)
 
 

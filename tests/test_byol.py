@@ -121,7 +121,8 @@ def test_epoch_ms_with_time_zone_cuts_at_local_midnight(tmp_path):
     # 2022-04-29 00:00 in Beijing is 2022-04-28 16:00 UTC
     base = 1651161600000  # 2022-04-28 16:00:00 UTC in ms
     df = make_log(n_requests=4, k=1).with_columns(
-        pl.Series("timestamp", [base - 1, base, base + 86_400_000 - 1, base + 86_400_000], dtype=pl.Int64)
+        pl.Series("timestamp", [base - 1, base, base + 86_400_000 - 1, base + 86_400_000], dtype=pl.Int64),
+        *[pl.lit(1, dtype=pl.Int8).alias(t) for t in ("save", "click", "long_click", "closeup")],  # a positive in train
     )
     path = tmp_path / "log.parquet"
     df.write_parquet(path)

@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader
 
 from conftest import pipeline_mapping
 from mtrank.data.config import PipelineConfig
-from mtrank.data.dataset import ShardStream, batch_sizes, plan, rank_batches
+from mtrank.data.dataset import ShardStream, batch_sizes, plan, rank_batches, worker_skips
 from mtrank.data.pipeline import process
 
 
@@ -97,3 +97,45 @@ def test_shuffle_is_deterministic_per_seed_and_changes_with_epoch(processed):
     assert sorted(a) == sorted(order(1, 1)) == sorted(_all_rows(processed))
     plain = _keys(list(_stream(processed)))
     assert plain == _all_rows(processed)  # no shuffle: file order
+
+
+def test_worker_skips_follow_the_loaders_round_robin():
+    # the loader takes one batch per worker in turn, skipping workers that are done
+    # (batches each worker had delivered, the worker whose turn is next)
+    assert worker_skips([3, 3], 0) == ([0, 0], 0)
+    assert worker_skips([3, 3], 3) == ([2, 1], 1)
+    assert worker_skips([2, 3], 4) == ([2, 2], 1)
+    assert worker_skips([1, 2, 2], 4) == ([1, 2, 1], 2)
+    assert worker_skips([1, 2, 2], 3) == ([1, 1, 1], 1)  # worker 0 is done: worker 1's turn
+    with pytest.raises(ValueError, match="cannot skip 6 batches of an epoch that has 5"):
+        worker_skips([2, 3], 6)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_epoch_yields_exactly_the_batches_not_yet_delivered(processed, workers):
+    """A stream resumed after k batches of an epoch yields the interrupted epoch's batches k, k+1, ... in order
+    (through a real DataLoader with spawned workers, whose round-robin the skip has to follow)."""
+
+    def epoch_batches(ds):
+        ctx = "spawn" if workers else None
+        return [_keys([b]) for b in DataLoader(ds, batch_size=None, num_workers=workers, multiprocessing_context=ctx)]
+
+    full_ds = _stream(processed, shuffle=True, seed=3)
+    full_ds.set_epoch(1)
+    full = epoch_batches(full_ds)
+    assert len(full) == len(full_ds) >= 5
+    # in-process every position; with spawned workers (slow to start) one that rotates the workers' turns
+    for k in (range(1, len(full)) if workers == 0 else (3,)):
+        ds = _stream(processed, shuffle=True, seed=3)
+        ds.resume_at(epoch=1, batches_done=k)
+        assert epoch_batches(ds) == full[k:]
+        ds.set_epoch(1)  # the epoch-start hook of the same epoch keeps the position
+        assert ds.skip == k
+        ds.set_epoch(2)  # the next epoch starts from its first batch
+        assert ds.skip == 0
+    # a position at the end of an epoch is the start of the next one
+    ds = _stream(processed, shuffle=True, seed=3)
+    ds.resume_at(epoch=0, batches_done=len(full))
+    assert (ds.epoch, ds.skip) == (1, 0)
+    if workers == 0:
+        assert epoch_batches(ds) == full

@@ -126,3 +126,165 @@ def test_nan_policy_fill_mean_is_counted_and_warned(tmp_path, caplog):
     assert "price" in caplog.text and "fill_mean" in caplog.text
     tr = _load(processed, "train")
     assert tr["num__price"].null_count() == 0 and tr["num__price"].is_nan().sum() == 0
+
+
+# --------------------------------------------------------------------------------------------- streamed build
+
+
+def _shard_bytes(processed: ProcessedData) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(processed.directory)): p.read_bytes()
+        for s in ("train", "val", "test")
+        for p, _ in processed.files(s)
+    }
+
+
+def test_same_config_twice_gives_identical_shards(tmp_path, log_file):
+    cfg = PipelineConfig.from_mapping(pipeline_mapping(log_file, downsample={"beta": 0.5, "seed": 4}))
+    a = process(cfg, tmp_path / "a")
+    b = process(cfg, tmp_path / "b")
+    assert _shard_bytes(a) == _shard_bytes(b)
+    assert a.metadata["features"] == b.metadata["features"] and a.metadata["counts"] == b.metadata["counts"]
+    # another seed shuffles (and downsamples) differently
+    c = process(PipelineConfig.from_mapping(pipeline_mapping(log_file, downsample={"beta": 0.5, "seed": 5})), tmp_path / "c")
+    assert _load(a, "train")["request_id"].to_list() != _load(c, "train")["request_id"].to_list()
+
+
+def test_shuffle_buckets_and_the_one_pass_sink_do_not_change_the_output(tmp_path, log_file, monkeypatch):
+    """Train is shuffled in buckets of at most _SHUFFLE_ROWS rows by ranges of its shuffle key, so the order does not
+    depend on their number; without Polars' partitioned sink the per-split sinks give the same files."""
+    import mtrank.data.pipeline as pipeline
+
+    cfg = PipelineConfig.from_mapping(pipeline_mapping(log_file))
+    one = process(cfg, tmp_path / "one")
+    monkeypatch.setattr(pipeline, "_SHUFFLE_ROWS", 37)
+    many = process(cfg, tmp_path / "many")
+    assert _shard_bytes(many) == _shard_bytes(one)
+    monkeypatch.delattr(pl, "PartitionBy", raising=False)
+    fallback = process(cfg, tmp_path / "fallback")
+    assert _shard_bytes(fallback) == _shard_bytes(one)
+
+
+def test_shards_sizes_order_and_tallies(tmp_path, log_file):
+    processed = process(PipelineConfig.from_mapping(pipeline_mapping(log_file, rows_per_shard=24)), tmp_path / "p")
+    raw = make_log()
+    for s in ("train", "val", "test"):
+        sizes = [n for _, n in processed.files(s)]
+        assert all(n == 24 for n in sizes[:-1]) and 0 < sizes[-1] <= 24 and sum(sizes) == processed.rows(s)
+        df = _load(processed, s)
+        meta = processed.metadata["splits"][s]
+        assert meta["positives"] == {t: int(df[f"label__{t}"].sum()) for t in TASKS}
+        assert meta["oov"] == {c: int((df[f"cat__{c}"] == 0).sum()) for c in ("user_id", "item_id", "category")}
+    # val / test keep the input order; train is a permutation of its rows
+    for s in ("val", "test"):
+        df = _load(processed, s)
+        expected = raw.filter(pl.col("request_id").is_in(df["request_id"].unique().implode()))
+        assert df["request_id"].to_list() == expected["request_id"].to_list()
+        assert df["item_id"].to_list() == expected["item_id"].to_list()
+    train = _load(processed, "train")
+    assert train["request_id"].to_list() != sorted(train["request_id"].to_list())
+
+
+def test_time_fractions_without_request_ids_rank_rows_by_time(tmp_path, log_file):
+    """No request id: every impression is its own request; ties in time are broken by row order."""
+    m = pipeline_mapping(log_file)
+    m["columns"] = {**m["columns"], "request_id": None}
+    processed = process(PipelineConfig.from_mapping(m), tmp_path / "p")
+    n = make_log().height  # rows are in time order, four per timestamp
+    train_end, val_end = 1.0 - 0.2 - 0.2, 1.0 - 0.2  # rank / n below these (as floats, as data.split reads them)
+    expected = {"train": [r for r in range(n) if r / n < train_end],
+                "val": [r for r in range(n) if train_end <= r / n < val_end],
+                "test": [r for r in range(n) if r / n >= val_end]}
+    for s, rows in expected.items():
+        assert sorted(_load(processed, s)["request_id"].to_list()) == rows  # request_id is the row number
+
+
+def test_downsampled_train_matches_counts(tmp_path, log_file):
+    processed = process(PipelineConfig.from_mapping(pipeline_mapping(log_file, downsample={"beta": 0.2})), tmp_path / "p")
+    c = processed.metadata["counts"]
+    train = _load(processed, "train")
+    assert train.height == c["rows_after"] == processed.rows("train")
+    engaged = pl.any_horizontal([pl.col(f"label__{t}") > 0 for t in TASKS])
+    assert train.filter(~engaged).height == c["unengaged_after"]
+    for t in TASKS:
+        assert int(train[f"label__{t}"].sum()) == c["per_task"][t]["positives_after"] == c["per_task"][t]["positives_before"]
+
+
+# --------------------------------------------------------------------------------------------- duplicates, OOV
+
+
+def _with_copies(tmp_path, name="dup.parquet"):
+    df = make_log()
+    dup = pl.concat([df, df.slice(0, 8)]).sort("request_id", maintain_order=True)
+    path = tmp_path / name
+    dup.write_parquet(path)
+    return df, dup, path
+
+
+def test_duplicates_drop_policy_drops_and_warns(tmp_path, caplog):
+    df, dup, path = _with_copies(tmp_path)
+    with caplog.at_level("WARNING"):
+        processed = process(PipelineConfig.from_mapping(pipeline_mapping(path, duplicates={"policy": "drop"})), tmp_path / "p")
+    meta = processed.metadata["duplicate_rows"]
+    assert meta["total"] == meta["dropped"] == 8 and meta["policy"] == "drop" and not meta["kept"]
+    assert sum(processed.rows(s) for s in ("train", "val", "test")) == df.height == dup.height - 8
+    assert "DROPPED" in caplog.text and "dup.parquet" in caplog.text
+    # the kept rows are the same as in the file without the copies
+    clean = tmp_path / "clean.parquet"
+    df.write_parquet(clean)
+    ref = process(PipelineConfig.from_mapping(pipeline_mapping(clean)), tmp_path / "ref")
+    for s in ("val", "test"):
+        assert _load(processed, s).equals(_load(ref, s))
+
+
+def test_duplicates_across_files_and_by_key(tmp_path, caplog):
+    df = make_log()
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    df.slice(0, 120).write_parquet(a)
+    df.slice(100, 100).write_parquet(b)  # its first 20 rows repeat the last 20 of a.parquet
+    with caplog.at_level("WARNING"):
+        processed = process(PipelineConfig.from_mapping(pipeline_mapping([a, b])), tmp_path / "p")
+    assert processed.metadata["duplicate_rows"]["files"] == {str(a): 0, str(b): 20}
+    assert "KEPT" in caplog.text
+    # by key: an impression shown twice in a request with other labels is a duplicate of the key, not of the row
+    twice = df.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.col("item_id").first()).otherwise(pl.col("item_id")).alias("item_id"))
+    twice = twice.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(1 - pl.col("click")).otherwise(pl.col("click")).alias("click"))
+    path = tmp_path / "twice.parquet"
+    twice.write_parquet(path)
+    by_row = process(PipelineConfig.from_mapping(pipeline_mapping(path)), tmp_path / "q")
+    by_key = process(PipelineConfig.from_mapping(pipeline_mapping(path, duplicates={"key": ["request_id", "item_id"]})), tmp_path / "q")
+    per_request = twice.group_by("request_id", "item_id").len().filter(pl.col("len") > 1)["len"].sum() - \
+        twice.group_by("request_id", "item_id").len().filter(pl.col("len") > 1).height
+    assert by_row.metadata["duplicate_rows"]["total"] == 0
+    assert by_key.metadata["duplicate_rows"]["total"] == per_request >= 1
+    assert by_key.metadata["duplicate_rows"]["key"] == ["request_id", "item_id"]
+
+
+def test_oov_fraction_is_logged_and_limited(tmp_path, caplog):
+    # items of the last 15 requests are new: val / test show items train never saw
+    df = make_log().with_columns(
+        pl.when(pl.col("request_id") >= 35).then(pl.col("item_id") + 100).otherwise(pl.col("item_id")).alias("item_id")
+    )
+    log_file = tmp_path / "log.parquet"
+    df.write_parquet(log_file)
+    with caplog.at_level("INFO", logger="mtrank.data.pipeline"):
+        processed = process(PipelineConfig.from_mapping(pipeline_mapping(log_file)), tmp_path / "p")
+    assert "Out-of-vocabulary fraction per categorical column in the test split" in caplog.text
+    frac = max(processed.metadata["splits"][s]["oov"]["item_id"] / processed.rows(s) for s in ("val", "test"))
+    assert frac == 1.0
+    ok = pipeline_mapping(log_file, encoding={"max_oov_fraction": frac})
+    process(PipelineConfig.from_mapping(ok), tmp_path / "ok")
+    from mtrank.data.errors import DataValidationError
+
+    with pytest.raises(DataValidationError, match=r"categorical column 'item_id' .* maps 100\.0% of the test split .* "
+                       r"expected at most data\.encoding\.max_oov_fraction=0\.4 \(also over: 'item_id' in val: 55\.6%\)"):
+        process(PipelineConfig.from_mapping(pipeline_mapping(log_file, encoding={"max_oov_fraction": 0.4})), tmp_path / "no")
+
+
+def test_no_positive_in_val_is_warned(tmp_path, caplog):
+    df = make_log().with_columns(pl.when(pl.col("request_id") >= 30).then(0).otherwise(pl.col("save")).cast(pl.Int8).alias("save"))
+    path = tmp_path / "log.parquet"
+    df.write_parquet(path)
+    with caplog.at_level("WARNING"):
+        process(PipelineConfig.from_mapping(pipeline_mapping(path)), tmp_path / "p")
+    assert "Task 'save' (label column 'save') has no positive label in the val, test split(s)" in caplog.text

@@ -34,11 +34,13 @@ def _load(processed, split: str) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def kuairand_slice(tmp_path_factory) -> tuple[pl.DataFrame, str]:
-    """Every 40th row of the log (all six days) plus 30 rows that are exact copies of others in the file."""
+    """Every 40th row of the log (all six days) plus 30 rows that are exact copies of others in the file, and the
+    first 4 hides (the slice alone has none in train: a task without a train positive is an error)."""
     log = pl.read_parquet(LOG)
     sample = log.filter(pl.int_range(pl.len()) % 40 == 0)
     dups = log.filter(pl.struct(pl.all()).is_duplicated()).unique(maintain_order=True).head(30)
-    part = pl.concat([sample, dups, dups]).sort(["time_ms", "user_id", "video_id"])
+    hides = log.filter(pl.col("is_hate") == 1).head(4)
+    part = pl.concat([sample, dups, dups, hides]).sort(["time_ms", "user_id", "video_id"])
     path = tmp_path_factory.mktemp("kuairand") / "slice.parquet"
     part.write_parquet(path)
     return part, str(path)

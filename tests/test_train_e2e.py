@@ -36,7 +36,7 @@ def test_train_end_to_end(experiment, tmp_path):
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["metrics"]["val/mean/auroc"] == pytest.approx(metrics["val/mean/auroc"])
     assert summary["best_checkpoint"] and (run / "checkpoints" / "last.ckpt").exists()
-    assert (run / "config.yaml").exists() and (run / "csv" / "metrics.csv").exists()
+    assert (run / "config.yaml").exists() and (run / "csv" / "version_0" / "metrics.csv").exists()
     info = json.loads((run / "run_info.json").read_text())
     assert info["versions"]["torch"] and info["data"]["processed_key"]
     # the model learns something: better than chance on the most frequent type
@@ -49,7 +49,7 @@ def test_uncertainty_weighting_trains_and_logs_task_weights(tmp_path):
     train(cfg)
     import polars as pl
 
-    csv = pl.read_csv(tmp_path / "run" / "csv" / "metrics.csv")
+    csv = pl.read_csv(tmp_path / "run" / "csv" / "version_0" / "metrics.csv")
     weights = csv.select([c for c in csv.columns if c.endswith("/task_weight")]).drop_nulls()
     assert weights.width == 4 and weights.height >= 2
     # the learned weights move away from their initial value of 1
@@ -66,3 +66,16 @@ def test_resume_from_last_checkpoint(tmp_path):
     cfg2.paths.output_dir = str(tmp_path / "run2")
     metrics = train(cfg2)
     assert "val/mean/auroc" in metrics
+
+
+def test_compiled_network_trains_and_keeps_checkpoint_names(tmp_path):
+    """model.compile compiles the network in place (here with the eager backend: the plumbing, not inductor),
+    so the checkpoint's parameter names are those of an uncompiled model."""
+    import torch
+
+    cfg = compose_config("train", ["experiment=multitask", *FAST, "trainer.max_epochs=1", "test=false",
+                                   "model.compile={backend: eager}"], tmp_path)
+    train(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["hyper_parameters"]["compile"] == {"backend": "eager"}
+    assert not any("_orig_mod" in k for k in state["state_dict"])

@@ -69,6 +69,15 @@ Fitted per task on the validation split, on the corrected probability, and appli
 
 Temperature and Platt are strictly monotone (rankings unchanged); isotonic is monotone but merges scores into
 ties, which can lower AUROC a little. All three are saved as plain JSON (:class:`Calibration`), never pickled.
+
+Fitting in constant memory. A run fits its calibrators on every row of the validation split without holding
+them: :class:`BinnedLabels` sums the (probability, label) rows per cell of a fine grid on the logit scale
+(:data:`FIT_BINS` = 65 536 equal cells over logit p ∈ [−16.1, 16.1], 5·10⁻⁴ wide: a relative step of 0.05% in
+p), and each calibrator is fitted on the cells' mean probabilities weighted by their positive and negative
+counts (:meth:`Calibration.fit_binned`). That is the fit on the rows themselves with every score moved to the
+mean of its cell: Platt's and the temperature's likelihood change by O(cell width²), isotonic regression pools
+the rows of a cell (which its solution does anyway unless a step falls inside a 0.05% cell).
+:meth:`Calibration.fit` fits on rows given as arrays.
 """
 
 from __future__ import annotations
@@ -76,8 +85,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -86,9 +93,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mtrank.utils.io import write_text_atomic
+
 __all__ = [
     "CALIBRATION_FILE",
+    "FIT_BINS",
     "METHODS",
+    "BinnedLabels",
     "Calibration",
     "Calibrator",
     "IdentityCalibrator",
@@ -111,6 +122,7 @@ METHODS = ("none", "temperature", "platt", "isotonic")
 DOWNSAMPLING_MODES = ("correct", "reweight")
 _EPS = 1e-7
 _FORMAT_VERSION = 1
+FIT_BINS = 1 << 16  # cells of BinnedLabels' grid on the logit scale
 
 
 # --------------------------------------------------------------------------------------------- Eq. 3
@@ -197,27 +209,36 @@ def _as_tensor(x) -> Tensor:
     return x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float64)
 
 
-def _check_fit_inputs(p, y) -> tuple[Tensor, Tensor]:
+def _check_fit_inputs(p, y, weight=None) -> tuple[Tensor, Tensor, Tensor | None]:
     p = _as_tensor(p).detach().double().reshape(-1).cpu()
     y = _as_tensor(y).detach().double().reshape(-1).cpu()
     if p.shape != y.shape:
         raise ValueError(f"calibrator fit: {p.numel()} scores but {y.numel()} labels")
     if p.numel() == 0:
         raise ValueError("calibrator fit: no rows to fit on")
-    return p, y
+    if weight is not None:
+        weight = _as_tensor(weight).detach().double().reshape(-1).cpu()
+        if weight.shape != p.shape or bool((weight < 0).any()) or not float(weight.sum()) > 0:
+            raise ValueError(f"calibrator fit: weights must be {p.numel()} non-negative numbers, not all 0")
+    return p, y, weight
 
 
-def _fit_logistic(x: Tensor, y: Tensor, slope0: float, intercept: bool) -> tuple[float, float]:
-    """Maximum-likelihood σ(a x + b) on one feature (full-batch L-BFGS; b fixed at 0 without intercept)."""
+def _fit_logistic(x: Tensor, y: Tensor, slope0: float, intercept: bool, weight: Tensor | None = None) -> tuple[float, float]:
+    """Maximum-likelihood σ(a x + b) on one feature (full-batch L-BFGS; b fixed at 0 without intercept); rows
+    weighted by ``weight`` when given (a row of weight w counts as w rows)."""
     a = torch.tensor([slope0], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(1, dtype=torch.float64, requires_grad=intercept)
     params = [a, b] if intercept else [a]
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-12,
                             line_search_fn="strong_wolfe")
+    w = None if weight is None else weight / weight.sum()
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(a * x + b, y)
+        if w is None:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(a * x + b, y)
+        else:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(a * x + b, y, weight=w, reduction="sum")
         loss.backward()
         return loss
 
@@ -230,7 +251,8 @@ class Calibrator:
 
     method = "none"
 
-    def fit(self, p, y) -> "Calibrator":
+    def fit(self, p, y, weight=None) -> "Calibrator":
+        """Fit on scores ``p`` and 0/1 labels ``y`` (1-D), each row counted ``weight`` times when given."""
         return self
 
     def _apply(self, p: Tensor) -> Tensor:
@@ -261,9 +283,9 @@ class TemperatureCalibrator(Calibrator):
     temperature: float = 1.0
     method = "temperature"
 
-    def fit(self, p, y) -> "TemperatureCalibrator":
-        p, y = _check_fit_inputs(p, y)
-        a, _ = _fit_logistic(_logit(p), y, 1.0, intercept=False)
+    def fit(self, p, y, weight=None) -> "TemperatureCalibrator":
+        p, y, weight = _check_fit_inputs(p, y, weight)
+        a, _ = _fit_logistic(_logit(p), y, 1.0, intercept=False, weight=weight)
         if a <= 0:
             raise ValueError(f"temperature fit gave a non-positive slope {a}: the scores do not rank the labels")
         self.temperature = 1.0 / a
@@ -284,9 +306,9 @@ class PlattCalibrator(Calibrator):
     b: float = 0.0
     method = "platt"
 
-    def fit(self, p, y) -> "PlattCalibrator":
-        p, y = _check_fit_inputs(p, y)
-        self.a, self.b = _fit_logistic(_logit(p), y, 1.0, intercept=True)
+    def fit(self, p, y, weight=None) -> "PlattCalibrator":
+        p, y, weight = _check_fit_inputs(p, y, weight)
+        self.a, self.b = _fit_logistic(_logit(p), y, 1.0, intercept=True, weight=weight)
         return self
 
     def _apply(self, p: Tensor) -> Tensor:
@@ -307,12 +329,12 @@ class IsotonicCalibrator(Calibrator):
     y: list[float] = field(default_factory=lambda: [0.0, 1.0])
     method = "isotonic"
 
-    def fit(self, p, y) -> "IsotonicCalibrator":
+    def fit(self, p, y, weight=None) -> "IsotonicCalibrator":
         from sklearn.isotonic import IsotonicRegression
 
-        p, y = _check_fit_inputs(p, y)
+        p, y, weight = _check_fit_inputs(p, y, weight)
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-        iso.fit(p.numpy(), y.numpy())
+        iso.fit(p.numpy(), y.numpy(), sample_weight=None if weight is None else weight.numpy())
         self.x = [float(v) for v in iso.X_thresholds_]
         self.y = [float(v) for v in iso.y_thresholds_]
         return self
@@ -360,6 +382,57 @@ def calibrator_from_dict(d: Mapping[str, Any]) -> Calibrator:
     if isinstance(obj, IsotonicCalibrator) and (len(obj.x) != len(obj.y) or not obj.x):
         raise ValueError("isotonic calibrator: knots x and y must be non-empty lists of the same length")
     return obj
+
+
+class BinnedLabels:
+    """(probability, 0/1 label) rows summed per cell of a fine grid on the logit scale: the sufficient statistics
+    of a calibrator fit in constant memory (module docstring, "Fitting in constant memory").
+
+    ``n_bins`` equal cells over logit p ∈ [logit ε, logit(1 − ε)], ε = 1e-7 (scores beyond go to the end cells);
+    per cell the rows, the positives and Σp.
+    """
+
+    def __init__(self, n_bins: int = FIT_BINS) -> None:
+        if int(n_bins) < 1:
+            raise ValueError(f"n_bins={n_bins}: expected ≥ 1")
+        self.n_bins = int(n_bins)
+        self.count = np.zeros(self.n_bins)
+        self.pos = np.zeros(self.n_bins)
+        self.p_sum = np.zeros(self.n_bins)
+
+    def update(self, p, y) -> "BinnedLabels":
+        p = np.asarray(p, dtype=np.float64).reshape(-1)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if p.shape != y.shape:
+            raise ValueError(f"BinnedLabels.update: {p.size} scores but {y.size} labels")
+        hi = math.log((1 - _EPS) / _EPS)
+        q = np.clip(p, _EPS, 1 - _EPS)
+        cell = np.floor((np.log(q) - np.log1p(-q) + hi) * (self.n_bins / (2 * hi))).astype(np.int64)
+        cell = np.clip(cell, 0, self.n_bins - 1)
+        self.count += np.bincount(cell, minlength=self.n_bins)
+        self.pos += np.bincount(cell, weights=y, minlength=self.n_bins)
+        self.p_sum += np.bincount(cell, weights=p, minlength=self.n_bins)
+        return self
+
+    @property
+    def rows(self) -> int:
+        return int(self.count.sum())
+
+    @property
+    def positives(self) -> float:
+        return float(self.pos.sum())
+
+    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(p, y, weight)``: per non-empty cell its mean probability twice, with label 1 weighted by its positives
+        and label 0 by its negatives (zero weights dropped): the rows, each moved to its cell's mean."""
+        keep = self.count > 0
+        mean = self.p_sum[keep] / self.count[keep]
+        pos, neg = self.pos[keep], self.count[keep] - self.pos[keep]
+        p = np.concatenate([mean, mean])
+        y = np.concatenate([np.ones_like(mean), np.zeros_like(mean)])
+        w = np.concatenate([pos, neg])
+        nz = w > 0
+        return p[nz], y[nz], w[nz]
 
 
 # --------------------------------------------------------------------------------------------- the run's file
@@ -417,16 +490,35 @@ class Calibration:
         y = np.asarray(labels, dtype=np.float64)
         if p.shape != y.shape or p.ndim != 2 or p.shape[1] != len(self.tasks):
             raise ValueError(f"calibration fit: probabilities {p.shape} and labels {y.shape} must both be [N, {len(self.tasks)}]")
+        return self._fit_each(method, {t: (p.shape[0], float(y[:, j].sum()), lambda c, j=j: c.fit(p[:, j], y[:, j]))
+                                       for j, t in enumerate(self.tasks)})
+
+    def fit_binned(self, binned: Mapping[str, BinnedLabels], method: str) -> "Calibration":
+        """Fit one ``method`` calibrator per task on its :class:`BinnedLabels` (corrected probabilities and labels
+        summed on the fitting grid, e.g. by :func:`mtrank.prediction.fit_calibration`)."""
+        missing = [t for t in self.tasks if t not in binned]
+        if missing:
+            raise ValueError(f"calibration fit: no binned scores for task(s) {missing}")
+        def fit(c: Calibrator, b: BinnedLabels) -> Calibrator:
+            p, y, w = b.points()
+            return c.fit(p, y, weight=w)
+
+        return self._fit_each(method, {t: (binned[t].rows, binned[t].positives, lambda c, b=binned[t]: fit(c, b))
+                                       for t in self.tasks})
+
+    def _fit_each(self, method: str, per_task: Mapping[str, tuple[int, float, Any]]) -> "Calibration":
+        """``per_task``: task → (rows, positives, fit(calibrator) → calibrator)."""
         self.method = method or "none"
         build_calibrator(self.method)  # an unknown method fails here, before any fitting
         fitted = {}
-        for j, t in enumerate(self.tasks):
-            if self.method != "none" and (p.shape[0] == 0 or y[:, j].min() == y[:, j].max()):
+        for t in self.tasks:
+            rows, positives, fit = per_task[t]
+            if self.method != "none" and (rows == 0 or positives in (0, rows)):
                 log.warning("calibration: task '%s' has %s in the fitting rows; left uncalibrated (identity)", t,
-                            "no rows" if p.shape[0] == 0 else "a single class")
+                            "no rows" if rows == 0 else "a single class")
                 fitted[t] = IdentityCalibrator()
                 continue
-            fitted[t] = build_calibrator(self.method).fit(p[:, j], y[:, j])
+            fitted[t] = fit(build_calibrator(self.method))
         self.calibrators = fitted
         return self
 
@@ -495,13 +587,3 @@ class Calibration:
         return cls(tasks=list(tasks), betas=betas, info={"beta": beta, "objective": objective, "mode": mode})
 
 
-def write_text_atomic(path: Path | str, text: str) -> None:
-    """Write a text file via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

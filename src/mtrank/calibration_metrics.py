@@ -4,7 +4,8 @@
   downsampled scale, before Eq. 3), logged by the Trainer next to the corrected figures as
   ``"{stage}/{task}/{metric}_raw"``.
 * :func:`ece_true` and :func:`mae_true`: calibration against the simulator's true probabilities
-  (``p_true_<task>``) instead of the 0/1 labels, for the evaluation report.
+  (``p_true_<task>``) instead of the 0/1 labels, for the evaluation report; :class:`TrueCalibration` gives
+  both from batches, in constant memory.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError
-from torchmetrics.classification import BinaryCalibrationError
 
-__all__ = ["RAW_SUFFIX", "RAW_METRIC_NAMES", "RawScoreMetrics", "ece_true", "mae_true"]
+from mtrank.metrics import StreamingCalibrationError
+
+__all__ = ["RAW_SUFFIX", "RAW_METRIC_NAMES", "RawScoreMetrics", "TrueCalibration", "ece_true", "mae_true"]
 
 RAW_SUFFIX = "_raw"
 RAW_METRIC_NAMES = ("ece", "brier", "logloss")
@@ -30,7 +32,7 @@ class RawScoreMetrics(nn.Module):
 
     Same definitions as :class:`mtrank.metrics.HeadMetrics` (ECE with ``ece_bins`` uniform bins, L1), so the
     raw and corrected figures compare one to one. ``suffix``: ``_raw`` (raw scores) or ``_corrected`` (after
-    Eq. 3, before a post-hoc calibrator).
+    Eq. 3, before a post-hoc calibrator). Constant memory (per-bin and running sums).
     """
 
     def __init__(
@@ -46,7 +48,7 @@ class RawScoreMetrics(nn.Module):
             {
                 t: nn.ModuleDict(
                     {
-                        "ece": BinaryCalibrationError(n_bins=ece_bins, norm="l1", **kw),
+                        "ece": StreamingCalibrationError(n_bins=ece_bins, **kw),
                         "brier": MeanSquaredError(**kw),
                         "logloss": MeanMetric(**kw),
                     }
@@ -91,25 +93,43 @@ def _uniform_bins(p: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
 
 
+class TrueCalibration:
+    """``ece_true`` and ``mae_true`` over every row given to :meth:`update`, from running sums (constant memory):
+    per bin Σp and Σp_true, and Σ|p − p_true|."""
+
+    def __init__(self, n_bins: int = 15) -> None:
+        self.n_bins = int(n_bins)
+        self.p_sum = np.zeros(self.n_bins)
+        self.q_sum = np.zeros(self.n_bins)
+        self.abs_sum = 0.0
+        self.rows = 0
+
+    def update(self, p, p_true) -> "TrueCalibration":
+        p = np.asarray(p, dtype=np.float64).reshape(-1)
+        q = np.asarray(p_true, dtype=np.float64).reshape(-1)
+        if p.shape != q.shape:
+            raise ValueError(f"p {p.shape} and p_true {q.shape} differ in shape")
+        b = _uniform_bins(p, self.n_bins)
+        self.p_sum += np.bincount(b, weights=p, minlength=self.n_bins)
+        self.q_sum += np.bincount(b, weights=q, minlength=self.n_bins)
+        self.abs_sum += float(np.abs(p - q).sum())
+        self.rows += p.size
+        return self
+
+    def ece(self) -> float:
+        """Σ_b (n_b / n)·|mean_b p − mean_b p_true| = Σ_b |Σp − Σq| / n."""
+        return float(np.abs(self.p_sum - self.q_sum).sum() / self.rows) if self.rows else float("nan")
+
+    def mae(self) -> float:
+        """Mean |p − p_true| over rows."""
+        return self.abs_sum / self.rows if self.rows else float("nan")
+
+
 def ece_true(p, p_true, n_bins: int = 15) -> float:
     """Σ_b (n_b / n)·|mean_b p − mean_b p_true| over ``n_bins`` uniform bins of p: ECE against the truth."""
-    p = np.asarray(p, dtype=np.float64).reshape(-1)
-    q = np.asarray(p_true, dtype=np.float64).reshape(-1)
-    if p.shape != q.shape:
-        raise ValueError(f"p {p.shape} and p_true {q.shape} differ in shape")
-    if p.size == 0:
-        return float("nan")
-    b = _uniform_bins(p, n_bins)
-    n = np.bincount(b, minlength=n_bins)
-    gap = np.abs(np.bincount(b, weights=p, minlength=n_bins) - np.bincount(b, weights=q, minlength=n_bins))
-    # Σ_b (n_b/n)·|Σp/n_b − Σq/n_b| = Σ_b |Σp − Σq| / n
-    return float(gap[n > 0].sum() / p.size)
+    return TrueCalibration(n_bins).update(p, p_true).ece()
 
 
 def mae_true(p, p_true) -> float:
     """Mean |p − p_true| over rows."""
-    p = np.asarray(p, dtype=np.float64).reshape(-1)
-    q = np.asarray(p_true, dtype=np.float64).reshape(-1)
-    if p.shape != q.shape:
-        raise ValueError(f"p {p.shape} and p_true {q.shape} differ in shape")
-    return float(np.abs(p - q).mean()) if p.size else float("nan")
+    return TrueCalibration(1).update(p, p_true).mae()

@@ -20,6 +20,10 @@ Metric names (per task; ``mean`` = average over tasks for auroc, pr_auc, ndcg, m
   ``<metric>_corrected`` (after Eq. 3, before the post-hoc calibrator) when a calibrator is used;
 * ranking per request, each task ranking by its own ``p_<task>``: ``ndcg@k``, ``map``; with the truth
   ``oracle_ndcg@k``, ``oracle_map`` (ranking by ``p_true``).
+
+Memory: a split of processed data is scored and reported batch by batch (:func:`write_report` given frames,
+:class:`SplitFigures`, :func:`ranking_figures` in request-hash buckets), so the report of a training run or of
+``src/eval.py`` does not grow with the split; raw logs (``inputs=…``) are read whole.
 """
 
 from __future__ import annotations
@@ -27,29 +31,33 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.calibration import Calibration, write_text_atomic
-from mtrank.calibration_metrics import RawScoreMetrics, ece_true, mae_true
-from mtrank.metrics import compute_head_metrics
+from mtrank.calibration import Calibration
+from mtrank.calibration_metrics import RawScoreMetrics, TrueCalibration
+from mtrank.data.spec import REQUEST_COL
+from mtrank.metrics import MultiHeadMetrics
 from mtrank.plots import save_reliability_png, reliability_table
 from mtrank.prediction import (
     PREDICTIONS_FILE,
     LoadedRun,
     ScoreInfo,
     fit_calibration,
+    iter_score_split,
     load_run,
     score_logs,
-    score_split,
     write_parquet_atomic,
 )
 from mtrank.ranking_metrics import ranking_metrics
+from mtrank.utils.io import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +65,145 @@ SUMMARY_JSON = "evaluation.json"
 SUMMARY_MD = "evaluation.md"
 RELIABILITY_PNG = "reliability.png"
 
-__all__ = ["RELIABILITY_PNG", "SUMMARY_JSON", "SUMMARY_MD", "evaluate", "evaluate_frame", "write_report"]
+__all__ = ["RELIABILITY_PNG", "SUMMARY_JSON", "SUMMARY_MD", "SplitFigures", "evaluate", "evaluate_frame",
+           "ranking_figures", "write_report"]
 
 
-def _cols(frame: pl.DataFrame, template: str, tasks: Sequence[str]) -> np.ndarray:
-    return frame.select([template.format(t) for t in tasks]).to_numpy().astype(np.float64)
+class SplitFigures:
+    """Every per-row figure of :func:`evaluate_frame` (all but the per-request ranking), from predictions frames
+    given batch by batch to :meth:`update`: torchmetrics states and running sums, so the memory does not grow
+    with the rows. ``thresholds``: as ``model.metrics.thresholds`` (None: exact AUROC / PR-AUC, which keep every
+    row)."""
+
+    def __init__(self, tasks: Sequence[str], *, calibration: Calibration | None = None, split: str = "test",
+                 ece_bins: int = 15, thresholds: int | None = None) -> None:
+        self.tasks, self.split, self.ece_bins = list(tasks), split, int(ece_bins)
+        self.corrected = calibration if calibration is not None and calibration.has_calibrators else None
+        self.thresholds = thresholds
+        self.rows = 0
+        self.has_labels: bool | None = None  # known from the first frame
+        self.has_true = False
+
+    def _start(self, frame: pl.DataFrame) -> None:
+        tasks, split = self.tasks, self.split
+        self.has_labels = all(f"label_{t}" in frame.columns for t in tasks)
+        self.has_true = all(f"p_true_{t}" in frame.columns for t in tasks)
+        self.heads = MultiHeadMetrics(tasks, split, has_p_true=self.has_true, thresholds=self.thresholds,
+                                      ece_bins=self.ece_bins, sync_on_compute=False)
+        kinds = {"": "p", "_raw": "raw"} | ({"_corrected": "corrected"} if self.corrected is not None else {})
+        self.calib = {suffix: RawScoreMetrics(tasks, split, ece_bins=self.ece_bins, suffix=suffix, sync_on_compute=False)
+                      for suffix in kinds if suffix}
+        self.true = {(suffix, t): (TrueCalibration(self.ece_bins), kind) for suffix, kind in kinds.items() for t in tasks}
+        self.sums = {name: np.zeros(len(tasks)) for name in ("y", "p", "raw")}
+
+    def update(self, frame: pl.DataFrame) -> None:
+        if self.has_labels is None:
+            self._start(frame)
+        elif all(f"label_{t}" in frame.columns for t in self.tasks) != self.has_labels:
+            raise ValueError("the predictions frames differ in their label columns")
+        self.rows += frame.height
+        if not self.has_labels or frame.height == 0:
+            return
+        tasks = self.tasks
+        cols = lambda template: frame.select([template.format(t) for t in tasks]).to_numpy().astype(np.float64)  # noqa: E731
+        scores = {"y": cols("label_{}"), "p": cols("p_{}"), "raw": cols("p_raw_{}")}
+        if self.corrected is not None:
+            scores["corrected"] = np.asarray(self.corrected.correct(scores["raw"], tasks))
+        pt = cols("p_true_{}") if self.has_true else None
+        y = torch.as_tensor(scores["y"], dtype=torch.float32)
+        self.heads.update(torch.as_tensor(scores["p"], dtype=torch.float32), y,
+                          torch.as_tensor(pt, dtype=torch.float32) if pt is not None else None)
+        for suffix, m in self.calib.items():
+            m.update(torch.as_tensor(scores[suffix.lstrip("_")], dtype=torch.float32), y)
+        if pt is not None:
+            for (suffix, t), (acc, kind) in self.true.items():
+                j = tasks.index(t)
+                acc.update(scores[kind][:, j], pt[:, j])
+        for name in self.sums:
+            self.sums[name] += scores[name].sum(axis=0)
+
+    def compute(self) -> dict[str, float]:
+        if not self.has_labels:
+            missing = [f"label_{t}" for t in self.tasks]
+            raise ValueError(f"the predictions have no label column(s) {missing}: nothing to evaluate against")
+        split, n = self.split, self.rows
+        out = {k: float(v) for k, v in self.heads.compute().items()}
+        for suffix, m in self.calib.items():
+            out.update({k: float(v) for k, v in m.compute().items()})
+        if self.has_true:
+            for (suffix, t), (acc, _) in self.true.items():
+                out[f"{split}/{t}/ece_true{suffix}"] = acc.ece()
+                out[f"{split}/{t}/mae_true{suffix}"] = acc.mae()
+        for j, t in enumerate(self.tasks):
+            for key, name in (("base_rate", "y"), ("mean_p", "p"), ("mean_p_raw", "raw")):
+                out[f"{split}/{t}/{key}"] = float(self.sums[name][j] / n) if n else float("nan")
+        out[f"{split}/rows"] = float(n)
+        return out
 
 
-def _calibration_figures(p: np.ndarray, y: np.ndarray, pt: np.ndarray | None, tasks, prefix: str, suffix: str,
-                         ece_bins: int) -> dict[str, float]:
-    m = RawScoreMetrics(tasks, prefix, ece_bins=ece_bins, suffix=suffix, sync_on_compute=False)
-    m.update(torch.as_tensor(p, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
-    out = {k: float(v) for k, v in m.compute().items()}
-    if pt is not None:
-        for j, t in enumerate(tasks):
-            out[f"{prefix}/{t}/ece_true{suffix}"] = ece_true(p[:, j], pt[:, j], ece_bins)
-            out[f"{prefix}/{t}/mae_true{suffix}"] = mae_true(p[:, j], pt[:, j])
+def ranking_figures(
+    source: pl.DataFrame | str | Path,
+    tasks: Sequence[str],
+    ks: Sequence[int],
+    *,
+    split: str = "test",
+    rows: int | None = None,
+    chunk_rows: int | None = None,
+) -> dict[str, float]:
+    """NDCG@k and MAP per task (:func:`mtrank.ranking_metrics.ranking_metrics`), with their ``oracle_`` twins
+    when the predictions hold ``p_true_<task>``, of a predictions frame or Parquet file.
+
+    With ``chunk_rows`` and more ``rows`` than that, the requests are cut into ``⌈rows / chunk_rows⌉`` buckets by
+    a hash of ``request_id`` and ranked one bucket at a time (each request lies in one bucket; the means over
+    requests are recombined from the buckets' sums), so that only about ``chunk_rows`` rows are held at once (a
+    file is read once per bucket). The figures are those of one pass except for the pseudo-random order given to
+    tied scores.
+    """
+    if chunk_rows is not None and int(chunk_rows) < 1:
+        raise ValueError(f"report.ranking_chunk_rows = {chunk_rows}: expected an integer ≥ 1 (or null)")
+    lf = source.lazy() if isinstance(source, pl.DataFrame) else pl.scan_parquet(source)
+    schema = lf.collect_schema()
+    has_true = all(f"p_true_{t}" in schema for t in tasks)
+    n = rows if rows is not None else int(lf.select(pl.len()).collect().item())
+    buckets = max(1, -(-n // int(chunk_rows))) if chunk_rows else 1
+    templates = ("label_{}", "p_{}") + (("p_true_{}",) if has_true else ())
+    lf = lf.select([REQUEST_COL] + [c.format(t) for t in tasks for c in templates])
+    kinds = [("", "p_{task}")] + ([("oracle_", "p_true_{task}")] if has_true else [])
+    sums: dict[str, float] = {}
+    for part in _request_buckets(lf, buckets):
+        for kind, template in kinds:
+            res = ranking_metrics(part, tasks, ks, score_template=template, prefix=split)
+            for t in tasks:
+                head = f"{split}/{t}/"
+                m = res[head + "n_requests_pos"]
+                sums[f"{head}{kind}n"] = sums.get(f"{head}{kind}n", 0.0) + m
+                for name in [f"ndcg@{k}" for k in ks] + ["map"]:
+                    key = f"{head}{kind}{name}"
+                    sums[key] = sums.get(key, 0.0) + (res[head + name] * m if m else 0.0)
+    out: dict[str, float] = {}
+    names = [f"ndcg@{k}" for k in sorted({int(k) for k in ks})] + ["map"]
+    for kind, _ in kinds:
+        for t in tasks:
+            head = f"{split}/{t}/"
+            m = sums.get(f"{head}{kind}n", 0.0)
+            for name in names:
+                out[f"{head}{kind}{name}"] = sums[f"{head}{kind}{name}"] / m if m else float("nan")
+            if not kind:
+                out[head + "n_requests_pos"] = m
+        for name in names:
+            vals = [out[f"{split}/{t}/{kind}{name}"] for t in tasks]
+            out[f"{split}/mean/{kind}{name}"] = float(np.nanmean(vals)) if not all(np.isnan(vals)) else float("nan")
     return out
+
+
+def _request_buckets(lf: pl.LazyFrame, buckets: int) -> Iterable[pl.LazyFrame | pl.DataFrame]:
+    """The rows of ``lf`` in ``buckets`` groups of whole requests (by a hash of ``request_id``), one at a time:
+    ``lf`` itself for one bucket, else one streaming filtered pass over ``lf`` per bucket (a Parquet file is read
+    ``buckets`` times, holding one bucket's rows: time grows as rows × buckets, memory does not grow)."""
+    if buckets == 1:
+        return [lf]
+    bucket = pl.col(REQUEST_COL).hash(seed=0) % buckets
+    return (lf.filter(bucket == b).collect(engine="streaming") for b in range(buckets))
 
 
 def evaluate_frame(
@@ -85,43 +215,14 @@ def evaluate_frame(
     ece_bins: int = 15,
     ks: Sequence[int] = (5, 10),
     thresholds: int | None = None,
+    chunk_rows: int | None = None,
 ) -> dict[str, float]:
     """Every figure of a labelled predictions frame (see the module docstring for the names)."""
-    tasks = list(tasks)
-    missing = [f"label_{t}" for t in tasks if f"label_{t}" not in frame.columns]
-    if missing:
-        raise ValueError(f"the predictions have no label column(s) {missing}: nothing to evaluate against")
-    y = _cols(frame, "label_{}", tasks)
-    p = _cols(frame, "p_{}", tasks)
-    raw = _cols(frame, "p_raw_{}", tasks)
-    has_true = all(f"p_true_{t}" in frame.columns for t in tasks)
-    pt = _cols(frame, "p_true_{}", tasks) if has_true else None
-    out = compute_head_metrics(
-        torch.as_tensor(p, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32), tasks,
-        p_true=torch.as_tensor(pt, dtype=torch.float32) if has_true else None, prefix=split,
-        thresholds=thresholds, ece_bins=ece_bins,
-    )
-    if has_true:
-        for j, t in enumerate(tasks):
-            out[f"{split}/{t}/ece_true"] = ece_true(p[:, j], pt[:, j], ece_bins)
-            out[f"{split}/{t}/mae_true"] = mae_true(p[:, j], pt[:, j])
-    out.update(_calibration_figures(raw, y, pt, tasks, split, "_raw", ece_bins))
-    if calibration is not None and calibration.has_calibrators:
-        corrected = np.asarray(calibration.correct(raw, tasks))
-        out.update(_calibration_figures(corrected, y, pt, tasks, split, "_corrected", ece_bins))
+    figures = SplitFigures(tasks, calibration=calibration, split=split, ece_bins=ece_bins, thresholds=thresholds)
+    figures.update(frame)
+    out = figures.compute()
     if "request_id" in frame.columns and ks:
-        out.update(ranking_metrics(frame, tasks, ks, prefix=split))
-        if has_true:
-            oracle = ranking_metrics(frame, tasks, ks, score_template="p_true_{task}", prefix=split)
-            for k, v in oracle.items():
-                if not k.endswith("n_requests_pos"):
-                    head, name = k.rsplit("/", 1)
-                    out[f"{head}/oracle_{name}"] = v
-    for j, t in enumerate(tasks):
-        out[f"{split}/{t}/base_rate"] = float(y[:, j].mean()) if len(y) else float("nan")
-        out[f"{split}/{t}/mean_p"] = float(p[:, j].mean()) if len(p) else float("nan")
-        out[f"{split}/{t}/mean_p_raw"] = float(raw[:, j].mean()) if len(raw) else float("nan")
-    out[f"{split}/rows"] = float(frame.height)
+        out.update(ranking_figures(frame, list(tasks), ks, split=split, rows=frame.height, chunk_rows=chunk_rows))
     return out
 
 
@@ -191,8 +292,48 @@ def _markdown(metrics: Mapping[str, float], tasks: Sequence[str], split: str, ca
     return "\n".join(lines)
 
 
+class _Columns(Mapping):
+    """task → one column of the predictions as a NumPy array, read from the Parquet file when asked for, so that
+    the reliability tables and figure hold one task's column at a time (read from a frame when given one)."""
+
+    def __init__(self, source: pl.DataFrame | Path, tasks: Sequence[str], template: str) -> None:
+        self.source, self.tasks, self.template = source, list(tasks), template
+
+    def __getitem__(self, task: str) -> np.ndarray:
+        if task not in self.tasks:
+            raise KeyError(task)
+        col = self.template.format(task)
+        if isinstance(self.source, pl.DataFrame):
+            return self.source[col].to_numpy()
+        return pl.read_parquet(self.source, columns=[col])[col].to_numpy()
+
+    def __contains__(self, task: object) -> bool:
+        return task in self.tasks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+def _stream_to_parquet(frames: Iterable[pl.DataFrame], path: Path, each: Callable[[pl.DataFrame], None]) -> None:
+    """Write the frames, in order, to one Parquet file, calling ``each(frame)`` on every frame on the way: each frame
+    goes to a part file in a temporary folder beside ``path`` as it comes, then Polars' streaming engine joins the
+    parts into ``path`` (atomically: temp file + rename). Memory: one frame and the engine's buffers."""
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.parts-", dir=path.parent) as tmp:
+        parts = []
+        for i, frame in enumerate(frames):
+            parts.append(Path(tmp) / f"{i:09d}.parquet")
+            frame.write_parquet(parts[-1], compression="lz4", statistics=False)
+            each(frame)
+        if not parts:
+            raise ValueError("no predictions frame to write")
+        atomic_write(path, lambda out: pl.scan_parquet(parts).sink_parquet(out))
+
+
 def write_report(
-    frame: pl.DataFrame,
+    predictions: pl.DataFrame | Iterable[pl.DataFrame],
     tasks: Sequence[str],
     calibration: Calibration,
     out_dir: str | Path,
@@ -200,35 +341,72 @@ def write_report(
     *,
     split: str = "test",
     ece_bins: int = 15,
+    thresholds: int | None = None,
     context: Mapping[str, Any] | None = None,
     loggers: Sequence[Any] = (),
 ) -> dict[str, float]:
     """Write predictions.parquet, evaluation.json/.md and reliability.png into ``out_dir``; returns the figures.
 
+    ``predictions``: the predictions frame, or its frames batch by batch (e.g. from
+    :func:`mtrank.prediction.iter_score_split`): they are then written to the Parquet file as they come and the
+    figures summed on the way, so the memory does not grow with the rows (the per-request ranking is read back
+    from the file in hash buckets of about ``report.ranking_chunk_rows`` rows, the reliability diagram one task's
+    columns at a time; without ``report.write_predictions`` the file is a temporary one, removed at the end).
     ``report``: the ``report`` config (``bins``, ``n_bins``, ``min_bin_count``, ``ks``, ``scale``, ``show_raw``,
-    ``write_predictions``). Without labels only the predictions are written.
+    ``write_predictions``, ``ranking_chunk_rows``); ``thresholds``: AUROC / PR-AUC thresholds as
+    ``model.metrics.thresholds``. Without labels only the predictions are written.
     """
     report = dict(report or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = dict(context or {})
     tasks = list(tasks)
-    if report.get("write_predictions", True):
-        write_parquet_atomic(frame, out_dir / PREDICTIONS_FILE)
-    has_labels = all(f"label_{t}" in frame.columns for t in tasks)
-    if not has_labels:
-        log.info("no labels: wrote %s only", out_dir / PREDICTIONS_FILE)
+    figures = SplitFigures(tasks, calibration=calibration, split=split, ece_bins=ece_bins, thresholds=thresholds)
+    keep = bool(report.get("write_predictions", True))
+    path = out_dir / PREDICTIONS_FILE
+    temp = None
+    if isinstance(predictions, pl.DataFrame):
+        if keep:
+            write_parquet_atomic(predictions, path)
+        figures.update(predictions)
+        source: pl.DataFrame | Path = predictions
+    else:
+        if not keep:
+            fd, name = tempfile.mkstemp(prefix=f".{PREDICTIONS_FILE}.", suffix=".scratch", dir=out_dir)
+            os.close(fd)
+            path = temp = Path(name)
+        _stream_to_parquet(predictions, path, figures.update)
+        source = path
+    try:
+        return _report_files(source, figures, tasks, calibration, out_dir, report, split, context, loggers,
+                             path if keep else None)
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+
+
+def _report_files(source: pl.DataFrame | Path, figures: SplitFigures, tasks: list[str], calibration: Calibration,
+                  out_dir: Path, report: Mapping[str, Any], split: str, context: dict, loggers: Sequence[Any],
+                  written: Path | None) -> dict[str, float]:
+    if not figures.has_labels:
+        log.info("no labels: nothing to evaluate (predictions written to %s)", written or "no file: write_predictions=false")
         return {}
     ks = [int(k) for k in (report.get("ks") or [])]
-    metrics = evaluate_frame(frame, tasks, calibration=calibration, split=split, ece_bins=ece_bins, ks=ks)
+    metrics = figures.compute()
+    columns = source.columns if isinstance(source, pl.DataFrame) else pl.scan_parquet(source).collect_schema()
+    if ks and REQUEST_COL in columns:
+        chunk = report.get("ranking_chunk_rows")
+        metrics.update(ranking_figures(source, tasks, ks, split=split, rows=figures.rows,
+                                       chunk_rows=None if chunk is None else int(chunk)))
+    if context.get("rows") is None:
+        context["rows"] = figures.rows
     bins, n_bins = str(report.get("bins", "quantile")), int(report.get("n_bins", 15))
-    scores = {t: frame[f"p_{t}"].to_numpy() for t in tasks}
-    labels = {t: frame[f"label_{t}"].to_numpy() for t in tasks}
+    scores, labels = _Columns(source, tasks, "p_{}"), _Columns(source, tasks, "label_{}")
     png = save_reliability_png(
         out_dir / RELIABILITY_PNG, scores, labels, n_bins=n_bins, strategy=bins,
-        raw_scores={t: frame[f"p_raw_{t}"].to_numpy() for t in tasks} if report.get("show_raw") else None,
+        raw_scores=_Columns(source, tasks, "p_raw_{}") if report.get("show_raw") else None,
         scale=str(report.get("scale", "linear")), min_bin_count=int(report.get("min_bin_count", 50)),
-        title=f"Calibration plot, {split} split ({frame.height:,} rows, {bins} bins)",
+        title=f"Calibration plot, {split} split ({figures.rows:,} rows, {bins} bins)",
     )
     summary = {
         "context": context,
@@ -314,12 +492,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             log.info("Fitted %s calibrators on the %s split", cal.method, cal_cfg.get("fit_split", "val"))
         cal_file = cal.save(out_dir)
     info: ScoreInfo | None = None
+    predictions: pl.DataFrame | Iterable[pl.DataFrame]
     if cfg.get("inputs"):
         inputs = cfg.inputs if isinstance(cfg.inputs, str) else list(cfg.inputs)
-        frame, info = score_logs(run, inputs, batch_size=batch_size, device=device)
+        predictions, info = score_logs(run, inputs, batch_size=batch_size, device=device)
         source = info.source
-    else:
-        frame = score_split(run, data, split=split, batch_size=batch_size, device=device)
+    else:  # batch by batch: the report's memory does not grow with the split
+        predictions = iter_score_split(run, data, split=split, batch_size=batch_size, device=device)
         source = str(data.directory)
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)))
     loggers = inst.instantiate_loggers(cfg.get("logger"))
@@ -328,14 +507,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "checkpoint": str(run.ckpt_path),
         "data": source,
         "split": split if not cfg.get("inputs") else None,
-        "rows": frame.height,
+        "rows": predictions.height if isinstance(predictions, pl.DataFrame) else None,  # else counted by the report
         "calibration_file": str(cal_file) if cal_file else None,
         "oov": info.to_dict() if info is not None else None,
     }
+    metrics_cfg = run.model.hparams.get("metrics") or {}
     metrics = write_report(
-        frame, run.tasks, run.calibration, out_dir, cfg.get("report"),
+        predictions, run.tasks, run.calibration, out_dir, cfg.get("report"),
         split=split if not cfg.get("inputs") else "logs",
-        ece_bins=int((run.model.hparams.get("metrics") or {}).get("ece_bins", 15)),
+        ece_bins=int(metrics_cfg.get("ece_bins", 15)), thresholds=metrics_cfg.get("thresholds"),
         context=context, loggers=loggers,
     )
     log.info("Evaluation written to %s", out_dir)

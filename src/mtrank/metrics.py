@@ -1,4 +1,4 @@
-"""Per-head evaluation metrics built on torchmetrics.
+"""Per-head evaluation metrics built on torchmetrics, in memory that does not grow with the evaluated rows.
 
 :class:`MultiHeadMetrics` holds one :class:`HeadMetrics` per task; all child metrics are registered
 modules, so they follow the LightningModule across devices and torchmetrics synchronises their states
@@ -10,6 +10,26 @@ Keys of ``MultiHeadMetrics.compute()``: ``"{stage}/{task}/{metric}"`` for metric
 probability on the same rows, when ``has_p_true``), and ``"{stage}/mean/auroc"``,
 ``"{stage}/mean/pr_auc"``: the means over heads.
 
+Memory. ``thresholds`` (``model.metrics.thresholds``) chooses how AUROC and PR-AUC are computed:
+
+* an int K (the configs' default, 40 000): binned, in constant memory (:class:`BinnedAUROC`,
+  :class:`BinnedAveragePrecision`: per metric the positives and negatives reaching each of the thresholds,
+  ``[K + 1, 2]`` counts, 0.6 MB at K = 40 000 (36 508 distinct in float32), twice that with torchmetrics' reset
+  copy; the figures are torchmetrics' binned ones, computed by its own functions from the confusion matrix those
+  counts give). The thresholds are :func:`binned_thresholds`: K/2 evenly spaced on [0, 1] and K/2 evenly spaced on the logit scale.
+  torchmetrics' own ``thresholds=K`` (all on [0, 1]) resolves rare heads badly: on scores with a 0.04% base rate
+  its AUROC is 7.6e-5 off at K = 40 000, the mixed grid's 5e-6; the logit half keeps rare heads resolved, the
+  linear half the PR-AUC of common heads (decided among the high scores). Measured on the val and test splits of
+  1M- and 10M-impression simulated runs (100k and 1M rows): |Δ| ≤ 1e-5 (AUROC) and ≤ 4.1e-5 (PR-AUC, which
+  binning lowers slightly) from the exact figures; docs/calibration.md has the table. The update is one
+  ``searchsorted`` and two histograms per batch, O(B log K) (torchmetrics' binned update holds a B × K matrix:
+  5 GB for 16 384 rows at K = 40 000). A list of thresholds is used as given;
+* ``None``: exact, from every prediction kept in memory (12 bytes per row, metric and head: 1M rows × 4 heads ×
+  3 rank metrics is ~150 MB, and as much again while computing).
+
+The ECE is exact either way and in constant memory (:class:`StreamingCalibrationError`: per-bin sums, the
+same figure as torchmetrics' ``BinaryCalibrationError``, which keeps every prediction).
+
 Degenerate heads: when a head has no positives or no negatives in the evaluated rows, AUROC and
 average precision are undefined; they are reported as NaN (not torchmetrics' 0 with a warning) and the
 ``mean`` keys average over the heads where they are defined (NaN if none is). ``n_pos`` tells how many
@@ -18,25 +38,183 @@ positives each head's figures rest on.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MeanSquaredError, SumMetric
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryCalibrationError
+from torchmetrics import MeanMetric, MeanSquaredError, Metric, SumMetric
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+from torchmetrics.functional.classification.auroc import _binary_auroc_compute
+from torchmetrics.functional.classification.average_precision import _binary_average_precision_compute
+from torchmetrics.functional.classification.calibration_error import _binary_calibration_error_tensor_validation
+from torchmetrics.functional.classification.confusion_matrix import _binary_confusion_matrix_format
+from torchmetrics.functional.classification.precision_recall_curve import (
+    _binary_precision_recall_curve_format,
+    _binary_precision_recall_curve_tensor_validation,
+)
 
-__all__ = ["HeadMetrics", "MultiHeadMetrics", "compute_head_metrics", "HEAD_METRIC_NAMES"]
+__all__ = [
+    "HeadMetrics",
+    "MultiHeadMetrics",
+    "compute_head_metrics",
+    "HEAD_METRIC_NAMES",
+    "binned_confmat",
+    "binned_counts",
+    "binned_thresholds",
+    "BinnedAUROC",
+    "BinnedAveragePrecision",
+    "StreamingCalibrationError",
+]
 
 HEAD_METRIC_NAMES = ("auroc", "pr_auc", "ece", "brier", "logloss", "n_pos")
 _RANK_METRICS = ("auroc", "pr_auc", "oracle_auroc")
 _EPS = 1e-7
 
 
+_LOGIT_RANGE = 16.118  # logit(1 - 1e-7)
+
+
+def binned_thresholds(k: int) -> Tensor:
+    """``k`` thresholds for binned AUROC / PR-AUC: ``k // 2`` evenly spaced on [0, 1] and the rest evenly spaced on
+    the logit scale over [σ(−16.1), σ(16.1)] = [1e-7, 1 − 1e-7]; sorted, duplicates (in float32) merged."""
+    k = int(k)
+    if k < 2:
+        raise ValueError(f"model.metrics.thresholds = {k}: expected an integer ≥ 2 (or null for exact metrics)")
+    linear = torch.linspace(0.0, 1.0, k // 2)
+    logit = torch.sigmoid(torch.linspace(-_LOGIT_RANGE, _LOGIT_RANGE, k - k // 2))
+    return torch.unique(torch.cat([linear, logit]))
+
+
+def _thresholds_arg(thresholds):
+    """``model.metrics.thresholds`` → torchmetrics' ``thresholds``: None, an int (→ :func:`binned_thresholds`) or
+    a list / tensor of thresholds in [0, 1] (sorted here)."""
+    if thresholds is None:
+        return None
+    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool) and float(thresholds).is_integer():
+        return binned_thresholds(int(thresholds))
+    try:
+        values = torch.as_tensor(thresholds if isinstance(thresholds, Tensor) else list(thresholds), dtype=torch.float32)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.dim() != 1 or values.numel() < 2 or bool(((values < 0) | (values > 1)).any()):
+        raise ValueError(f"model.metrics.thresholds = {thresholds!r}: expected null (exact), an integer ≥ 2 or a list "
+                         "of at least 2 thresholds in [0, 1]")
+    return values.sort().values
+
+
+def binned_counts(preds: Tensor, target: Tensor, thresholds: Tensor) -> Tensor:
+    """``[K + 1, 2]``: row r counts the negatives (column 0) and positives (column 1) whose score reaches exactly r of
+    the K ascending ``thresholds`` (``preds >= thresholds[i]`` for i < r). One ``searchsorted`` and two histograms:
+    O(B log K) time, O(B + K) memory."""
+    k = thresholds.numel()
+    reached = torch.searchsorted(thresholds, preds.contiguous(), right=True)
+    pos = target == 1
+    return torch.stack([torch.bincount(reached[~pos], minlength=k + 1), torch.bincount(reached[pos], minlength=k + 1)], 1)
+
+
+def confmat_from_counts(counts: Tensor) -> Tensor:
+    """:func:`binned_counts` → ``[K, 2, 2]`` counts ``[i, target, preds >= thresholds[i]]``, torchmetrics' binned
+    precision-recall state."""
+    above = counts.flip(0).cumsum(0).flip(0)[1:]  # [K, 2]: rows reaching threshold i, negatives / positives
+    total = counts.sum(0)
+    out = torch.empty((counts.shape[0] - 1, 2, 2), dtype=torch.long, device=counts.device)
+    out[:, 0, 1], out[:, 1, 1] = above[:, 0], above[:, 1]
+    out[:, 0, 0], out[:, 1, 0] = total[0] - above[:, 0], total[1] - above[:, 1]
+    return out
+
+
+def binned_confmat(preds: Tensor, target: Tensor, thresholds: Tensor) -> Tensor:
+    """``[K, 2, 2]`` counts ``[i, target, preds >= thresholds[i]]`` (torchmetrics' binned state) in O(B log K)."""
+    return confmat_from_counts(binned_counts(preds, target, thresholds))
+
+
+class _BinnedCurve(Metric):
+    """Per threshold, how many positives and negatives reach it (:func:`binned_counts`, summed over updates and
+    across processes); the subclass turns the confusion matrix into its figure with torchmetrics' function."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, thresholds, validate_args: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        thresholds = _thresholds_arg(thresholds)
+        if thresholds is None:
+            raise ValueError("binned metrics need thresholds (model.metrics.thresholds: an integer or a list)")
+        self.validate_args = validate_args
+        self.register_buffer("thresholds", thresholds, persistent=False)
+        self.add_state("counts", default=torch.zeros(thresholds.numel() + 1, 2, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        if self.validate_args:
+            _binary_precision_recall_curve_tensor_validation(preds, target, None)
+        preds, target, _ = _binary_precision_recall_curve_format(preds, target, None, None)  # flat; logits → σ
+        self.counts += binned_counts(preds, target, self.thresholds)
+
+    def compute(self) -> Tensor:
+        return self._figure(confmat_from_counts(self.counts), self.thresholds)
+
+
+class BinnedAUROC(_BinnedCurve):
+    """torchmetrics' binned ``BinaryAUROC`` in O(B log K) per update and ``[K + 1, 2]`` counts of state."""
+
+    @staticmethod
+    def _figure(confmat: Tensor, thresholds: Tensor) -> Tensor:
+        return _binary_auroc_compute(confmat, thresholds)
+
+
+class BinnedAveragePrecision(_BinnedCurve):
+    """torchmetrics' binned ``BinaryAveragePrecision`` in O(B log K) per update and ``[K + 1, 2]`` counts of state."""
+
+    @staticmethod
+    def _figure(confmat: Tensor, thresholds: Tensor) -> Tensor:
+        return _binary_average_precision_compute(confmat, thresholds)
+
+
+class StreamingCalibrationError(Metric):
+    """The L1 expected calibration error of torchmetrics' ``BinaryCalibrationError(n_bins, norm="l1")``, kept as
+    per-bin sums (rows, Σ confidence, Σ label) instead of every prediction: exact, in constant memory.
+
+    Bins as torchmetrics': boundaries ``linspace(0, 1, n_bins + 1)``, bin = ``bucketize(p, right=True) − 1``
+    (p = 1 gets a bin of its own); ``ECE = Σ_b |Σ_b y − Σ_b p| / n``. Sums in float64.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, n_bins: int = 15, validate_args: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(n_bins, int) or n_bins < 1:
+            raise ValueError(f"n_bins must be an integer ≥ 1, got {n_bins!r}")
+        self.n_bins = n_bins
+        self.validate_args = validate_args
+        for name in ("count", "conf_sum", "acc_sum"):
+            self.add_state(name, default=torch.zeros(n_bins + 1, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        if self.validate_args:
+            _binary_calibration_error_tensor_validation(preds, target, None)
+        preds, target = _binary_confusion_matrix_format(preds, target, threshold=0.0, convert_to_labels=False)
+        edges = torch.linspace(0, 1, self.n_bins + 1, dtype=preds.dtype, device=preds.device)
+        idx = torch.bucketize(preds.contiguous(), edges, right=True) - 1
+        self.count += torch.bincount(idx, minlength=self.n_bins + 1).to(self.count.dtype)
+        self.conf_sum += torch.bincount(idx, weights=preds.double(), minlength=self.n_bins + 1)
+        self.acc_sum += torch.bincount(idx, weights=target.double(), minlength=self.n_bins + 1)
+
+    def compute(self) -> Tensor:
+        n = self.count.sum()
+        return ((self.acc_sum - self.conf_sum).abs().sum() / n).float() if n > 0 else torch.tensor(0.0)
+
+
 class HeadMetrics(nn.Module):
-    """The metrics of one binary head: auroc, pr_auc, ece, brier, logloss, n_pos (+ oracle_auroc)."""
+    """The metrics of one binary head: auroc, pr_auc, ece, brier, logloss, n_pos (+ oracle_auroc).
+
+    ``thresholds``: None (exact AUROC / PR-AUC, memory grows with the rows), an int K (binned at
+    :func:`binned_thresholds`, constant memory) or a list of thresholds; see the module docstring.
+    """
 
     def __init__(
         self, has_p_true: bool = False, thresholds: int | None = None, ece_bins: int = 15, sync_on_compute: bool = True
@@ -44,11 +222,16 @@ class HeadMetrics(nn.Module):
         super().__init__()
         self.has_p_true = bool(has_p_true)
         kw = {"sync_on_compute": sync_on_compute}  # False: local figures, no collective even under DDP
+        thresholds = _thresholds_arg(thresholds)
+
+        def auroc(**kw) -> Metric:
+            return BinaryAUROC(**kw) if thresholds is None else BinnedAUROC(thresholds, **kw)
+
         m = nn.ModuleDict(
             {
-                "auroc": BinaryAUROC(thresholds=thresholds, **kw),
-                "pr_auc": BinaryAveragePrecision(thresholds=thresholds, **kw),
-                "ece": BinaryCalibrationError(n_bins=ece_bins, norm="l1", **kw),
+                "auroc": auroc(**kw),
+                "pr_auc": BinaryAveragePrecision(**kw) if thresholds is None else BinnedAveragePrecision(thresholds, **kw),
+                "ece": StreamingCalibrationError(n_bins=ece_bins, **kw),
                 "brier": MeanSquaredError(**kw),
                 "logloss": MeanMetric(**kw),
                 "n_pos": SumMetric(**kw),
@@ -56,7 +239,7 @@ class HeadMetrics(nn.Module):
             }
         )
         if self.has_p_true:
-            m["oracle_auroc"] = BinaryAUROC(thresholds=thresholds, **kw)
+            m["oracle_auroc"] = auroc(**kw)
         self.metrics = m
 
     @property

@@ -12,12 +12,12 @@ backend change.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from mtrank.utils.io import atomic_write
 
 __all__ = ["BIN_STRATEGIES", "reliability_table", "reliability_figure", "save_reliability_png"]
 
@@ -151,12 +151,6 @@ def reliability_figure(
 def save_reliability_png(path: str | Path, scores, labels, **kwargs) -> Path:
     """Draw :func:`reliability_figure` and write it as a PNG atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = reliability_figure(scores, labels, **kwargs)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.png")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path

@@ -11,7 +11,9 @@ Public API
   batch_size=65536, device="cpu") -> polars.DataFrame``: the predictions frame (below) of a split of the
   run's processed data, of another processed data set with the same preprocessing, or of raw logs.
 * :func:`load_run`, :func:`score_split`, :func:`score_logs`, :func:`check_compatible`,
-  :func:`fit_calibration`: the pieces.
+  :func:`fit_calibration`: the pieces; :func:`iter_score_split` yields the predictions frame of a split batch by
+  batch (what the training report and the calibration fit use, so that their memory does not grow with the
+  split).
 
 The predictions frame (also the ``predictions.parquet`` that eval and predict write)::
 
@@ -31,14 +33,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.calibration import CALIBRATION_FILE, Calibration, downsampling_from_metadata
+from mtrank.calibration import CALIBRATION_FILE, FIT_BINS, BinnedLabels, Calibration, downsampling_from_metadata
 from mtrank.data import sources, validation
 from mtrank.data.config import PipelineConfig
 from mtrank.data.dataset import ShardStream
@@ -47,11 +49,16 @@ from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import METADATA_FILE, ProcessedData
 from mtrank.data.spec import CAT_PREFIX, ITEM_COL, NUM_PREFIX, REQUEST_COL, FeatureSpec
 from mtrank.models.ranker import RankingModule
+from mtrank.utils.io import atomic_write
+from mtrank.validation.scoring import RAW_SCHEMA_FILE, check_columns, extra_columns, raw_schema, unseen_problems
 
 log = logging.getLogger(__name__)
 
 PREPROCESSING_DIR = "preprocessing"
 PREDICTIONS_FILE = "predictions.parquet"
+# default of score_logs' warn_unseen_fraction (predict: conf/predict.yaml): warn when a categorical column has more
+# than this share of rows with values never seen in training
+WARN_UNSEEN_FRACTION = 0.01
 
 __all__ = [
     "PREDICTIONS_FILE",
@@ -60,6 +67,7 @@ __all__ = [
     "ScoreInfo",
     "check_compatible",
     "fit_calibration",
+    "iter_score_split",
     "load_run",
     "predict",
     "predict_frame",
@@ -186,7 +194,9 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
 
 def save_preprocessing(processed: ProcessedData, run_dir: Path | str) -> Path:
     """Copy the processed data's metadata.json and vocabularies into ``run_dir/preprocessing`` (no shards),
-    so that a run folder alone can score raw logs."""
+    so that a run folder alone can score raw logs; with them ``raw_schema.json``, the columns and dtypes of the
+    raw files it was made from (:func:`mtrank.validation.scoring.raw_schema`), against which scored logs are
+    checked for drift."""
     import shutil
 
     out = Path(run_dir) / PREPROCESSING_DIR
@@ -198,6 +208,11 @@ def save_preprocessing(processed: ProcessedData, run_dir: Path | str) -> Path:
         dst = tmp / f["vocab_file"]
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(processed.directory / f["vocab_file"], dst)
+    try:
+        (tmp / RAW_SCHEMA_FILE).write_text(json.dumps(raw_schema(processed.metadata.get("config") or {}), indent=2))
+    except Exception as exc:  # noqa: BLE001 - the raw files may have moved since; scoring then checks less
+        log.info("Could not record the raw files' schema in %s (%s): scored logs will be checked against the "
+                 "vocabularies' dtypes only", out, exc)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -265,7 +280,8 @@ def _encoding_differences(train: ProcessedData, data: ProcessedData) -> list[str
 
 @dataclass
 class ScoreInfo:
-    """What scoring found: rows, and per categorical column the values mapped to the OOV bucket."""
+    """What scoring found: rows, per categorical column the values mapped to the OOV bucket (count and share of
+    the rows), duplicated impressions (scored, not dropped) and the columns ignored as extra."""
 
     rows: int = 0
     unseen: dict[str, int] = field(default_factory=dict)  # non-null values absent from the train vocabulary
@@ -273,10 +289,15 @@ class ScoreInfo:
     has_labels: bool = False
     has_p_true: bool = False
     source: str = ""
+    unseen_fraction: dict[str, float] = field(default_factory=dict)  # unseen / rows per categorical column
+    duplicates: dict[str, int] = field(default_factory=dict)  # file -> rows that are exact copies of an earlier row
+    extra_columns: list[str] = field(default_factory=list)  # columns the training files did not have (ignored)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "oov_unseen": self.unseen, "oov_null": self.nulls, "has_labels": self.has_labels,
-                "has_p_true": self.has_p_true, "source": self.source}
+        return {"rows": self.rows, "oov_unseen": self.unseen, "oov_unseen_fraction": self.unseen_fraction,
+                "oov_null": self.nulls, "duplicate_rows": sum(self.duplicates.values()),
+                "duplicate_rows_per_file": self.duplicates, "extra_columns": self.extra_columns,
+                "has_labels": self.has_labels, "has_p_true": self.has_p_true, "source": self.source}
 
 
 @torch.inference_mode()
@@ -312,41 +333,58 @@ def _frame(
     return pl.DataFrame(list(cols.values()))
 
 
-def _score_batches(run: LoadedRun, batches: Iterable[Mapping[str, torch.Tensor]], device: str) -> pl.DataFrame:
+def _scored_frames(run: LoadedRun, batches: Iterable[Mapping[str, torch.Tensor]], device: str) -> Iterator[pl.DataFrame]:
+    """One predictions frame per batch (at least one frame: an empty one when there are no batches)."""
     model = run.model.to(device)
-    parts: dict[str, list[np.ndarray]] = {"rid": [], "iid": [], "raw": [], "p": [], "y": [], "pt": []}
-    for batch, logits in _logits(model, batches, device):
-        parts["rid"].append(batch["request_id"].numpy())
-        parts["iid"].append(batch["item_id"].numpy())
-        parts["raw"].append(model.task_probabilities(logits).cpu().numpy())
-        parts["p"].append(model.calibrated_probabilities(logits).cpu().numpy())
-        if "labels" in batch:
-            parts["y"].append(batch["labels"].numpy())
-        if "p_true" in batch:
-            parts["pt"].append(batch["p_true"].numpy())
     T = len(run.tasks)
-    cat = lambda k, shape: np.concatenate(parts[k]) if parts[k] else np.zeros(shape)  # noqa: E731
-    return _frame(
-        run.tasks,
-        cat("rid", (0,)).astype(np.int64),
-        cat("iid", (0,)).astype(np.int64),
-        cat("raw", (0, T)),
-        cat("p", (0, T)),
-        cat("y", (0, T)) if parts["y"] else None,
-        cat("pt", (0, T)) if parts["pt"] else None,
-    )
+    empty = True
+    for batch, logits in _logits(model, batches, device):
+        empty = False
+        yield _frame(
+            run.tasks,
+            batch["request_id"].numpy().astype(np.int64),
+            batch["item_id"].numpy().astype(np.int64),
+            model.task_probabilities(logits).cpu().numpy(),
+            model.calibrated_probabilities(logits).cpu().numpy(),
+            batch["labels"].numpy() if "labels" in batch else None,
+            batch["p_true"].numpy() if "p_true" in batch else None,
+        )
+    if empty:
+        z = np.zeros((0, T))
+        yield _frame(run.tasks, np.zeros(0, np.int64), np.zeros(0, np.int64), z, z, None, None)
+
+
+def _score_batches(run: LoadedRun, batches: Iterable[Mapping[str, torch.Tensor]], device: str) -> pl.DataFrame:
+    return pl.concat(list(_scored_frames(run, batches, device)), how="vertical", rechunk=True)
+
+
+def iter_score_split(
+    run: LoadedRun, data: ProcessedData, split: str = "test", batch_size: int = 65_536, device: str = "cpu"
+) -> Iterator[pl.DataFrame]:
+    """The predictions frame of one split, ``batch_size`` rows at a time, in the order of the data (checked
+    against the run first, before the first frame is asked for)."""
+    if split not in data.metadata["splits"]:
+        raise KeyError(f"split='{split}': the processed data {data.directory} has splits {list(data.metadata['splits'])}")
+    check_compatible(run, data)
+    stream = ShardStream(data.files(split), data.spec, batch_size, shuffle=False,
+                         chunk_rows=int(data.metadata["config"]["row_group_size"]))
+    return _scored_frames(run, iter(stream), device)
 
 
 def score_split(
     run: LoadedRun, data: ProcessedData, split: str = "test", batch_size: int = 65_536, device: str = "cpu"
 ) -> pl.DataFrame:
     """The predictions frame of one split of a processed data set (checked against the run first)."""
-    if split not in data.metadata["splits"]:
-        raise KeyError(f"split='{split}': the processed data {data.directory} has splits {list(data.metadata['splits'])}")
-    check_compatible(run, data)
-    stream = ShardStream(data.files(split), data.spec, batch_size, shuffle=False,
-                         chunk_rows=int(data.metadata["config"]["row_group_size"]))
-    return _score_batches(run, iter(stream), device)
+    return pl.concat(list(iter_score_split(run, data, split, batch_size, device)), how="vertical", rechunk=True)
+
+
+def _trained_columns(run: LoadedRun, encoder: FeatureEncoder) -> tuple[dict[str, list[str]], bool]:
+    """Column → the dtypes it had in the training files, and whether that is the full record
+    (``preprocessing/raw_schema.json``) or, for runs without it, the categorical vocabularies' dtypes only."""
+    path = run.run_dir / PREPROCESSING_DIR / RAW_SCHEMA_FILE
+    if path.is_file():
+        return {str(c): list(d) for c, d in json.loads(path.read_text())["columns"].items()}, True
+    return {c: [str(encoder.dtypes[c])] for c in encoder.categorical if encoder.dtypes.get(c)}, False
 
 
 def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFrame, ScoreInfo]:
@@ -372,11 +410,17 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
     ptrue_cols = [cols.p_true_prefix + t for t in cfg.tasks] if cols.p_true_prefix else []
     ids = [c for c in (cols.request_id, cols.item_id) if c]
     code_like = list(dict.fromkeys(cats + ids + [t.on for t in cfg.side_tables]))
+    trained, recorded = _trained_columns(run, encoder)
+    optional = {c: "label" for c in label_cols} | {c: "p_true" for c in ptrue_cols}
     scanned = []
     for path in files:
         lf = sources.scan(path)
-        scanned.append((path, lf, lf.collect_schema()))
-        validation.check_schema(path, scanned[-1][2], roles)
+        schema = lf.collect_schema()
+        if lf.head(1).collect().height == 0:  # before the dtypes: a CSV with a header only reads as strings
+            raise DataValidationError(f"file {path} holds no rows (a header or an empty table): nothing to score")
+        check_columns(path, schema, roles, optional, trained, run.run_dir)  # drift from the training files
+        validation.check_schema(path, schema, roles)
+        scanned.append((path, lf, schema))
     schemas = [sc for _, _, sc in scanned]
     partial = [c for c in label_cols if any(c in sc for sc in schemas) and not all(c in sc for sc in schemas)]
     if partial:
@@ -386,8 +430,14 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
         )
     has_labels = all(all(c in sc for c in label_cols) for sc in schemas)
     has_p_true = bool(ptrue_cols) and all(all(c in sc for c in ptrue_cols) for sc in schemas)
-    for path, lf, schema in scanned:
-        validation.check_values(path, lf, label_cols if has_labels else [], nums, ids, cfg.encoding.nan_policy)
+    duplicates: dict[str, int] = {}
+    for path, lf, schema in scanned:  # one pass per file: rows > 0, labels, ids, NaN policy, duplicated rows
+        report = validation.inspect_file(
+            path, lf, label_cols if has_labels else [], nums, ids, cfg.encoding.nan_policy,
+            code_cols=validation.float_code_columns(schema, code_like), count_duplicates=True,
+        )
+        if report.duplicates:
+            duplicates[str(path)] = int(report.duplicates)
     casts = {c: validation.unify_categorical_dtype([sc[c] for sc in schemas]) for c in code_like}
     for c in cats:  # the vocabulary decides: an integer vocabulary cannot look up strings
         want = pl.Int64 if encoder.dtypes.get(c) == "Int64" else pl.String
@@ -420,12 +470,14 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
     raw = raw.collect()
     if cfg.side_tables:
         raw = reading.drop_markers(raw)
-    info = ScoreInfo(rows=raw.height, has_labels=has_labels, has_p_true=has_p_true, source=", ".join(map(str, files)))
+    info = ScoreInfo(rows=raw.height, has_labels=has_labels, has_p_true=has_p_true, source=", ".join(map(str, files)),
+                     duplicates=duplicates, extra_columns=extra_columns(schemas, trained) if recorded else [])
     for c in encoder.categorical:
         vocab = encoder.vocabularies[c]["value"]
         col = raw[c].cast(pl.String) if encoder.dtypes[c] == "String" else raw[c].cast(pl.Int64)
         info.nulls[c] = int(col.null_count())
         info.unseen[c] = int((col.is_not_null() & ~col.is_in(vocab.cast(col.dtype).implode())).sum())
+        info.unseen_fraction[c] = info.unseen[c] / max(raw.height, 1)
     extra = []
     if has_labels:
         extra += [pl.col(cols.labels[t]).alias(f"__label_{t}") for t in cfg.tasks]
@@ -462,13 +514,23 @@ def _frame_batches(run: LoadedRun, df: pl.DataFrame, info: ScoreInfo, batch_size
 
 
 def score_logs(
-    run: LoadedRun, inputs: str | Path | Sequence[str | Path], batch_size: int = 65_536, device: str = "cpu"
+    run: LoadedRun,
+    inputs: str | Path | Sequence[str | Path],
+    batch_size: int = 65_536,
+    device: str = "cpu",
+    *,
+    warn_unseen_fraction: float = WARN_UNSEEN_FRACTION,
+    max_unseen_fraction: float | None = None,
 ) -> tuple[pl.DataFrame, ScoreInfo]:
     """Score raw logs (Parquet/CSV files, folders or globs) with the run's preprocessing.
 
-    Columns are checked as the pipeline checks them (:mod:`mtrank.data.validation`); label columns are
-    optional. Values never seen in training go to the OOV bucket (index 0): their count per column is in the
-    returned :class:`ScoreInfo` and logged as a warning.
+    Columns are checked as the pipeline checks them (:mod:`mtrank.data.validation`) and against the columns the
+    run was trained on (:mod:`mtrank.validation.scoring`: a missing or retyped column is an error, an extra one
+    is ignored and logged); label columns are optional; an empty file is an error. Duplicated rows are counted
+    and scored like the others (a warning says how many). Values never seen in training go to the OOV bucket
+    (index 0): their count and share of the rows per column are in the returned :class:`ScoreInfo`, logged as
+    a warning when a share is above ``warn_unseen_fraction``; above ``max_unseen_fraction`` (when set) nothing
+    is scored and :class:`DataValidationError` says which column.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -477,16 +539,39 @@ def score_logs(
             f"run {run.run_dir}: its preprocessing has tasks {list(run.preprocessing.spec.tasks)} but the model {run.tasks}"
         )
     df, info = _read_raw(run, inputs)
-    unseen = {c: n for c, n in info.unseen.items() if n}
-    if unseen:
-        log.warning(
-            "%d rows scored; values never seen in training were mapped to the OOV bucket: %s",
-            info.rows, ", ".join(f"{c}: {n} rows ({n / max(info.rows, 1):.2%})" for c, n in unseen.items()),
-        )
-    else:
-        log.info("%d rows scored; every categorical value was in the training vocabulary", info.rows)
+    _report_inputs(run, info, warn_unseen_fraction, max_unseen_fraction)
     frame = _score_batches(run, _frame_batches(run, df, info, batch_size), device)
     return frame, info
+
+
+def _report_inputs(run: LoadedRun, info: ScoreInfo, warn: float, limit: float | None) -> None:
+    """Log what reading found; raise when a column's share of never-seen values is above ``limit``."""
+    too_many = unseen_problems(info.unseen_fraction, limit)
+    if too_many:
+        c, f = max(too_many.items(), key=lambda kv: kv[1])
+        raise DataValidationError(
+            f"column '{c}': {info.unseen[c]} of the {info.rows} rows ({f:.2%}) in {info.source} hold values never seen "
+            f"in training by the run {run.run_dir}, above max_unseen_fraction={limit}"
+            + (f" (also above it: {sorted(k for k in too_many if k != c)})" if len(too_many) > 1 else "")
+            + "; these logs may not be what the run was trained on. Set max_unseen_fraction higher (or null) to score "
+            "them anyway, the unseen values going to the OOV bucket"
+        )
+    if info.extra_columns:
+        log.info("Ignoring column(s) %s of %s: the files the run was trained on did not have them",
+                 info.extra_columns, info.source)
+    if info.duplicates:
+        log.warning("%d duplicated impression(s) (rows that are exact copies of an earlier row of the same file) in %s: "
+                    "they are scored like the others, not dropped", sum(info.duplicates.values()),
+                    ", ".join(f"{f} ({n})" for f, n in info.duplicates.items()))
+    shown = {c: f for c, f in info.unseen_fraction.items() if info.unseen.get(c)}
+    text = ", ".join(f"{c}: {info.unseen[c]} rows ({f:.2%})" for c, f in shown.items())
+    if any(f > warn for f in shown.values()):
+        log.warning("%d rows scored; values never seen in training were mapped to the OOV bucket: %s "
+                    "(warn_unseen_fraction=%s)", info.rows, text, warn)
+    elif shown:
+        log.info("%d rows scored; values never seen in training were mapped to the OOV bucket: %s", info.rows, text)
+    else:
+        log.info("%d rows scored; every categorical value was in the training vocabulary", info.rows)
 
 
 def predict_frame(
@@ -498,6 +583,8 @@ def predict_frame(
     calibration: Calibration | str | Path | None = None,
     batch_size: int = 65_536,
     device: str = "cpu",
+    warn_unseen_fraction: float = WARN_UNSEEN_FRACTION,
+    max_unseen_fraction: float | None = None,
 ) -> pl.DataFrame:
     """The predictions frame of a trained run (see the module docstring for its columns).
 
@@ -507,7 +594,8 @@ def predict_frame(
         processed_dir: a processed data folder (with ``metadata.json``) to score instead of the run's own data;
             it must share the run's preprocessing, else :class:`DataValidationError`.
         inputs: raw log files / folders / globs to score instead (encoded with the run's preprocessing; labels
-            optional; unseen ids → OOV, counted and logged).
+            optional; unseen ids → OOV, counted and logged; ``warn_unseen_fraction`` and ``max_unseen_fraction``
+            as in :func:`score_logs`).
         calibration: override of the run's ``calibration.json`` (a :class:`Calibration` or a path).
     """
     if not isinstance(run, LoadedRun):
@@ -518,7 +606,8 @@ def predict_frame(
     if inputs is not None and processed_dir is not None:
         raise ValueError("give either inputs= (raw logs) or processed_dir= (processed data), not both")
     if inputs is not None:
-        return score_logs(run, inputs, batch_size=batch_size, device=device)[0]
+        return score_logs(run, inputs, batch_size=batch_size, device=device, warn_unseen_fraction=warn_unseen_fraction,
+                          max_unseen_fraction=max_unseen_fraction)[0]
     data = ProcessedData.load(processed_dir) if processed_dir is not None else run.processed_data()
     return score_split(run, data, split=split, batch_size=batch_size, device=device)
 
@@ -528,17 +617,25 @@ def predict_frame(
 
 def fit_calibration(run: LoadedRun, data: ProcessedData, method: str, split: str = "val",
                     batch_size: int = 65_536, device: str = "cpu") -> Calibration:
-    """Fit one post-hoc calibrator per task on the corrected probabilities of ``split`` and attach it."""
+    """Fit one post-hoc calibrator per task on the corrected probabilities of ``split`` and attach it.
+
+    The split is scored batch by batch and summed on the fitting grid (:class:`mtrank.calibration.BinnedLabels`):
+    every row counts and the memory does not grow with the split.
+    """
     run.model.set_calibration(None)
-    frame = score_split(run, data, split=split, batch_size=batch_size, device=device)
     tasks = run.tasks
-    missing = [f"label_{t}" for t in tasks if f"label_{t}" not in frame.columns]
-    if missing:
-        raise DataValidationError(f"split '{split}' of {data.directory} has no labels {missing} to fit calibrators on")
+    binned = {t: BinnedLabels() for t in tasks}
+    rows = 0
+    for frame in iter_score_split(run, data, split=split, batch_size=batch_size, device=device):
+        missing = [f"label_{t}" for t in tasks if f"label_{t}" not in frame.columns]
+        if missing:
+            raise DataValidationError(f"split '{split}' of {data.directory} has no labels {missing} to fit calibrators on")
+        for t in tasks:
+            binned[t].update(frame[f"p_{t}"].to_numpy(), frame[f"label_{t}"].to_numpy())
+        rows += frame.height
     cal = Calibration(tasks=tasks, betas=dict(run.model.calibration.betas), info=dict(run.model.calibration.info))
-    cal.fit(frame.select([f"p_{t}" for t in tasks]).to_numpy(), frame.select([f"label_{t}" for t in tasks]).to_numpy(),
-            method)
-    cal.info.update({"fitted_on": {"data": str(data.directory), "split": split, "rows": frame.height}})
+    cal.fit_binned(binned, method)
+    cal.info.update({"fitted_on": {"data": str(data.directory), "split": split, "rows": rows, "bins": FIT_BINS}})
     run.model.set_calibration(cal)
     run.calibration = cal
     return cal
@@ -546,18 +643,7 @@ def fit_calibration(run: LoadedRun, data: ProcessedData, method: str, split: str
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path | str) -> Path:
     """Write a Parquet file via a temporary file in the same folder and a rename."""
-    import os
-    import uuid
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, df.write_parquet)
 
 
 # --------------------------------------------------------------------------------------------- the job
@@ -573,21 +659,20 @@ def predict(cfg: DictConfig) -> pl.DataFrame:
     """The predict job: score ``inputs`` (or a split of processed data) and write the predictions Parquet and
     ``predict_info.json`` (rows, OOV counts, checkpoint, calibration)."""
     from mtrank.calibration import write_text_atomic
+    from mtrank.validation import validate_predict_config
 
+    validate_predict_config(cfg)  # ConfigError naming the key (ckpt_path, split, max_unseen_fraction, ...)
     target = cfg.get("ckpt_path") or cfg.get("run_dir")
-    if not target:
-        raise ValueError("give ckpt_path=<checkpoint file or training run folder> (or run_dir=<run folder>)")
-    if cfg.get("ckpt_path") and cfg.get("run_dir"):
-        raise ValueError("give either ckpt_path or run_dir, not both")
-    if cfg.get("inputs") and cfg.get("processed_dir"):
-        raise ValueError("give either inputs=<raw logs> or processed_dir=<processed data>, not both")
     device = _device(cfg.get("device"))
     batch_size = int(cfg.get("batch_size", 65_536))
     run = load_run(target, calibration=cfg.get("calibration_file"), device=device)
     info: ScoreInfo | None = None
     if cfg.get("inputs"):
         inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
-        frame, info = score_logs(run, inputs, batch_size=batch_size, device=device)
+        warn = cfg.get("warn_unseen_fraction")
+        frame, info = score_logs(run, inputs, batch_size=batch_size, device=device,
+                                 warn_unseen_fraction=WARN_UNSEEN_FRACTION if warn is None else float(warn),
+                                 max_unseen_fraction=cfg.get("max_unseen_fraction"))
     else:
         data = ProcessedData.load(cfg.processed_dir) if cfg.get("processed_dir") else run.processed_data()
         frame = score_split(run, data, split=str(cfg.get("split", "test")), batch_size=batch_size, device=device)

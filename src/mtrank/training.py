@@ -8,7 +8,6 @@ post-hoc calibrators of ``calibration=…``, fitted on the validation split afte
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,26 +17,18 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mtrank.calibration import downsampling_from_metadata
+from mtrank.checkpoints import resolve_ckpt_path
 from mtrank.evaluation import write_report
-from mtrank.prediction import LoadedRun, fit_calibration, save_preprocessing, score_split
+from mtrank.prediction import LoadedRun, fit_calibration, iter_score_split, save_preprocessing
+from mtrank.utils.io import write_json_atomic
 from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from mtrank.utils.run_info import resolved_config, write_run_info
+from mtrank.validation import validate_train_config
 
 log = logging.getLogger(__name__)
-
-
-def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path, task_name: str) -> str | None:
-    """``"last"`` means the newest ``last.ckpt`` among earlier runs of this task name."""
-    if ckpt_path != "last":
-        if ckpt_path and not Path(ckpt_path).exists():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
-        return ckpt_path
-    found = sorted(Path(log_dir, task_name, "runs").glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"ckpt_path=last: no {Path(log_dir, task_name, 'runs')}/*/checkpoints/last.ckpt to resume from")
-    return str(found[-1])
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
@@ -57,6 +48,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) as configured; returns every logged metric as a float."""
+    validate_train_config(cfg)  # ConfigError naming the key, before any data is read or generated
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -70,9 +62,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
-        ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
+        ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, output_dir)
+        if ckpt:
+            log.info("Resuming training from %s", ckpt)
         t0 = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # no pickled code runs
         metrics["time/fit_seconds"] = time.perf_counter() - t0
         metrics.update(_floats(trainer.callback_metrics))
     best = _best_checkpoint(trainer)
@@ -92,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _log_summary(metrics, model)
     if trainer.is_global_zero:
         summary = {"best_checkpoint": best or None, "metrics": metrics}
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        write_json_atomic(output_dir / "metrics.json", summary, sort_keys=True)
     return metrics
 
 
@@ -123,18 +117,22 @@ def _calibrate(cfg: DictConfig, model, datamodule, best: str, output_dir: Path, 
 
 
 def _write_test_report(cfg: DictConfig, model, datamodule, best: str, output_dir: Path, loggers) -> None:
+    """The evaluation report of the test split, scored and summed batch by batch (memory flat in the split)."""
     run = _loaded_run(cfg, model, datamodule, best, output_dir)
-    frame = score_split(run, datamodule.processed, "test", batch_size=int(datamodule.eval_batch_size))
-    write_report(frame, run.tasks, model.calibration, output_dir, cfg.report, split="test",
-                 ece_bins=int((model.hparams.get("metrics") or {}).get("ece_bins", 15)),
+    frames = iter_score_split(run, datamodule.processed, "test", batch_size=int(datamodule.eval_batch_size))
+    metrics_cfg = model.hparams.get("metrics") or {}
+    write_report(frames, run.tasks, model.calibration, output_dir, cfg.report, split="test",
+                 ece_bins=int(metrics_cfg.get("ece_bins", 15)), thresholds=metrics_cfg.get("thresholds"),
                  context={"title": f"{cfg.task_name}, test split", "checkpoint": best or None,
-                          "data": str(datamodule.processed.directory), "split": "test", "rows": frame.height},
+                          "data": str(datamodule.processed.directory), "split": "test", "rows": None},
                  loggers=loggers)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str:
-    cb = trainer.checkpoint_callback
-    return getattr(cb, "best_model_path", "") or ""
+    """The best checkpoint of the first ModelCheckpoint that monitors a metric (else of the first one)."""
+    found = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    found.sort(key=lambda cb: cb.monitor is None)
+    return (found[0].best_model_path or "") if found else ""
 
 
 def _floats(d: dict) -> dict[str, float]:

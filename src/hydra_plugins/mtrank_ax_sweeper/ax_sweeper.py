@@ -234,6 +234,13 @@ class AxSweeper(Sweeper):
         from mtrank.tuning.outcomes import parse_constraints
 
         assert self.config is not None and self.launcher is not None
+        from mtrank.validation import validate_train_config, validate_tune_config
+
+        # a bad config or search space of mtrank's own jobs fails before any job is launched
+        validate = {"train": validate_train_config, "tune_utility": validate_tune_config}.get(
+            str(self.config.hydra.job.name))
+        if validate is not None:
+            validate(self.config)
         quiet_ax()
         space, fixed = self.search_space(arguments)
         self._constraints = parse_constraints(self.outcome_constraints)

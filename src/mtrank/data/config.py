@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from mtrank.data.errors import DataValidationError
 
 NAN_POLICIES = ("fill_mean", "error")
+DUPLICATE_POLICIES = ("keep", "drop", "error")
 SPLIT_KINDS = ("time", "request", "random")
 TIME_UNITS = ("s", "ms", "us", "ns")
 SPLIT_NAMES = ("train", "val", "test")
@@ -108,6 +109,22 @@ class EncodingConfig:
     min_count: int = 1  # categorical values seen fewer times in train go to the OOV bucket
     max_vocab: int | None = None  # keep only the most frequent values
     nan_policy: str = "fill_mean"  # numeric null/NaN: fill with the train mean (counted, warned) or error
+    # the largest fraction of val / test rows a categorical column may map to the out-of-vocabulary index (ids
+    # never seen in train, rarer than min_count, beyond max_vocab, or null); None: no limit (always logged)
+    max_oov_fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class DuplicatesConfig:
+    """Impressions that repeat an earlier impression (in the same or an earlier input file).
+
+    ``key``: the columns that identify an impression (e.g. ``[request_id, item_id]``); None: every column of the
+    file, i.e. exact copies. ``policy``: ``keep`` them (counted and warned), ``drop`` every copy after the first
+    (counted and warned) or stop with an ``error`` that names the files, the key and an example.
+    """
+
+    policy: str = "keep"
+    key: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,7 @@ class PipelineConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     downsample: DownsampleConfig = field(default_factory=DownsampleConfig)
+    duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
     side_tables: tuple[SideTable, ...] = ()
     split_inputs: Mapping[str, tuple[str, ...]] | None = None  # explicit {train,val,test} files instead
     rows_per_shard: int = 262_144
@@ -165,6 +183,7 @@ class PipelineConfig:
             split=_from_mapping(SplitConfig, m.get("split"), f"{key}.split"),
             encoding=_from_mapping(EncodingConfig, m.get("encoding"), f"{key}.encoding"),
             downsample=_from_mapping(DownsampleConfig, m.get("downsample"), f"{key}.downsample"),
+            duplicates=_duplicates(m.get("duplicates"), key),
             side_tables=_side_tables(m.get("side_tables"), key),
             split_inputs=split_inputs or None,
             rows_per_shard=int(m.get("rows_per_shard", 262_144)),
@@ -195,6 +214,20 @@ class PipelineConfig:
     @property
     def features(self) -> tuple[str, ...]:
         return self.categorical + self.numeric + self.log_numeric
+
+
+def _duplicates(value: Any, key: str) -> DuplicatesConfig:
+    if value is None:
+        return DuplicatesConfig()
+    if not isinstance(value, Mapping):
+        raise DataValidationError(
+            f"config key {key}.duplicates must be a mapping with keys policy ({'|'.join(DUPLICATE_POLICIES)}) and key "
+            f"(a list of columns, or null for every column); got {value!r}"
+        )
+    value = dict(value)
+    if value.get("key") is not None:
+        value["key"] = tuple(str(c) for c in _as_list(value["key"]))
+    return _from_mapping(DuplicatesConfig, value, f"{key}.duplicates")
 
 
 def _side_tables(value: Any, key: str) -> tuple[SideTable, ...]:
@@ -260,6 +293,19 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
     if cfg.encoding.nan_policy not in NAN_POLICIES:
         raise DataValidationError(
             f"data.encoding.nan_policy = '{cfg.encoding.nan_policy}': expected one of {list(NAN_POLICIES)}"
+        )
+    if cfg.duplicates.policy not in DUPLICATE_POLICIES:
+        raise DataValidationError(
+            f"data.duplicates.policy = '{cfg.duplicates.policy}': expected one of {list(DUPLICATE_POLICIES)}"
+        )
+    if cfg.duplicates.key is not None and (not cfg.duplicates.key or len(set(cfg.duplicates.key)) != len(cfg.duplicates.key)):
+        raise DataValidationError(
+            f"data.duplicates.key = {list(cfg.duplicates.key)}: expected distinct column names, or null for every column"
+        )
+    m = cfg.encoding.max_oov_fraction
+    if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0):
+        raise DataValidationError(
+            f"data.encoding.max_oov_fraction = {m!r}: expected a fraction in [0, 1], or null for no limit"
         )
     if cfg.encoding.min_count < 1:
         raise DataValidationError(f"data.encoding.min_count = {cfg.encoding.min_count}: expected an integer ≥ 1")

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from mtrank.data.config import PipelineConfig
@@ -52,7 +54,7 @@ class RankingDataModule(pl.LightningDataModule):
         shuffle_buffer: int = 65536,
         read_chunk_rows: int = 65536,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
         multiprocessing_context: str | None = "spawn",
         seed: int = 0,
     ):
@@ -71,6 +73,7 @@ class RankingDataModule(pl.LightningDataModule):
         self.seed = seed
         self.processed: ProcessedData | None = None
         self.datasets: dict[str, ShardStream] = {}
+        self._resume: dict[str, int] | None = None
 
     def _config(self) -> PipelineConfig:
         cfg = dict(self.pipeline_cfg)
@@ -122,8 +125,36 @@ class RankingDataModule(pl.LightningDataModule):
             world_size=world,
             with_p_true=split != "train",
         )
+        if split == "train" and self._resume is not None:
+            ds.resume_at(self._resume["epoch"], self._resume["batches_done"])
+            log.info("Resuming the train stream at epoch %d after %d of its %d batches",
+                     self._resume["epoch"], self._resume["batches_done"], len(ds))
+            self._resume = None
         self.datasets[split] = ds
         return ds
+
+    # ------------------------------------------------------------------ mid-epoch resume
+    # Lightning restores the loops' counters from a checkpoint but re-iterates a plain DataLoader from its
+    # first batch. The DataModule's state (saved in every checkpoint) records where the train stream was:
+    # the epoch and the batches of it the training loop had processed; on load the next train stream
+    # starts there, so a run resumed from a mid-epoch checkpoint sees exactly the batches the interrupted
+    # run had not trained on yet.
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        # current_epoch (epochs completed) is the running epoch both within it and at its end hook
+        return {
+            "epoch": int(trainer.current_epoch),
+            "batches_done": int(trainer.fit_loop.epoch_loop.batch_progress.current.processed),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        trainer = getattr(self, "trainer", None)
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        if fitting and "epoch" in state_dict:  # validate/test from a checkpoint do not move the train stream
+            self._resume = {"epoch": int(state_dict["epoch"]), "batches_done": int(state_dict["batches_done"])}
 
     def _loader(self, split: str) -> DataLoader:
         # Polars is not fork-safe (a forked worker can deadlock on the parent's thread pool), so workers are
@@ -133,10 +164,21 @@ class RankingDataModule(pl.LightningDataModule):
             self.dataset(split),
             batch_size=None,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin(),
             persistent_workers=workers,
             multiprocessing_context=self.multiprocessing_context if workers else None,
+            # the loader's own seed source: creating an iterator then leaves torch's global generator (dropout)
+            # alone, so a run resumed from a checkpoint draws the same random numbers as the uninterrupted one
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def _pin(self) -> bool:
+        """``data.pin_memory``: true | false | auto (pin when the Trainer trains on a CUDA device, whose
+        host-to-device copies Lightning then makes non-blocking)."""
+        if self.pin_memory != "auto":
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

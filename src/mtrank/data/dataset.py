@@ -10,15 +10,22 @@ How rows are divided, every epoch:
 3. the concatenated row stream is cut into ``world_size`` contiguous, near-equal ranges, one per DDP rank;
 4. each rank's range is cut into the same number of batches on every rank (so no rank waits at a collective
    for a batch that never comes), and those batches are dealt in contiguous blocks to the DataLoader workers;
-5. each worker reads its rows in windows of about ``buffer_size`` rows and, for training, permutes every window
-   (a shuffle buffer) before slicing its batches.
+5. each worker reads its rows in windows of whole batches, at least ``buffer_size`` rows each, and, for
+   training, permutes every window (a shuffle buffer) as it gathers the rows into the batch tensors.
 
 So every row is read exactly once per epoch across all ranks and workers, and the order is a function of
 (seed, epoch, world size, number of workers) alone.
+
+Resuming mid-epoch: :meth:`ShardStream.resume_at` sets the epoch and the number of batches the DataLoader had
+already delivered in it (Lightning's count of completed batches, kept by the DataModule in the checkpoint); the
+stream then replays the same plan and shuffle windows and leaves out exactly those batches, so a resumed epoch
+yields the batches the interrupted one had not yet trained on, in the same order (:func:`worker_skips` maps the
+DataLoader's round-robin over workers back onto each worker's own batches).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -29,6 +36,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mtrank.data.spec import CAT_PREFIX, ITEM_COL, LABEL_PREFIX, NUM_PREFIX, PTRUE_PREFIX, REQUEST_COL, FeatureSpec
+
+
+PREFETCH = 1  # windows read and converted ahead of the consumer, each in its own thread
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,29 @@ def rank_batches(rows: Sequence[int], batch_size: int, world_size: int) -> int:
     return -(-largest // batch_size)
 
 
+def worker_skips(batches_per_worker: Sequence[int], skip: int) -> tuple[list[int], int]:
+    """Where each DataLoader worker resumes after the loader delivered its first ``skip`` batches of an epoch.
+
+    The loader takes one batch from each worker in turn (0, 1, ..., skipping workers that are done). Returns how
+    many of its own batches each worker had delivered, and the worker that delivers the next batch: a resumed
+    loader starts its turns at worker 0 again, so the stream rotates the workers' roles by that much."""
+    left = list(batches_per_worker)
+    out = [0] * len(left)
+    if skip > sum(left):
+        raise ValueError(f"cannot skip {skip} batches of an epoch that has {sum(left)}")
+    pos = 0
+    while skip > 0:
+        w = pos % len(left)
+        if left[w] > 0:
+            left[w] -= 1
+            out[w] += 1
+            skip -= 1
+        pos += 1
+    while any(left) and left[pos % len(left)] == 0:
+        pos += 1
+    return out, pos % len(left)
+
+
 class ShardStream(IterableDataset):
     """Batches from processed shards; see the module docstring for how rows are divided."""
 
@@ -149,6 +182,8 @@ class ShardStream(IterableDataset):
         self.world_size = world_size
         # shared memory: persistent (spawned) DataLoader workers see set_epoch() of the main process
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        # batches of the current epoch already delivered before a restart (see resume_at)
+        self._skip = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._cat = [CAT_PREFIX + f.name for f in spec.categorical]
         self._num = [NUM_PREFIX + n for n in spec.numeric]
         self._lab = [LABEL_PREFIX + t for t in spec.tasks]
@@ -160,8 +195,23 @@ class ShardStream(IterableDataset):
     def epoch(self) -> int:
         return int(self._epoch[0])
 
+    @property
+    def skip(self) -> int:
+        return int(self._skip[0])
+
     def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first batch (a resume position set for this same epoch is kept)."""
+        if int(epoch) != self.epoch:
+            self._skip[0] = 0
         self._epoch[0] = int(epoch)
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Continue ``epoch`` after the first ``batches_done`` batches the DataLoader delivered; a position at or
+        past the end of the epoch means the start of the next one."""
+        if batches_done >= len(self):
+            epoch, batches_done = epoch + 1, 0
+        self._epoch[0] = int(epoch)
+        self._skip[0] = int(batches_done)
 
     def set_distributed(self, rank: int, world_size: int) -> None:
         self.rank, self.world_size = int(rank), int(world_size)
@@ -169,26 +219,39 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         return rank_batches(self.rows, self.batch_size, self.world_size)
 
-    def _read(self, seg: Segment) -> pl.DataFrame:
-        return pl.scan_parquet(self.paths[seg.file]).select(self._columns).slice(seg.offset, seg.length).collect()
+    def _read(self, seg: Segment, scans: dict[int, pl.LazyFrame]) -> pl.DataFrame:
+        if seg.file not in scans:  # one scan per file and iteration: its Parquet metadata is read once
+            scans[seg.file] = pl.scan_parquet(self.paths[seg.file]).select(self._columns)
+        return scans[seg.file].slice(seg.offset, seg.length).collect()
 
-    def _tensors(self, df: pl.DataFrame) -> dict[str, torch.Tensor]:
-        n = df.height
+    def _read_window(self, segments: Sequence[Segment], scans: dict[int, pl.LazyFrame]) -> pl.DataFrame:
+        return pl.concat([self._read(seg, scans) for seg in segments], rechunk=False)
+
+    def _tensors(self, df: pl.DataFrame, rows: np.ndarray | None) -> dict[str, torch.Tensor]:
+        """The window's rows ``rows`` (all, in order, if None) as batch tensors: each column is gathered and
+        converted straight into its place in a C-contiguous matrix (one pass over the data, no Polars gather)."""
         out = {
-            "categorical": _matrix(df, self._cat, np.int64, n),
-            "numeric": _matrix(df, self._num, np.float32, n),
-            "labels": _matrix(df, self._lab, np.float32, n),
-            "request_id": torch.from_numpy(df[REQUEST_COL].to_numpy(writable=True).astype(np.int64, copy=False)),
-            "item_id": torch.from_numpy(df[ITEM_COL].to_numpy(writable=True).astype(np.int64, copy=False)),
+            "categorical": _gather(df, self._cat, np.int64, rows),
+            "numeric": _gather(df, self._num, np.float32, rows),
+            "labels": _gather(df, self._lab, np.float32, rows),
+            "request_id": _gather(df, [REQUEST_COL], np.int64, rows)[:, 0],
+            "item_id": _gather(df, [ITEM_COL], np.int64, rows)[:, 0],
         }
         if self._pt:
-            out["p_true"] = _matrix(df, self._pt, np.float32, n)
+            out["p_true"] = _gather(df, self._pt, np.float32, rows)
         return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch
+        skip = self.skip
+        if skip:
+            n = len(self)  # the workers hold contiguous blocks of the rank's batches, as in plan()
+            counts = [n * (w + 1) // num_workers - n * w // num_workers for w in range(num_workers)]
+            skips, first = worker_skips(counts, skip)
+            worker = (worker + first) % num_workers  # this loader's first turn is the interrupted one's next
+            skip = skips[worker]
         segments, sizes = plan(
             self.rows,
             self.batch_size,
@@ -202,34 +265,63 @@ class ShardStream(IterableDataset):
             chunk_rows=self.chunk_rows,
         )
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
-        carry: pl.DataFrame | None = None
-        pending: list[pl.DataFrame] = []
-        pending_rows = 0
-        queue = list(sizes)
-        for i, seg in enumerate(segments):
-            pending.append(self._read(seg))
-            pending_rows += seg.length
-            last = i == len(segments) - 1
-            if pending_rows < self.buffer_size and not last:
-                continue
-            # one window: concatenate, permute (the shuffle buffer), convert to tensors once, slice batches
-            window = pl.concat(([carry] if carry is not None else []) + pending, rechunk=False)
-            pending, pending_rows = [], 0
-            if self.shuffle:
-                window = window[rng.permutation(window.height)]
-            tensors = self._tensors(window)
-            n, pos = window.height, 0
-            while queue and n - pos >= queue[0]:
-                size = queue.pop(0)
-                yield {k: v[pos : pos + size] for k, v in tensors.items()}
-                pos += size
-            carry = window.slice(pos) if pos < n else None
-        if queue:
-            raise RuntimeError(f"internal error: {len(queue)} batches left unfilled")
+        # which windows to read, and the rows of each: drawn up front, in order, for skipped windows too (so that
+        # a resumed stream permutes the windows it reads exactly as the interrupted one did)
+        work, start = [], 0
+        for group in windows(sizes, self.buffer_size):
+            n = sum(group)
+            perm = rng.permutation(n) if self.shuffle else None  # the shuffle buffer: the window's rows permuted
+            done = min(skip, len(group))  # batches of this window delivered before a restart
+            skip -= done
+            if done < len(group):
+                work.append((_take(segments, start, start + n), group, done, perm))
+            start += n
+        scans: dict[int, pl.LazyFrame] = {}
+        # windows are read and gathered into tensors ahead, in PREFETCH threads (Polars and NumPy release the GIL),
+        # while the consumer trains on the current one; results are taken in order, so the stream is unchanged
+        with ThreadPoolExecutor(max_workers=PREFETCH) as pool:
+            futures = [pool.submit(self._window_tensors, w, scans) for w in work[:PREFETCH]]
+            for i, (_, group, done, _) in enumerate(work):
+                tensors = futures[i].result()
+                futures[i] = None  # release it once consumed
+                if i + PREFETCH < len(work):
+                    futures.append(pool.submit(self._window_tensors, work[i + PREFETCH], scans))
+                pos = 0
+                for size in group[done:]:
+                    yield {k: v[pos : pos + size] for k, v in tensors.items()}
+                    pos += size
+
+    def _window_tensors(self, item, scans: dict[int, pl.LazyFrame]) -> dict[str, torch.Tensor]:
+        """Read one window and gather the rows still to be delivered, in their shuffled order, into tensors."""
+        segments, group, done, perm = item
+        frame = self._read_window(segments, scans)
+        first = sum(group[:done])
+        rows = perm[first:] if perm is not None else None
+        if rows is None and first:
+            frame = frame.slice(first)
+        return self._tensors(frame, rows)
+
+def windows(sizes: Sequence[int], buffer_size: int) -> list[list[int]]:
+    """Consecutive groups of the batch sizes, each of at least ``buffer_size`` rows but the last: a shuffle
+    window always holds whole batches."""
+    out: list[list[int]] = []
+    group: list[int] = []
+    rows = 0
+    for size in sizes:
+        group.append(size)
+        rows += size
+        if rows >= buffer_size:
+            out.append(group)
+            group, rows = [], 0
+    if group:
+        out.append(group)
+    return out
 
 
-def _matrix(df: pl.DataFrame, cols: list[str], dtype, n: int) -> torch.Tensor:
-    if not cols:
-        return torch.empty((n, 0), dtype=torch.from_numpy(np.empty(0, dtype=dtype)).dtype)
-    arr = np.ascontiguousarray(df.select(cols).to_numpy().astype(dtype, copy=False))
-    return torch.from_numpy(arr)
+def _gather(df: pl.DataFrame, cols: list[str], dtype, rows: np.ndarray | None) -> torch.Tensor:
+    n = df.height if rows is None else len(rows)
+    out = np.empty((n, len(cols)), dtype=dtype)
+    for j, c in enumerate(cols):
+        values = df.get_column(c).to_numpy()  # no copy for a single-chunk column without nulls
+        out[:, j] = values if rows is None else values[rows]
+    return torch.from_numpy(out)

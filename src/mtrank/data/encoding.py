@@ -17,6 +17,7 @@ import polars as pl
 from mtrank.data.spec import CAT_PREFIX, NUM_PREFIX
 
 OOV_INDEX = 0
+_STATS_BYTES = 256 * 2**20  # numeric train columns held at once while computing their statistics
 
 
 def _pre(col: str, log: bool) -> pl.Expr:
@@ -40,35 +41,48 @@ class FeatureEncoder:
     def numeric_all(self) -> list[str]:
         return list(self.numeric) + list(self.log_numeric)
 
-    def fit(self, train: pl.LazyFrame, min_count: int = 1, max_vocab: int | None = None) -> "FeatureEncoder":
-        for col in self.categorical:
-            counts = (
-                train.select(pl.col(col).alias("value"))
-                .drop_nulls()
-                .group_by("value")
-                .agg(pl.len().alias("count"))
-                .filter(pl.col("count") >= min_count)
-                .sort(["count", "value"], descending=[True, False])
-                .collect()
-            )
+    def fit(
+        self, train: pl.LazyFrame, min_count: int = 1, max_vocab: int | None = None, rows: int | None = None
+    ) -> "FeatureEncoder":
+        """Vocabularies and statistics from ``train``, streamed: the plan is never held whole in memory.
+
+        All vocabularies come from one streaming pass (value counts). The numeric statistics come from the
+        columns themselves, a few at a time (8 bytes per train row and column), so that the float sums run in
+        one fixed order and the same data always gives bit-identical means and standard deviations.
+        ``rows``: the number of train rows, if known (it sizes those passes).
+        """
+        queries = [
+            train.select(pl.col(col).alias("value"))
+            .drop_nulls()
+            .group_by("value")
+            .agg(pl.len().alias("count"))
+            .filter(pl.col("count") >= min_count)
+            for col in self.categorical
+        ]
+        counted = pl.collect_all(queries, engine="streaming") if queries else []
+        for col, counts in zip(self.categorical, counted):
+            counts = counts.sort(["count", "value"], descending=[True, False])
             if max_vocab is not None:
                 counts = counts.head(max_vocab)
             self.vocabularies[col] = counts.with_row_index("index", offset=1).select(
                 "value", pl.col("index").cast(pl.Int32), "count"
             )
             self.dtypes[col] = str(counts.schema["value"])
-        if self.numeric_all:
-            exprs = []
-            for col in self.numeric_all:
-                x = _pre(col, col in self.log_numeric)
-                exprs += [x.mean().alias(f"{col}__mean"), x.std().alias(f"{col}__std")]
-            row = train.select(exprs).collect().row(0, named=True)
-            for col in self.numeric_all:
-                mean = row[f"{col}__mean"]
-                std = row[f"{col}__std"]
-                mean = 0.0 if mean is None else float(mean)
-                std = 1.0 if (std is None or std != std or std < 1e-12) else float(std)
-                self.stats[col] = {"mean": mean, "std": std}
+        cols = self.numeric_all
+        if cols:
+            if rows is None:
+                rows = train.select(pl.len()).collect(engine="streaming").item()
+            per_pass = max(1, _STATS_BYTES // max(1, 8 * rows))
+            for i in range(0, len(cols), per_pass):
+                part = cols[i : i + per_pass]
+                df = train.select([_pre(c, c in self.log_numeric).alias(c) for c in part]).collect(engine="streaming")
+                for col in part:
+                    x = df[col].rechunk()
+                    mean, std = x.mean(), x.std()
+                    mean = 0.0 if mean is None else float(mean)
+                    std = 1.0 if (std is None or std != std or std < 1e-12) else float(std)
+                    self.stats[col] = {"mean": mean, "std": std}
+                del df
         return self
 
     def cardinality(self, col: str) -> int:
@@ -78,12 +92,12 @@ class FeatureEncoder:
         """Polars expressions producing the encoded ``cat__*`` (Int32) and ``num__*`` (Float32) columns."""
         exprs = []
         for col in self.categorical:
-            vocab = self.vocabularies[col]
-            raw = pl.col(col)
-            if self.dtypes[col] == "String":
-                raw = raw.cast(pl.String)
+            # the lookup is a cast to an Enum whose categories are the vocabulary in index order (index = position
+            # + 1; values not in it become null, then OOV): an element-wise cast, so the streaming engine runs it
+            # batch by batch (replace_strict would need the whole column at once)
+            values = self.vocabularies[col]["value"].cast(pl.String)
             exprs.append(
-                raw.replace_strict(vocab["value"], vocab["index"], default=OOV_INDEX, return_dtype=pl.Int32)
+                pl.col(col).cast(pl.String).cast(pl.Enum(values), strict=False).to_physical().cast(pl.Int32).add(1)
                 .fill_null(OOV_INDEX)
                 .alias(CAT_PREFIX + col)
             )

@@ -1,7 +1,9 @@
-"""Reading raw logs for the pipeline: scan and validate every file, give each column one dtype across all files
-and splits, put the time column on one scale, and join the side tables.
+"""Reading raw logs for the pipeline: scan and validate every file, find duplicated impressions (and keep, drop or
+refuse them under ``data.duplicates``), give each column one dtype across all files and splits, put the time
+column on one scale, and join the side tables.
 
-Everything here is lazy except the checks, which each make one pass over one file so that an error names it.
+Everything here is lazy except the checks, which each make a streaming pass over one file so that an error names
+it, and the duplicate search, which holds one 64-bit hash per impression.
 
 Time: the pipeline orders and cuts impressions by ``__time``, an Int64:
 
@@ -19,7 +21,7 @@ import datetime as _dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import polars as pl
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 TIME_COL = "__time"
 _MATCH_PREFIX = "__matched_"
 _KEY = "__side_key"
+_FILE_ROW = "__file_row"
 
 
 # --------------------------------------------------------------------------------------------- time
@@ -96,10 +99,12 @@ class Impressions:
     frames: dict[str, pl.LazyFrame]
     casts: dict[str, pl.DataType]  # the one dtype of every categorical / id column (Int64 or String)
     ptrue_cols: list[str]
-    duplicates: dict[str, int]  # file -> rows that are exact copies of an earlier row of the file
+    duplicates: dict[str, int]  # file -> rows whose duplicate key repeats an earlier row's (this or an earlier file)
     columns: list[str]  # the raw columns kept (besides __time)
     time_dtype: pl.DataType | None = None
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # file -> rows in the file
+    group_rows: dict[str, int] = field(default_factory=dict)  # key of split_files -> rows in its frame
+    dropped: int = 0  # duplicated rows dropped under data.duplicates.policy=drop
 
 
 def impression_columns(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
@@ -122,25 +127,32 @@ def read_impressions(cfg: PipelineConfig, split_files: Mapping[str, list[Path]])
     ids = [c for c in (cols.request_id, cols.item_id) if c]
     code_like = list(dict.fromkeys(cats + ids + [t.on for t in cfg.side_tables]))
 
+    dup_key = list(cfg.duplicates.key) if cfg.duplicates.key is not None else None
+    for c in dup_key or []:
+        roles.setdefault(c, validation.Role("key", "data.duplicates.key"))
+
     scanned: dict[str, list[tuple[Path, pl.LazyFrame, Mapping[str, pl.DataType]]]] = {}
-    duplicates: dict[str, int] = {}
     rows: dict[str, int] = {}
+    hashes: list[pl.Series] = []
     for s, files in split_files.items():
         scanned[s] = []
         for path in files:
             lf = sources.scan(path)
             schema = lf.collect_schema()
-            validation.check_schema(path, schema, roles)
+            validation.check_schema(path, schema, roles, lf)
             report = validation.inspect_file(
                 path, lf, label_cols, nums, required, cfg.encoding.nan_policy,
-                code_cols=validation.float_code_columns(schema, code_like), count_duplicates=True,
+                code_cols=validation.float_code_columns(schema, code_like),
             )
-            duplicates[str(path)] = int(report.duplicates or 0)
             rows[str(path)] = report.rows
             if cols.time and schema[cols.time] == pl.String:
                 validation.check_time_strings(path, lf, cols.time)
+            hashes.append(validation.row_hashes(path, lf, dup_key))
             scanned[s].append((path, lf, schema))
     all_scanned = [x for xs in scanned.values() for x in xs]
+    dups = validation.find_duplicates([p for p, _, _ in all_scanned], hashes)
+    del hashes
+    _apply_duplicate_policy(cfg, dups, {str(p): lf for p, lf, _ in all_scanned})
     schemas = [schema for _, _, schema in all_scanned]
 
     # one dtype per categorical / id column across every file of every split, so that the vocabulary fitted on
@@ -165,9 +177,15 @@ def read_impressions(cfg: PipelineConfig, split_files: Mapping[str, list[Path]])
     # the raw time column is read only as __time, unless it is a feature too
     keep = list(dict.fromkeys(ids + cats + nums + [t.on for t in cfg.side_tables] + label_cols + ptrue_cols))
     frames = {}
+    group_rows = {}
     for s, items in scanned.items():
         selected = []
+        group_rows[s] = 0
         for path, lf, schema in items:
+            drop = dups.rows.get(str(path)) if cfg.duplicates.policy == "drop" else None
+            if drop is not None:
+                lf = lf.with_row_index(_FILE_ROW).filter(~pl.col(_FILE_ROW).is_in(drop.cast(pl.UInt32).implode()))
+            group_rows[s] += rows[str(path)] - (drop.len() if drop is not None else 0)
             exprs = []
             for c in keep:
                 if c in casts:
@@ -182,14 +200,48 @@ def read_impressions(cfg: PipelineConfig, split_files: Mapping[str, list[Path]])
                 exprs.append(time_expr(cols.time, schema[cols.time], cols.time_unit, cols.time_zone).alias(TIME_COL))
             selected.append(lf.select(exprs))
         frames[s] = pl.concat(selected, how="vertical")
-    dup_files = {f: n for f, n in duplicates.items() if n}
-    if dup_files:
-        log.warning(
-            "Exact duplicate rows (every column equal to an earlier row) are KEPT as separate impressions; "
-            "the pipeline never deduplicates: %s",
-            dup_files,
+    dropped = dups.total if cfg.duplicates.policy == "drop" else 0
+    return Impressions(frames, casts, ptrue_cols, dups.counts, keep, time_dtype, rows, group_rows, dropped)
+
+
+def duplicate_key_description(key: Sequence[str] | None) -> str:
+    if key is None:
+        return "every column (data.duplicates.key: null, so exact copies)"
+    return f"the key columns {list(key)} (data.duplicates.key)"
+
+
+def _apply_duplicate_policy(cfg: PipelineConfig, dups: validation.DuplicateReport, scans: Mapping[str, pl.LazyFrame]) -> None:
+    """Raise under ``policy=error``; warn under ``keep`` / ``drop`` (the rows themselves are dropped by the reader)."""
+    found = {f: n for f, n in dups.counts.items() if n}
+    if not found:
+        return
+    policy, key = cfg.duplicates.policy, cfg.duplicates.key
+    what = f"rows equal to an earlier row in {duplicate_key_description(key)}"
+    if policy == "error":
+        path = next(iter(found))
+        row = int(dups.rows[path][0])
+        earlier_path, earlier_row = dups.first[path]
+        example = scans[path].slice(row, 1).select(pl.all() if key is None else pl.col(list(key))).collect().row(0, named=True)
+        shown = dict(list(example.items())[:8])
+        more = f" (+{len(example) - 8} more columns)" if len(example) > 8 else ""
+        where = "the same file" if earlier_path == path else earlier_path
+        raise DataValidationError(
+            f"file {path} has {found[path]} duplicated impression(s), {what} ({sum(found.values())} in all input "
+            f"files: {found}); e.g. row {row} (0-based) repeats row {earlier_row} of {where}: {shown}{more}. "
+            "Expected every impression once (data.duplicates.policy=error): remove the copies, or set "
+            "data.duplicates.policy=drop (keep the first copy) or keep (keep them all)"
         )
-    return Impressions(frames, casts, ptrue_cols, duplicates, keep, time_dtype, rows)
+    if policy == "drop":
+        log.warning(
+            "%d duplicated impression(s) (%s) are DROPPED, the first copy of each kept (data.duplicates.policy=drop): %s",
+            sum(found.values()), what, found,
+        )
+    else:
+        log.warning(
+            "%d duplicated impression(s) (%s) are KEPT as separate impressions (data.duplicates.policy=keep; set "
+            "drop or error to change this): %s",
+            sum(found.values()), what, found,
+        )
 
 
 def _time_kind(dtype: pl.DataType, unit: str | None) -> str:
@@ -259,26 +311,37 @@ def join_side_tables(raw: pl.LazyFrame, tables: list[SideFrame]) -> pl.LazyFrame
     return raw
 
 
-def side_table_report(frames: Mapping[str, pl.DataFrame], tables: list[SideFrame], nan_policy: str) -> list[dict]:
-    """Per table: impressions without a matching row (their side features are null), per split. Drops the markers.
+def marker(table: SideTable) -> str:
+    """The column that is true on impressions with a row in ``table`` (null otherwise), until drop_markers."""
+    return _MATCH_PREFIX + table.name
 
-    Raises when no impression of a split matches (wrong key column or key values) or, under
+
+def side_table_report(
+    tables: list[SideFrame],
+    rows: Mapping[str, int],
+    unmatched: Mapping[str, Mapping[str, int]],
+    nan_policy: str,
+    sample: Callable[[str, str], list],
+) -> list[dict]:
+    """Per table: impressions without a matching row (their side features are null), per split.
+
+    ``rows``: impressions per split; ``unmatched[table name][split]``: those without a row in the table (the null
+    count of its :func:`marker`); ``sample(split, column)``: a few values of an impression column in a split, for
+    the message. Raises when no impression of a split matches (wrong key column or key values) or, under
     ``nan_policy=error``, when a table with numeric features misses any impression.
     """
     report = []
     for st in tables:
-        marker = _MATCH_PREFIX + st.table.name
-        unmatched = {s: int(df[marker].null_count()) for s, df in frames.items()}
-        for s, df in frames.items():
-            if df.height and unmatched[s] == df.height:
-                sample = df[st.table.on].drop_nulls().head(3).to_list()
+        missed = {s: int(unmatched[st.table.name].get(s, 0)) for s in rows}
+        for s, n in rows.items():
+            if n and missed[s] == n:
                 side_sample = st.frame.select(_KEY).head(3).collect()[_KEY].to_list()
                 raise DataValidationError(
                     f"no impression of the {s} split has a row in side table {st.path} ({st.table.key}, key "
-                    f"'{st.table.on}'): impression keys look like {sample}, the table's like {side_sample}; "
-                    f"check {st.table.key}.on and {st.table.key}.path"
+                    f"'{st.table.on}'): impression keys look like {sample(s, st.table.on)}, the table's like "
+                    f"{side_sample}; check {st.table.key}.on and {st.table.key}.path"
                 )
-        total = sum(unmatched.values())
+        total = sum(missed.values())
         if total and nan_policy == "error" and (st.table.numeric or st.table.log_numeric):
             raise DataValidationError(
                 f"{total} impression(s) have no row in side table {st.path} ({st.table.key}, key '{st.table.on}'), "
@@ -291,7 +354,7 @@ def side_table_report(frames: Mapping[str, pl.DataFrame], tables: list[SideFrame
                 total, st.path, st.table.on,
             )
         report.append(
-            {"name": st.table.name, "path": str(st.path), "on": st.table.on, "rows": st.rows, "unmatched_impressions": unmatched}
+            {"name": st.table.name, "path": str(st.path), "on": st.table.on, "rows": st.rows, "unmatched_impressions": missed}
         )
     return report
 

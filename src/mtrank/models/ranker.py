@@ -30,6 +30,7 @@ from torchmetrics import MeanMetric
 
 from mtrank.calibration import Calibration, correct_logits
 from mtrank.calibration_metrics import RawScoreMetrics
+from mtrank.checkpoints import RNG_KEY, rng_states, set_rng_states
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.losses import UncertaintyWeighting, bce_per_task, binary_importance_loss, build_task_weighting
 from mtrank.metrics import MultiHeadMetrics
@@ -60,6 +61,22 @@ def spec_from_dict(d: Mapping[str, Any]) -> FeatureSpec:
     )
 
 
+
+def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``model.compile``: false/null (eager), true (``torch.compile`` defaults) or the keyword arguments of
+    ``torch.compile`` (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``)."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, Mapping):
+        allowed = {"backend", "mode", "dynamic", "fullgraph", "options"}
+        unknown = sorted(set(compile) - allowed)
+        if unknown:
+            raise ValueError(f"model.compile has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        return {k: v for k, v in compile.items() if v is not None}
+    raise ValueError(f"model.compile = {compile!r}: expected true, false or a mapping of torch.compile arguments")
+
 class RankingModule(pl.LightningModule):
     """Multi-head ranker.
 
@@ -88,6 +105,7 @@ class RankingModule(pl.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
         downsampling: Mapping[str, Any] | None = None,
+        compile: bool | Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(spec, FeatureSpec):
@@ -95,8 +113,11 @@ class RankingModule(pl.LightningModule):
         net, loss, optimizer, scheduler, metrics, downsampling = map(
             _plain, (net, loss, optimizer, scheduler, metrics, downsampling)
         )
+        compile = _plain(compile)
         self.save_hyperparameters({"spec": _plain(spec), "net": net, "loss": loss, "optimizer": optimizer,
-                                   "scheduler": scheduler, "metrics": metrics, "downsampling": downsampling})
+                                   "scheduler": scheduler, "metrics": metrics, "downsampling": downsampling,
+                                   "compile": compile})
+        self.compile_options = compile_options(compile)
         self.spec = spec_from_dict(spec)
         self.tasks = list(self.spec.tasks)
         self.objective = loss.get("objective", "multitask")
@@ -241,6 +262,8 @@ class RankingModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         logits = self(batch)
         loss, per_task = self.compute_loss(logits, batch["labels"], self.training_row_weights(batch["labels"]))
+        if not self._logging_step():
+            return loss
         bs = batch["labels"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         if per_task is not None:
@@ -250,6 +273,17 @@ class RankingModule(pl.LightningModule):
                 if isinstance(self.task_weighting, UncertaintyWeighting):
                     self.log(f"train/{t}/task_weight", w[i], batch_size=bs)
         return loss
+
+    def _logging_step(self) -> bool:
+        """Whether the loggers write this training step (every ``trainer.log_every_n_steps``). Step values logged
+        at other steps are dropped by Lightning anyway, and each ``self.log`` costs ~1 ms of bookkeeping, as
+        much as a tenth of a CPU step (benchmark c, ``scripts/bench_training.py``)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        n = max(int(getattr(trainer, "log_every_n_steps", 1) or 1), 1)
+        # and the epoch's last batch, so that every epoch leaves its train/ figures in callback_metrics
+        return (self.global_step + 1) % n == 0 or bool(getattr(trainer, "is_last_batch", False))
 
     def _eval_step(self, batch: Mapping[str, Tensor], stage: str) -> None:
         logits = self(batch)
@@ -301,6 +335,27 @@ class RankingModule(pl.LightningModule):
         }
 
     # ------------------------------------------------------------------ epochs and optimisers
+
+    def configure_model(self) -> None:
+        # torch.compile in place (nn.Module.compile): parameter names, and so checkpoints, stay as without it
+        if self.compile_options is not None and not getattr(self, "_compiled", False):
+            self.net.compile(**self.compile_options)
+            self._compiled = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RNG_KEY] = rng_states()  # so that a resumed run draws the same dropout masks
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if RNG_KEY in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            # set when training resumes, not now: creating the train DataLoader's iterator draws from the
+            # generator, which the interrupted run had done before the checkpoint was saved
+            self._resume_rng = checkpoint[RNG_KEY]
+
+    def on_train_start(self) -> None:
+        states = getattr(self, "_resume_rng", None)
+        if states is not None:
+            set_rng_states(states)
+            self._resume_rng = None
 
     def on_train_epoch_start(self) -> None:
         # Streaming datasets reshuffle per epoch; DataLoader workers get a fresh copy with this epoch set.

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, fields
@@ -33,6 +32,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from mtrank.tuning.outcomes import OutcomeConstraint, violations
 from mtrank.tuning.space import SearchSpace
+from mtrank.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -132,23 +132,8 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_save(client: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        client.save_to_json_file(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: client.save_to_json_file(str(tmp)))
 
 
 @dataclass

@@ -8,18 +8,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import polars as pl
 import yaml
 
-from mtrank.tuning.ax_loop import AxLoop, TrialRecord, _umask
+from mtrank.tuning.ax_loop import AxLoop, TrialRecord
+from mtrank.utils.io import atomic_write, write_text_atomic
 from mtrank.tuning.outcomes import OutcomeConstraint
 
 __all__ = [
-    "atomic_write",
     "write_text",
     "write_yaml",
     "write_json",
@@ -30,24 +29,8 @@ __all__ = [
 ]
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
-
-
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return write_text_atomic(path, text)
 
 
 def _plain(x: Any) -> Any:

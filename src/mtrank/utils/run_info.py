@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from importlib import metadata as importlib_metadata
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
+
+from mtrank.utils.io import write_json_atomic, write_text_atomic
 
 PACKAGES = (
     "mtrank", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "polars", "numpy",
@@ -33,16 +34,21 @@ def resolved_config(cfg: DictConfig) -> dict:
 
 
 def write_run_info(output_dir: Path | str, cfg: DictConfig, data_metadata: Mapping[str, Any] | None = None) -> None:
-    """Write ``config.yaml`` (resolved) and ``run_info.json`` (versions, processed-data key and sources)."""
+    """Write ``config.yaml`` (resolved) and ``run_info.json``: package versions and the data fingerprint (sha256
+    of the content of every input file, and the processed data's key, which hashes that and the data config)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(resolved_config(cfg)))
+    write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)))
     info: dict[str, Any] = {"versions": package_versions()}
     if data_metadata is not None:
         info["data"] = {
             "processed_key": data_metadata.get("key"),
+            "fingerprint": {
+                "inputs": (data_metadata.get("source") or {}).get("content_sha256"),
+                "processed_key": data_metadata.get("key"),
+            },
             "source": data_metadata.get("source"),
             "beta": data_metadata.get("beta"),
             "splits": {s: v["rows"] for s, v in data_metadata.get("splits", {}).items()},
         }
-    (out / "run_info.json").write_text(json.dumps(info, indent=2, default=str))
+    write_json_atomic(out / "run_info.json", info, default=str)

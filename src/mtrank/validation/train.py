@@ -1,0 +1,320 @@
+"""Checks of a ``conf/train.yaml`` config, run when ``train(cfg)`` starts, before any data is read or generated.
+
+:func:`validate_train_config` raises one :class:`~mtrank.validation.errors.ConfigError` listing every problem;
+each names its full config key and what is allowed. What is checked (docs/checks.md has the messages):
+
+* ``tasks.names``: non-empty, no repeats, no reserved names, each with a label column in
+  ``data.pipeline.columns.labels``;
+* the data config: ``data.pipeline.downsample.beta`` in (0, 1], then the pipeline's own checks
+  (:func:`mtrank.data.config.check_pipeline_config`) and the simulator's, reported under ``data.pipeline`` /
+  ``data.simulator``;
+* maps keyed by task: ``loss.task_weights`` (exactly the tasks, with ``task_weighting=fixed`` only),
+  ``loss.pos_weight`` (a subset, > 0), ``loss.importance_weights`` (exactly the tasks, > 0),
+  ``model.net.head_bias_init`` (a subset of the model's heads);
+* the choices of ``loss``, ``calibration`` and ``report``;
+* monitored metrics: every ``callbacks.<name>.monitor`` and ``model.scheduler.monitor`` must be logged while
+  fitting, ``optimized_metric`` by the run (:mod:`mtrank.validation.metric_names`);
+* the Ax sweeper's search space when ``hparams_search`` selects it (:mod:`mtrank.validation.search_space`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from mtrank.validation.errors import Problems, fmt_list, suggest
+from mtrank.validation.metric_names import MetricCatalog, catalog_for_train_config
+from mtrank.validation.search_space import ax_sweeper_config, check_ax_sweeper
+
+__all__ = ["validate_train_config", "check_report", "check_calibration", "is_number"]
+
+SPLITS = ("train", "val", "test")
+REPORT_SCALES = ("linear", "log")
+_UNRESOLVED = object()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def _value(cfg: DictConfig, key: str, problems: Problems, default: Any = None) -> Any:
+    """The resolved value at ``key`` as plain Python (``default`` when absent); an interpolation that does not
+    resolve is a problem at that key."""
+    try:
+        v = OmegaConf.select(cfg, key, default=default, throw_on_missing=True)
+    except Exception as exc:  # noqa: BLE001 - MissingMandatoryValue, InterpolationResolutionError, ...
+        problems.add(key, f"{key} does not resolve: {str(exc).splitlines()[0]}")
+        return _UNRESOLVED
+    if isinstance(v, DictConfig) or OmegaConf.is_list(v):
+        try:
+            return OmegaConf.to_container(v, resolve=True)
+        except Exception as exc:  # noqa: BLE001
+            problems.add(key, f"{key} does not resolve: {str(exc).splitlines()[0]}")
+            return _UNRESOLVED
+    return v
+
+
+def _one_of(problems: Problems, key: str, value: Any, allowed: Sequence[str]) -> bool:
+    if value is _UNRESOLVED:
+        return False
+    if str(value) not in allowed:
+        problems.add(key, f"{key} = {value!r}: expected one of {fmt_list(allowed)}{suggest(value, allowed)}")
+        return False
+    return True
+
+
+def check_task_map(
+    problems: Problems, key: str, mapping: Any, tasks: Sequence[str], *, exact: bool, positive: bool = False,
+    what: str = "tasks",
+) -> None:
+    """A map keyed by task: its keys must be the tasks (``exact``) or some of them; values finite numbers
+    (> 0 with ``positive``). Each unknown key is its own problem, named ``<key>.<entry>``."""
+    if mapping is None or mapping is _UNRESOLVED:
+        return
+    if not isinstance(mapping, Mapping):
+        problems.add(key, f"{key} = {mapping!r}: expected a mapping {{task: value}} over the {what} {fmt_list(tasks)}")
+        return
+    for k, v in mapping.items():
+        if str(k) not in tasks:
+            problems.add(f"{key}.{k}", f"{key}.{k}: '{k}' is not one of the {what}; allowed keys: {fmt_list(tasks)}"
+                                       f"{suggest(k, tasks)}")
+        elif not is_number(v) or (positive and float(v) <= 0):
+            problems.add(f"{key}.{k}", f"{key}.{k} = {v!r}: expected a {'positive ' if positive else ''}finite number")
+    missing = [t for t in tasks if t not in {str(k) for k in mapping}]
+    if exact and missing:
+        problems.add(key, f"{key} has no value for {what} {fmt_list(missing)}; it needs exactly one per task in "
+                          f"{fmt_list(tasks)}")
+
+
+# ---------------------------------------------------------------------------------------------- groups
+
+
+def _check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
+    """``tasks.names`` against the label columns of the data config; returns the usable task names."""
+    from mtrank.data.config import _reserved_task_name
+
+    names = _value(cfg, "tasks.names", p)
+    labels = _value(cfg, "data.pipeline.columns.labels", p)
+    if names is _UNRESOLVED:
+        return []
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        p.add("tasks.names", f"tasks.names = {names!r}: expected a non-empty list of task names"
+                             + (f"; allowed: {fmt_list(labels)}" if isinstance(labels, Mapping) else ""))
+        return []
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        p.add("tasks.names", f"tasks.names = {fmt_list(names)} lists {fmt_list(dup)} more than once")
+    reserved = [n for n in names if _reserved_task_name(n)]
+    if reserved:
+        p.add("tasks.names", f"tasks.names: {fmt_list(reserved)} cannot name a task (a task names a head, a tower "
+                             "and a metric group: no '.', not empty, not 'mean', not an attribute of torch.nn.Module "
+                             "such as forward or train)")
+    if isinstance(labels, Mapping):
+        unknown = [n for n in names if n not in labels and n not in reserved]
+        if unknown:
+            p.add("tasks.names", f"tasks.names: unknown task(s) {fmt_list(unknown)}; allowed: the tasks with a label "
+                                 f"column in data.pipeline.columns.labels: {fmt_list(labels)}"
+                                 f"{suggest(unknown[0], labels)}")
+    elif labels is not _UNRESOLVED:
+        p.add("data.pipeline.columns.labels", "data.pipeline.columns.labels is missing: map each task name to its "
+                                              "label column")
+    data_tasks = _value(cfg, "data.pipeline.tasks", p)
+    if data_tasks is not _UNRESOLVED and data_tasks is not None and list(data_tasks) != list(names):
+        p.add("data.pipeline.tasks", f"data.pipeline.tasks = {fmt_list(data_tasks)} differs from tasks.names = "
+                                     f"{fmt_list(names)}; keep data.pipeline.tasks: ${{tasks.names}}")
+    return list(dict.fromkeys(names))
+
+
+_DATA_KEY = re.compile(r"(?<![\w.])data\.(?!pipeline\.)")
+_KEY_IN_MESSAGE = re.compile(r"(data\.pipeline(?:\.[A-Za-z_]\w*)+|tasks\.names)")
+
+
+def _check_data(cfg: DictConfig, p: Problems) -> None:
+    from mtrank.data.config import PipelineConfig
+    from mtrank.data.errors import DataValidationError
+
+    key = "data.pipeline.downsample.beta"
+    beta = _value(cfg, key, p, default=1.0)
+    if beta is not _UNRESOLVED and (not is_number(beta) or not 0.0 < float(beta) <= 1.0):
+        p.add(key, f"{key} = {beta!r}: expected a keep rate in (0, 1] (the share of train impressions with no "
+                   "engagement that are kept; 1 keeps them all)")
+    sim = _value(cfg, "data.simulator", p)
+    if isinstance(sim, Mapping):
+        from mtrank.data.simulator import SimulatorConfig
+
+        try:
+            SimulatorConfig.from_mapping(dict(sim))
+        except (ValueError, TypeError) as exc:
+            p.add("data.simulator", f"data.simulator: {exc}")
+    pipeline = _value(cfg, "data.pipeline", p)
+    if not isinstance(pipeline, Mapping):
+        if pipeline is not _UNRESOLVED:
+            p.add("data.pipeline", "data.pipeline is missing: the data group must define the pipeline")
+        return
+    if p.has("tasks") or p.has(key) or p.has("data.pipeline"):
+        return  # the pipeline's own checks would stop at the problem already reported
+    m = dict(pipeline)
+    if isinstance(sim, Mapping) and not m.get("inputs") and not m.get("split_inputs"):
+        m["inputs"] = ["<the simulator's logs>"]  # filled by the DataModule once generated
+    try:
+        PipelineConfig.from_mapping(m, key="data.pipeline")
+    except DataValidationError as exc:
+        text = _DATA_KEY.sub("data.pipeline.", str(exc))
+        found = _KEY_IN_MESSAGE.search(text)
+        p.add(found.group(1) if found else "data.pipeline", text)
+    except (KeyError, TypeError, ValueError) as exc:
+        p.add("data.pipeline", f"data.pipeline: {exc}")
+
+
+def _check_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> str:
+    from mtrank.losses import IMPORTANCE_RULES, TASK_WEIGHTING_KINDS, UNCERTAINTY_VARIANTS
+    from mtrank.models.ranker import OBJECTIVES
+
+    objective = _value(cfg, "loss.objective", p, default="multitask")
+    if not _one_of(p, "loss.objective", objective, OBJECTIVES):
+        return "multitask"
+    if objective == "multitask":
+        weighting = _value(cfg, "loss.task_weighting", p, default="equal")
+        ok = _one_of(p, "loss.task_weighting", str(weighting).lower() if isinstance(weighting, str) else weighting,
+                     TASK_WEIGHTING_KINDS)
+        weights = _value(cfg, "loss.task_weights", p)
+        if ok and str(weighting).lower() == "fixed":
+            if weights is None:
+                p.add("loss.task_weights", f"loss.task_weighting = fixed needs loss.task_weights: one weight per task "
+                                           f"in {fmt_list(tasks)}")
+            check_task_map(p, "loss.task_weights", weights, tasks, exact=True)
+        elif ok and weights is not None and weights is not _UNRESOLVED:
+            p.add("loss.task_weights", f"loss.task_weights is set but loss.task_weighting = {weighting} ignores it; "
+                                       "set loss.task_weighting=fixed to use these weights, or loss.task_weights=null")
+        if ok and str(weighting).lower() == "uncertainty":
+            _one_of(p, "loss.uncertainty_variant", _value(cfg, "loss.uncertainty_variant", p, default="kendall"),
+                    UNCERTAINTY_VARIANTS)
+        check_task_map(p, "loss.pos_weight", _value(cfg, "loss.pos_weight", p), tasks, exact=False, positive=True)
+    else:
+        iw = _value(cfg, "loss.importance_weights", p)
+        if iw is None:
+            p.add("loss.importance_weights", f"loss.objective = binary needs loss.importance_weights: one weight per "
+                                             f"task in {fmt_list(tasks)}")
+        check_task_map(p, "loss.importance_weights", iw, tasks, exact=True, positive=True)
+        _one_of(p, "loss.rule", _value(cfg, "loss.rule", p, default="max"), IMPORTANCE_RULES)
+    return str(objective)
+
+
+def _check_model(cfg: DictConfig, p: Problems, tasks: Sequence[str], objective: str) -> None:
+    from mtrank.models.ranker import BINARY_HEAD
+
+    key = "model.net.head_bias_init"
+    init = _value(cfg, key, p)
+    if init is None or init is _UNRESOLVED or is_number(init):
+        return
+    heads = list(tasks) if objective == "multitask" else [BINARY_HEAD]
+    if not isinstance(init, Mapping):
+        p.add(key, f"{key} = {init!r}: expected a number (every head) or a mapping {{head: bias}} over the heads "
+                   f"{fmt_list(heads)}")
+        return
+    for k, v in init.items():
+        if str(k) not in heads:
+            why, hint = (
+                (f"loss.objective = binary has the one head '{BINARY_HEAD}'", f"give one number, e.g. {key}=-3.0")
+                if objective != "multitask" else
+                ("the heads are the tasks of tasks.names", f"with a single task give the number itself, e.g. {key}=-2.74")
+            )
+            p.add(f"{key}.{k}", f"{key}.{k}: '{k}' is not a head of this model ({why}); allowed keys: {fmt_list(heads)}"
+                                f"; {hint}")
+        elif not is_number(v):
+            p.add(f"{key}.{k}", f"{key}.{k} = {v!r}: expected a finite number")
+
+
+def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> None:
+    """``calibration.method``, ``fit_split``, ``downsampling`` (reweight needs the multi-task objective)."""
+    from mtrank.calibration import DOWNSAMPLING_MODES, METHODS
+
+    if _value(cfg, "calibration", p) is None:
+        return
+    _one_of(p, "calibration.method", _value(cfg, "calibration.method", p, default="none"), METHODS)
+    _one_of(p, "calibration.fit_split", _value(cfg, "calibration.fit_split", p, default="val"), SPLITS)
+    mode = _value(cfg, "calibration.downsampling", p, default="correct")
+    if _one_of(p, "calibration.downsampling", mode, DOWNSAMPLING_MODES) and mode == "reweight" \
+            and objective not in (None, "multitask"):
+        p.add("calibration.downsampling", f"calibration.downsampling = reweight needs loss.objective = multitask (the "
+                                          f"binary objective is corrected with Eq. 3); allowed with loss.objective = "
+                                          f"{objective}: [correct]")
+
+
+def check_report(cfg: DictConfig, p: Problems) -> None:
+    """The evaluation report's choices (``report.bins``, ``scale``, ``n_bins``, ``min_bin_count``, ``ks``,
+    ``ranking_chunk_rows``)."""
+    from mtrank.plots import BIN_STRATEGIES
+
+    report = _value(cfg, "report", p)
+    if not isinstance(report, Mapping):
+        return
+    _one_of(p, "report.bins", report.get("bins", "quantile"), BIN_STRATEGIES)
+    _one_of(p, "report.scale", report.get("scale", "linear"), REPORT_SCALES)
+    for k, low in (("n_bins", 1), ("min_bin_count", 0), ("ranking_chunk_rows", 1)):
+        v = report.get(k)
+        if v is not None and (not is_number(v) or not float(v).is_integer() or v < low):
+            p.add(f"report.{k}", f"report.{k} = {v!r}: expected an integer ≥ {low}")
+    ks = report.get("ks") or []
+    bad = [k for k in (ks if isinstance(ks, list) else [ks]) if not is_number(k) or not float(k).is_integer() or k < 1]
+    if bad or not isinstance(ks, list):
+        p.add("report.ks", f"report.ks = {ks!r}: expected a list of integers ≥ 1 (NDCG@k cut-offs), e.g. [5, 10]")
+
+
+def _check_metric(p: Problems, key: str, name: Any, allowed: frozenset[str], describe: str, when: str) -> None:
+    if name is None or name is _UNRESOLVED:
+        return
+    if str(name) not in allowed:
+        p.add(key, f"{key} = '{name}' is never logged {when}; allowed: {describe}{suggest(name, allowed)}")
+
+
+def _check_monitors(cfg: DictConfig, p: Problems, catalog: MetricCatalog) -> None:
+    fit, run = catalog.fit_names, catalog.run_names
+    fit_text, run_text = catalog.describe(fit_only=True), catalog.describe(fit_only=False)
+    when_fit = "while fitting (callbacks and LR schedulers see train/ and val/ metrics only)"
+    callbacks = cfg.get("callbacks") if isinstance(cfg, DictConfig) and catalog.trained else None
+    for name in (list(callbacks.keys()) if isinstance(callbacks, DictConfig) else []):
+        cb = callbacks.get(name)
+        if not isinstance(cb, DictConfig) or "monitor" not in cb:
+            continue  # only the keys read here are resolved (dirpath needs the Hydra run)
+        monitor = _value(cfg, f"callbacks.{name}.monitor", p)
+        _check_metric(p, f"callbacks.{name}.monitor", monitor, fit, fit_text, when_fit)
+        if monitor is not None and "mode" in cb:
+            _one_of(p, f"callbacks.{name}.mode", _value(cfg, f"callbacks.{name}.mode", p), ("min", "max"))
+    sched = _value(cfg, "model.scheduler", p) if catalog.trained else None  # train=false: nothing is fitted
+    if isinstance(sched, Mapping) and sched.get("monitor") is not None:
+        _check_metric(p, "model.scheduler.monitor", sched.get("monitor"), fit, fit_text, when_fit)
+    _check_metric(p, "optimized_metric", _value(cfg, "optimized_metric", p), run, run_text,
+                  "by this run (its metrics.json)")
+
+
+# ---------------------------------------------------------------------------------------------- entry
+
+
+def validate_train_config(cfg: DictConfig) -> MetricCatalog:
+    """Check a ``conf/train.yaml`` config before anything runs; raise :class:`ConfigError` listing every problem.
+
+    Returns the :class:`MetricCatalog` of what the run will log.
+    """
+    p = Problems()
+    tasks = _check_tasks(cfg, p)
+    _check_data(cfg, p)
+    objective = _check_loss(cfg, p, tasks) if tasks else None
+    if tasks:
+        _check_model(cfg, p, tasks, objective or "multitask")
+    check_calibration(cfg, p, objective)
+    check_report(cfg, p)
+    catalog = catalog_for_train_config(cfg, tasks)
+    if tasks:
+        _check_monitors(cfg, p, catalog)
+        sweeper = ax_sweeper_config(cfg)
+        if sweeper is not None:
+            check_ax_sweeper(cfg, sweeper, p, catalog.run_names, catalog.describe(fit_only=False))
+    p.raise_if_any("train")
+    return catalog
