@@ -11,6 +11,18 @@ from omegaconf import DictConfig, open_dict
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
+# a few-second training run on a small simulated log, quiet (the test files add their own epochs and extras)
+FAST_RUN = [
+    "debug=fast",
+    "data.simulator.n_impressions=12000",
+    "data.simulator.n_files=2",
+    "data.batch_size=512",
+    "data.eval_batch_size=4096",
+    "trainer.enable_progress_bar=false",
+    "callbacks.throughput=null",
+    "callbacks.progress_bar=null",
+]
+
 
 def compose_config(config_name: str, overrides: list[str], tmp_path: Path | None = None) -> DictConfig:
     GlobalHydra.instance().clear()

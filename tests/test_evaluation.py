@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers import compose_config
+from helpers import FAST_RUN, compose_config
 from mtrank.calibration import Calibration
 from mtrank.data.errors import DataValidationError
 from mtrank.evaluation import evaluate
@@ -16,20 +16,7 @@ from mtrank.prediction import load_run, predict, predict_frame
 from mtrank.training import train
 
 TASKS = ["save", "click", "long_click", "closeup"]
-FAST = [
-    "debug=fast",
-    "data.simulator.n_impressions=12000",
-    "data.simulator.n_files=2",
-    "data.batch_size=512",
-    "data.eval_batch_size=4096",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "callbacks.throughput=null",
-    "callbacks.progress_bar=null",
-    "logger=csv",
-    "report.ks=[5]",
-    "report.n_bins=8",
-]
+FAST = [*FAST_RUN, "trainer.max_epochs=1", "logger=csv", "report.ks=[5]", "report.n_bins=8"]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import compose_config
+from helpers import FAST_RUN, compose_config
 from mtrank.data.simulator import SimulatorConfig, World
 from mtrank.online.experiment import TrafficConfig, run_experiment
 from mtrank.online.online_bo import online_constraints
@@ -194,20 +194,7 @@ def test_a_run_not_trained_on_the_simulator_is_refused():
 
 
 # ------------------------------------------------------------------ tiny end to end
-FAST = [
-    "debug=fast",
-    "data.simulator.n_impressions=12000",
-    "data.simulator.n_files=2",
-    "data.batch_size=512",
-    "data.eval_batch_size=4096",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "callbacks.throughput=null",
-    "callbacks.progress_bar=null",
-    "callbacks.early_stopping=null",
-    "report.ks=[5]",
-    "report.n_bins=5",
-]
+FAST = [*FAST_RUN, "trainer.max_epochs=1", "callbacks.early_stopping=null", "report.ks=[5]", "report.n_bins=5"]
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import FAST_RUN
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 # ~1.8k train rows after downsampling → 14 batches of 128 per epoch, 3 epochs
 RUN = [
-    "debug=fast", "data.simulator.n_impressions=12000", "data.simulator.n_files=2", "data.batch_size=128",
-    "data.eval_batch_size=4096", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
-    "callbacks.progress_bar=null", "callbacks.throughput=null", "callbacks.early_stopping=null",
-    "report.enabled=false",
+    *FAST_RUN, "data.batch_size=128", "trainer.max_epochs=3", "callbacks.early_stopping=null", "report.enabled=false",
     # dropout, so that the test also checks the random generators are restored
     "model.net.dropout=0.2",
 ]

@@ -5,21 +5,10 @@ import math
 
 import pytest
 
-from helpers import compose_config
+from helpers import FAST_RUN, compose_config
 from mtrank.training import train
 
-FAST = [
-    "debug=fast",
-    "data.simulator.n_impressions=12000",
-    "data.simulator.n_files=2",
-    "data.batch_size=512",
-    "data.eval_batch_size=4096",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "callbacks.throughput=null",
-    "callbacks.progress_bar=null",
-    "logger=csv",
-]
+FAST = [*FAST_RUN, "trainer.max_epochs=2", "logger=csv"]
 
 
 @pytest.mark.parametrize("experiment", ["multitask", "binary"])

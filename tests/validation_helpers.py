@@ -6,17 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import compose_config
+from helpers import FAST_RUN, compose_config
 
 # MMoE with gate statistics, learned (uncertainty) task weights and Platt calibrators: every optional metric
 # group RankingModule and the callbacks log, so the validator's metric names can be compared with a real run
 RUN_OVERRIDES = [
     "experiment=mmoe",
-    "debug=fast",
+    *FAST_RUN,
     "data.simulator.n_impressions=8000",
-    "data.simulator.n_files=2",
-    "data.batch_size=512",
-    "data.eval_batch_size=4096",
     "model.net.n_experts=2",
     "model.net.expert=[16]",
     "model.net.tower=[8]",
@@ -24,9 +21,6 @@ RUN_OVERRIDES = [
     "loss.task_weighting=uncertainty",
     "calibration=platt",
     "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "callbacks.throughput=null",
-    "callbacks.progress_bar=null",
     "logger=csv",
     "report.ks=[5]",
     "report.n_bins=8",

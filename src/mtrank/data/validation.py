@@ -19,7 +19,7 @@ def _is_numeric(dt: pl.DataType) -> bool:
 
 
 def _is_categorical_like(dt: pl.DataType) -> bool:
-    # floats are accepted as integer codes (a code column with nulls is often stored as float); check_values
+    # floats are accepted as integer codes (a code column with nulls is often stored as float); inspect_file
     # refuses floats that are not whole numbers
     return (
         dt.is_integer()
@@ -107,7 +107,7 @@ def _check_schema(path: Path, schema: Mapping[str, pl.DataType], roles: Mapping[
 
 
 def float_code_columns(schema: Mapping[str, pl.DataType], columns: Sequence[str]) -> list[str]:
-    """The categorical / id columns stored as floats: they must hold whole numbers (see check_values)."""
+    """The categorical / id columns stored as floats: they must hold whole numbers (see inspect_file)."""
     return [c for c in columns if c in schema and schema[c].is_float()]
 
 
@@ -258,17 +258,6 @@ def find_duplicates(files: Sequence[Path], hashes: Sequence[pl.Series]) -> Dupli
         offset += h.len()
     return DuplicateReport(counts, rows, first)
 
-
-def check_values(
-    path: Path,
-    lf: pl.LazyFrame,
-    label_cols: Sequence[str],
-    numeric_cols: Sequence[str],
-    required_cols: Sequence[str],
-    nan_policy: str,
-) -> dict[str, int]:
-    """:func:`inspect_file` without the extras; returns the null/NaN count per numeric column."""
-    return inspect_file(path, lf, label_cols, numeric_cols, required_cols, nan_policy).missing
 
 
 def unify_categorical_dtype(dtypes: Sequence[pl.DataType]) -> pl.DataType:

@@ -18,7 +18,7 @@ whose output ``[B, n_experts_of_head]`` lists the weights in the order of :meth:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -126,59 +126,22 @@ class ExpertMixtureNet(MultiHeadNet):
 
 
 class MMoENet(ExpertMixtureNet):
-    """MMoE: ``n_experts`` shared experts, one softmax gate per head, one tower per head."""
+    """MMoE: ``n_experts`` shared experts, one softmax gate per head, one tower per head (the other arguments
+    as for :class:`ExpertMixtureNet`)."""
 
-    def __init__(
-        self,
-        spec: FeatureSpec,
-        heads: Sequence[str],
-        embedding_dim: int = 16,
-        interaction: str = "dot",
-        n_experts: int = 4,
-        expert: Sequence[int] = (128, 64),
-        tower: Sequence[int] = (64,),
-        dropout: float = 0.0,
-        norm: str | None = None,
-        activation: str = "relu",
-        gate_temperature: float = 1.0,
-        numeric_projection: bool = True,
-        head_bias_init: float | Mapping[str, float] | None = None,
-    ) -> None:
+    def __init__(self, spec: FeatureSpec, heads: Sequence[str], n_experts: int = 4, **kwargs: Any) -> None:
         if int(n_experts) < 1:
             raise ValueError(f"MMoE needs model.net.n_experts >= 1, got {n_experts}")
-        super().__init__(
-            spec, heads, embedding_dim=embedding_dim, interaction=interaction, n_experts=n_experts,
-            expert=expert, n_task_experts=0, tower=tower, dropout=dropout, norm=norm, activation=activation,
-            gate_temperature=gate_temperature, numeric_projection=numeric_projection, head_bias_init=head_bias_init,
-        )
+        super().__init__(spec, heads, n_experts=n_experts, n_task_experts=0, **kwargs)
 
 
 class PLENet(ExpertMixtureNet):
     """PLE with one extraction level (CGC): shared experts plus ``n_task_experts`` per head; head k's gate
-    mixes its own experts and the shared ones."""
+    mixes its own experts and the shared ones (the other arguments as for :class:`ExpertMixtureNet`)."""
 
     def __init__(
-        self,
-        spec: FeatureSpec,
-        heads: Sequence[str],
-        embedding_dim: int = 16,
-        interaction: str = "dot",
-        n_experts: int = 2,
-        n_task_experts: int = 1,
-        expert: Sequence[int] = (128, 64),
-        tower: Sequence[int] = (64,),
-        dropout: float = 0.0,
-        norm: str | None = None,
-        activation: str = "relu",
-        gate_temperature: float = 1.0,
-        numeric_projection: bool = True,
-        head_bias_init: float | Mapping[str, float] | None = None,
+        self, spec: FeatureSpec, heads: Sequence[str], n_experts: int = 2, n_task_experts: int = 1, **kwargs: Any
     ) -> None:
         if int(n_task_experts) < 1:
             raise ValueError(f"PLE needs model.net.n_task_experts >= 1 (0 is MMoE), got {n_task_experts}")
-        super().__init__(
-            spec, heads, embedding_dim=embedding_dim, interaction=interaction, n_experts=n_experts,
-            expert=expert, n_task_experts=n_task_experts, tower=tower, dropout=dropout, norm=norm,
-            activation=activation, gate_temperature=gate_temperature, numeric_projection=numeric_projection,
-            head_bias_init=head_bias_init,
-        )
+        super().__init__(spec, heads, n_experts=n_experts, n_task_experts=n_task_experts, **kwargs)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtrank.calibration_metrics import RAW_METRIC_NAMES, RAW_SUFFIX
 from mtrank.metrics import HEAD_METRIC_NAMES
+from mtrank.validation.errors import plain
 
 __all__ = ["MetricCatalog", "catalog_for_train_config", "GATE_CALLBACK"]
 
@@ -137,12 +138,6 @@ def _get(node: Any, key: str, default: Any = None) -> Any:
     return default if v is None else v
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, DictConfig) or OmegaConf.is_list(x):
-        return OmegaConf.to_container(x, resolve=True)
-    return x
-
-
 def _expert_names(net_cfg: Mapping[str, Any]) -> tuple[str, ...] | None:
     """``expert_<i>`` (shared) then ``own_<j>`` (per head) of a mixture-of-experts net; None for a net without
     gates. Counts come from the config, defaults from the class signature."""
@@ -170,8 +165,8 @@ def _expert_names(net_cfg: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 def catalog_for_train_config(cfg: DictConfig, tasks: Sequence[str] | None = None) -> MetricCatalog:
     """The :class:`MetricCatalog` of a ``conf/train.yaml`` config (``tasks`` overrides ``tasks.names``)."""
-    tasks = tuple(str(t) for t in (tasks if tasks is not None else (_plain(_get(cfg, "tasks.names", [])) or [])))
-    loss = _plain(_get(cfg, "loss", {})) or {}
+    tasks = tuple(str(t) for t in (tasks if tasks is not None else (plain(_get(cfg, "tasks.names", [])) or [])))
+    loss = plain(_get(cfg, "loss", {})) or {}
     objective = str(loss.get("objective", "multitask"))
     weighting = str(loss.get("task_weighting", "equal")).lower()
     method = str(_get(cfg, "calibration.method", "none") or "none")
@@ -183,12 +178,12 @@ def catalog_for_train_config(cfg: DictConfig, tasks: Sequence[str] | None = None
         cb = _get(callbacks, str(name))
         if not hasattr(cb, "get") or _get(cb, "_target_") != GATE_CALLBACK:
             continue
-        experts = _expert_names(_plain(_get(cfg, "model.net", {})) or {})
+        experts = _expert_names(plain(_get(cfg, "model.net", {})) or {})
         if experts is None:
             continue  # GateStatistics warns and logs nothing for a net without gates
         gates = {h: experts for h in heads}
         gate_prefix = str(_get(cb, "prefix", "gates"))
-        gate_stages = tuple(str(s) for s in (_plain(_get(cb, "stages", ["val", "test"])) or []))
+        gate_stages = tuple(str(s) for s in (plain(_get(cb, "stages", ["val", "test"])) or []))
         gate_entropy = bool(_get(cb, "entropy", True))
     return MetricCatalog(
         tasks=tasks,

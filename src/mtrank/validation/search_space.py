@@ -16,7 +16,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.validation.errors import Problems, fmt_list, suggest
+from mtrank.validation.errors import Problems, fmt_list, plain, suggest
 
 __all__ = ["AX_SWEEPER_TARGET", "ax_sweeper_config", "check_ax_sweeper", "config_keys"]
 
@@ -67,12 +67,6 @@ def _select(cfg: DictConfig, key: str) -> Any:
         return None
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, DictConfig) or OmegaConf.is_list(x):
-        return OmegaConf.to_container(x, resolve=True)
-    return x
-
-
 def _is_whole(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and float(x).is_integer()
 
@@ -102,7 +96,7 @@ def check_ax_sweeper(
 
     base = "hydra.sweeper"
     try:
-        sw = _plain(sweeper)
+        sw = plain(sweeper)
     except Exception as exc:  # noqa: BLE001
         problems.add(base, f"{base} does not resolve: {exc}")
         return []
