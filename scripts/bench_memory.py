@@ -4,7 +4,7 @@ Each measurement runs in a fresh process: first the data is generated and proces
 counted), then a training process (one epoch with validation, validation of the best checkpoint, the Platt
 calibrators fitted on the validation split, test, and the evaluation report of the test split) reports its peak
 RSS. What keeps it flat: binned AUROC / PR-AUC and a streaming ECE (mtrank.metrics), calibrators fitted on binned
-validation scores (mtrank.calibration.BinnedLabels) and the report written from batches (mtrank.evaluation).
+validation scores (mtrank.calibration.calibrators.BinnedLabels) and the report written from batches (mtrank.scoring.report).
 
     python scripts/bench_memory.py --small 1000000 --large 10000000
     python scripts/bench_memory.py --override model.metrics.thresholds=null   # exact AUROC / PR-AUC, for comparison
@@ -28,7 +28,8 @@ def child(n: int, data_dir: str, log_dir: str, train: bool, overrides: list[str]
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from mtrank.training import build, train as run_training
+    from mtrank.training.job import build
+    from mtrank.training.job import train as run_training
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("train", overrides=[

@@ -25,7 +25,7 @@ from mtrank.data.config import PipelineConfig
 from mtrank.data.datamodule import simulated_logs
 from mtrank.data.dataset import ShardStream
 from mtrank.data.pipeline import process
-from mtrank.models.ranker import RankingModule
+from mtrank.training.module import RankingModule
 from mtrank.utils.bench import ROOT, default_pipeline, peak_rss_mb
 
 

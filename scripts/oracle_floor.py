@@ -31,7 +31,8 @@ import torch
 from omegaconf import OmegaConf
 from torchmetrics.functional.classification import binary_auroc
 
-from mtrank.data.simulator import TASK_WEIGHTS, TASKS, SimulatorConfig, World
+from mtrank.data.simulator_config import TASK_WEIGHTS, TASKS, SimulatorConfig
+from mtrank.data.world import World
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ("aff", "rel", "pos", "lp", "g", "act")  # the order of TASK_WEIGHTS' columns

@@ -13,7 +13,7 @@ Every run is ``src/train.py experiment=<e> tasks=<t> <variant overrides> seed=<s
 ``<out>/<dataset>/<variant>[-<task>]/seed<s>``; a run whose ``metrics.json`` exists is not run again. The
 single-task baseline is the experiment's own model with ``tasks.names=[<task>]`` (same trunk, one head, its bias
 started at that task's prior log-odds). The popularity baseline (per-item positive rate in train,
-:mod:`mtrank.popularity`) does not depend on the seed and is computed once per data set where items repeat.
+:mod:`mtrank.scoring.popularity`) does not depend on the seed and is computed once per data set where items repeat.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from mtrank.results_table import RunResult, long_table, markdown_tables  # noqa: E402
+from mtrank.scoring.results_table import RunResult, long_table, markdown_tables  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def collect(jobs: list[Job]) -> list[RunResult]:
 def popularity(names: list[str], data_dir: str | None, extra: list[str]) -> list[RunResult]:
     import hydra
 
-    from mtrank.popularity import evaluate_popularity
+    from mtrank.scoring.popularity import evaluate_popularity
 
     out = []
     for name in names:

@@ -120,12 +120,12 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from mtrank.tuning.ax_loop import GenerationConfig, quiet_ax
+    from mtrank.tuning.generation import GenerationConfig, quiet_ax
     from mtrank.tuning.problem import UtilityProblem
     from mtrank.tuning.report import best_so_far, trials_to_fraction, write_json
     from mtrank.tuning.synthetic import simulated_predictions
     from mtrank.tuning.utility_task import run_tuning
-    from mtrank.utility import UtilityEvaluator
+    from mtrank.utility.objectives import UtilityEvaluator
 
     quiet_ax()
     cfg = compose(overrides)

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
     from mtrank.data.datamodule import simulated_logs
-    from mtrank.data.simulator import SimulatorConfig, generate_logs
+    from mtrank.data.simulator import generate_logs
+    from mtrank.data.simulator_config import SimulatorConfig
 
     sim = OmegaConf.to_container(cfg.data.simulator, resolve=True)
     if cfg.out_dir:

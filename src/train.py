@@ -10,7 +10,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 
 def _run_dir(runs_dir: str, ckpt_path, new_name: str) -> str:
-    from mtrank.checkpoints import resume_run_dir
+    from mtrank.training.checkpoints import resume_run_dir
 
     return resume_run_dir(runs_dir, ckpt_path, new_name)
 
@@ -20,7 +20,7 @@ OmegaConf.register_new_resolver("mtrank_run_dir", _run_dir, replace=True)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from mtrank.training import train
+    from mtrank.training.job import train
     from mtrank.utils.hydra_utils import metric_for_sweeper
 
     metrics = train(cfg)

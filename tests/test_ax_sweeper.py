@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hydra_plugins.mtrank_ax_sweeper.ax_sweeper import AxSweeper, format_value, parse_param
+from hydra_plugins.mtrank_ax_sweeper.ax_sweeper import (
+    AxSweeper,
+    format_value,
+    parse_param,
+)
 from mtrank.tuning.space import Choice, Range
 from mtrank.tuning.synthetic import simulated_predictions
 

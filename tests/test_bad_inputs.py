@@ -4,8 +4,8 @@ The bad files themselves are in the corpus, tests/corpus/data (tests/test_corpus
 and crashes that need monkeypatching."""
 
 import pytest
-
 from conftest import pipeline_mapping
+
 from mtrank.data.config import PipelineConfig
 from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import process
@@ -73,7 +73,7 @@ def test_duplicate_key_column_missing_from_a_file(tmp_path, log_file):
     _assert_clean_cache(tmp_path)
 
 
-@pytest.mark.parametrize("target", ["_sink_by_split", "_shuffle_into"])
+@pytest.mark.parametrize("target", ["sink_by_split", "shuffle_into"])
 def test_crash_while_streaming_leaves_no_intermediate_files(tmp_path, log_file, monkeypatch, target):
     """The intermediate files of the streamed build live in the temporary folder and go with it."""
     import mtrank.data.pipeline as pipeline

@@ -12,8 +12,8 @@ import torch
 
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.models.linear import LogisticNet
-from mtrank.popularity import fit_popularity
-from mtrank.results_table import RunResult, long_table, markdown_tables
+from mtrank.scoring.popularity import fit_popularity
+from mtrank.scoring.results_table import RunResult, long_table, markdown_tables
 
 
 def _spec(tasks=("a", "b")) -> FeatureSpec:

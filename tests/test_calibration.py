@@ -7,22 +7,23 @@ import polars as pl
 import pytest
 import torch
 
-from mtrank.calibration import (
-    Calibration,
+from mtrank.calibration.calibrators import (
     IsotonicCalibrator,
     PlattCalibrator,
     TemperatureCalibrator,
     build_calibrator,
+)
+from mtrank.calibration.downsampling import (
     correct,
     correct_logits,
     downsampling_from_metadata,
     effective_beta,
     effective_betas,
 )
-from mtrank.calibration_metrics import ece_true, mae_true
-from mtrank.data.pipeline import downsample
+from mtrank.calibration.run_calibration import Calibration
+from mtrank.data.downsample import downsample
 from mtrank.data.spec import LABEL_PREFIX
-
+from mtrank.metrics.calibration import ece_true, mae_true
 
 # --------------------------------------------------------------------------------------------- Eq. 3
 
@@ -226,7 +227,7 @@ def test_ece_true_and_mae_true():
 
 def test_ranking_module_corrects_its_heads():
     from mtrank.data.spec import CategoricalFeature, FeatureSpec
-    from mtrank.models.ranker import RankingModule
+    from mtrank.training.module import RankingModule
 
     spec = FeatureSpec(categorical=(CategoricalFeature("c", 5),), numeric=("n",), tasks=("save", "click"))
     net = {"_target_": "mtrank.models.networks.SharedBottomNet", "embedding_dim": 4, "trunk": [8], "tower": [4]}
@@ -254,8 +255,8 @@ def test_ranking_module_corrects_its_heads():
 
 def test_reweight_mode_weights_unengaged_rows_and_needs_no_correction():
     from mtrank.data.spec import CategoricalFeature, FeatureSpec
-    from mtrank.losses import bce_per_task
-    from mtrank.models.ranker import RankingModule
+    from mtrank.training.losses import bce_per_task
+    from mtrank.training.module import RankingModule
 
     spec = FeatureSpec(categorical=(CategoricalFeature("c", 5),), numeric=("n",), tasks=("save", "click"))
     net = {"_target_": "mtrank.models.networks.SharedBottomNet", "embedding_dim": 4, "trunk": [8], "tower": [4]}

@@ -1,4 +1,4 @@
-"""mtrank.checkpoints: which checkpoint a run resumes from and which folder it writes to; the SLURM launcher config."""
+"""mtrank.training.checkpoints: which checkpoint a run resumes from and which folder it writes to; the SLURM launcher config."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 import time
 
 import pytest
-
 from helpers import compose_config
-from mtrank.checkpoints import resolve_ckpt_path, resume_run_dir
+
+from mtrank.training.checkpoints import resolve_ckpt_path, resume_run_dir
 
 
 def _last(runs, name, age):
@@ -58,7 +58,7 @@ def test_slurm_launcher_takes_its_layout_from_the_trainer():
 def test_a_checkpoint_write_that_dies_leaves_the_previous_file(tmp_path, monkeypatch):
     import torch
 
-    from mtrank.checkpoints import AtomicCheckpointIO
+    from mtrank.training.checkpoints import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import hydra
 import pytest
-from omegaconf import OmegaConf
-
 from helpers import CONF, compose_config
+from omegaconf import OmegaConf
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF) / "experiment").glob("*.yaml"))
 

@@ -8,21 +8,32 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryCalibrationError
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision
-from torchmetrics.functional.classification.precision_recall_curve import _binary_precision_recall_curve_update
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryAveragePrecision,
+    BinaryCalibrationError,
+)
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+)
+from torchmetrics.functional.classification.precision_recall_curve import (
+    _binary_precision_recall_curve_update,
+)
 
-from mtrank.calibration import FIT_BINS, BinnedLabels, Calibration
-from mtrank.calibration_metrics import TrueCalibration, ece_true, mae_true
-from mtrank.evaluation import evaluate_frame, ranking_figures, write_report
-from mtrank.metrics import (
+from mtrank.calibration.calibrators import FIT_BINS, BinnedLabels
+from mtrank.calibration.run_calibration import Calibration
+from mtrank.metrics.binned import (
     BinnedAUROC,
     BinnedAveragePrecision,
-    MultiHeadMetrics,
     StreamingCalibrationError,
     binned_confmat,
     binned_thresholds,
 )
+from mtrank.metrics.calibration import TrueCalibration, ece_true, mae_true
+from mtrank.metrics.heads import MultiHeadMetrics
+from mtrank.scoring.figures import evaluate_frame, ranking_figures
+from mtrank.scoring.report import write_report
 
 TASKS = ["save", "click"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from helpers import CONF, compose_config
 from omegaconf import OmegaConf, open_dict
 
-from helpers import CONF, compose_config
 from mtrank.validation import (
     ConfigError,
     validate_eval_config,
@@ -46,7 +46,7 @@ def _cases() -> list:
 
 
 def _predictions(path: Path, tasks: list[str]) -> Path:
-    """A tiny predictions file in the mtrank.prediction contract (values do not matter to the checks)."""
+    """A tiny predictions file in the mtrank.scoring.score contract (values do not matter to the checks)."""
     n = 40
     cols = {"request_id": [i // 4 for i in range(n)], "item_id": list(range(n))}
     for j, t in enumerate(tasks):
@@ -146,7 +146,7 @@ def test_every_problem_is_reported_at_once():
 
 def test_a_bad_run_stops_before_any_data_is_made(tmp_path, monkeypatch):
     from mtrank.data import datamodule
-    from mtrank.training import train
+    from mtrank.training.job import train
 
     def forbidden(*a, **k):
         raise AssertionError("data was generated or processed before the config was checked")

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import compose_config
+from validation_helpers import trained_run
+
 from mtrank.data.errors import DataValidationError
-from mtrank.prediction import PREPROCESSING_DIR, load_run, predict, score_logs
+from mtrank.scoring.predict import predict
+from mtrank.scoring.raw_logs import score_logs
+from mtrank.scoring.run import PREPROCESSING_DIR, load_run
 from mtrank.validation import validate_train_config
 from mtrank.validation.scoring import RAW_SCHEMA_FILE, compatible, dtype_family
-from validation_helpers import trained_run
 
 CORPUS = Path(__file__).parent / "corpus" / "predict"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())["cases"]
@@ -44,7 +46,7 @@ def test_scoring_a_bad_file(case, run, tmp_path, caplog):
         assert re.search(pattern, str(err.value)), f"\n{err.value}\n  does not match\n{pattern}"
         assert not (tmp_path / "run" / "predictions.parquet").exists()
         return
-    with caplog.at_level(logging.INFO, logger="mtrank.prediction"):
+    with caplog.at_level(logging.INFO, logger="mtrank.scoring.raw_logs"):
         frame = predict(cfg)
     info = json.loads((tmp_path / "run" / "predict_info.json").read_text())
     assert frame.height == info["rows"]

@@ -7,13 +7,14 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-
 from helpers import FAST_RUN, compose_config
-from mtrank.calibration import Calibration
+
+from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.errors import DataValidationError
-from mtrank.evaluation import evaluate
-from mtrank.prediction import load_run, predict, predict_frame
-from mtrank.training import train
+from mtrank.scoring.evaluate import evaluate
+from mtrank.scoring.predict import predict, predict_frame
+from mtrank.scoring.run import load_run
+from mtrank.training.job import train
 
 TASKS = ["save", "click", "long_click", "closeup"]
 FAST = [*FAST_RUN, "trainer.max_epochs=1", "logger=csv", "report.ks=[5]", "report.n_bins=8"]

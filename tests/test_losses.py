@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mtrank.losses import (
+from mtrank.training.losses import (
     EqualWeighting,
     FixedWeighting,
     UncertaintyWeighting,

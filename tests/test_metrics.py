@@ -3,7 +3,12 @@ import math
 import pytest
 import torch
 
-from mtrank.metrics import HEAD_METRIC_NAMES, HeadMetrics, MultiHeadMetrics, compute_head_metrics
+from mtrank.metrics.heads import (
+    HEAD_METRIC_NAMES,
+    HeadMetrics,
+    MultiHeadMetrics,
+    compute_head_metrics,
+)
 
 TASKS = ("save", "click")
 

@@ -6,12 +6,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mtrank.callbacks import GateStatistics, summarise_gates
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.models.layers import SoftmaxGate
 from mtrank.models.mmoe import ExpertMixtureNet, MMoENet, PLENet
 from mtrank.models.networks import SharedBottomNet
-from mtrank.models.ranker import RankingModule, spec_to_dict
+from mtrank.training.callbacks import GateStatistics, summarise_gates
+from mtrank.training.module import RankingModule, spec_to_dict
 
 TASKS = ("save", "click", "long_click", "closeup", "hide", "checkout")
 

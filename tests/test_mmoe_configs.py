@@ -8,11 +8,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mtrank.callbacks import GateStatistics
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.models.mmoe import MMoENet, PLENet
 from mtrank.models.networks import SharedBottomNet
-from mtrank.models.ranker import RankingModule, spec_to_dict
+from mtrank.training.callbacks import GateStatistics
+from mtrank.training.module import RankingModule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FOUR = ["save", "click", "long_click", "closeup"]

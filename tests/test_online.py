@@ -9,16 +9,23 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from helpers import FAST_RUN, compose_config
 from omegaconf import OmegaConf
 
-from helpers import FAST_RUN, compose_config
-from mtrank.data.simulator import SimulatorConfig, World
+from mtrank.data.simulator_config import SimulatorConfig
+from mtrank.data.world import World
 from mtrank.online.experiment import TrafficConfig, run_experiment
 from mtrank.online.online_bo import online_constraints
 from mtrank.online.policies import Policy, Scores
 from mtrank.online.response import rerank, respond
 from mtrank.online.runs import resolve_run
-from mtrank.online.stats import Estimate, mean_estimate, ratio_estimate, relative_lift, z_value
+from mtrank.online.stats import (
+    Estimate,
+    mean_estimate,
+    ratio_estimate,
+    relative_lift,
+    z_value,
+)
 from mtrank.online.traffic import assign_arms, experiment_rng, sample_traffic
 from mtrank.tuning.problem import UtilityProblem
 
@@ -199,7 +206,7 @@ FAST = [*FAST_RUN, "trainer.max_epochs=1", "callbacks.early_stopping=null", "rep
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    from mtrank.training import train
+    from mtrank.training.job import train
 
     out = {}
     data = tmp_path_factory.mktemp("ab_data")

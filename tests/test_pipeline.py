@@ -3,10 +3,11 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import TASKS, make_log, pipeline_mapping
+
 from mtrank.data.config import PipelineConfig
-from mtrank.data.pipeline import ProcessedData, downsample, process
+from mtrank.data.downsample import downsample
+from mtrank.data.pipeline import ProcessedData, process
 
 
 def _load(processed: ProcessedData, split: str) -> pl.DataFrame:
@@ -151,13 +152,13 @@ def test_same_config_twice_gives_identical_shards(tmp_path, log_file):
 
 
 def test_shuffle_buckets_and_the_one_pass_sink_do_not_change_the_output(tmp_path, log_file, monkeypatch):
-    """Train is shuffled in buckets of at most _SHUFFLE_ROWS rows by ranges of its shuffle key, so the order does not
+    """Train is shuffled in buckets of at most SHUFFLE_ROWS rows by ranges of its shuffle key, so the order does not
     depend on their number; without Polars' partitioned sink the per-split sinks give the same files."""
-    import mtrank.data.pipeline as pipeline
+    import mtrank.data.shards as shards
 
     cfg = PipelineConfig.from_mapping(pipeline_mapping(log_file))
     one = process(cfg, tmp_path / "one")
-    monkeypatch.setattr(pipeline, "_SHUFFLE_ROWS", 37)
+    monkeypatch.setattr(shards, "SHUFFLE_ROWS", 37)
     many = process(cfg, tmp_path / "many")
     assert _shard_bytes(many) == _shard_bytes(one)
     monkeypatch.delattr(pl, "PartitionBy", raising=False)
@@ -267,7 +268,7 @@ def test_oov_fraction_is_logged_and_limited(tmp_path, caplog):
     )
     log_file = tmp_path / "log.parquet"
     df.write_parquet(log_file)
-    with caplog.at_level("INFO", logger="mtrank.data.pipeline"):
+    with caplog.at_level("INFO", logger="mtrank.data.build_checks"):
         processed = process(PipelineConfig.from_mapping(pipeline_mapping(log_file)), tmp_path / "p")
     assert "Out-of-vocabulary fraction per categorical column in the test split" in caplog.text
     frac = max(processed.metadata["splits"][s]["oov"]["item_id"] / processed.rows(s) for s in ("val", "test"))

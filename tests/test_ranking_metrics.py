@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 import torch
 
-from mtrank.plots import reliability_table
-from mtrank.ranking_metrics import per_request_metrics, ranking_metrics
+from mtrank.metrics.ranking import per_request_metrics, ranking_metrics
+from mtrank.scoring.plots import reliability_table
 
 
 def _hand_frame():

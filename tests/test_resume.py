@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import FAST_RUN
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mtrank.data.simulator import TASKS, SimulatorConfig, World, generate_logs, simulate, write_logs
+from mtrank.data.simulator import generate_logs, simulate, write_logs
+from mtrank.data.simulator_config import TASKS, SimulatorConfig
+from mtrank.data.world import World
 
 SMALL = dict(n_impressions=20_000, n_users=2_000, n_queries=500, n_products=2_000, n_files=4)
 

@@ -14,13 +14,20 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from mtrank.tuning.ax_loop import AxLoop, GenerationConfig
-from mtrank.tuning.outcomes import OutcomeConstraint, is_feasible, relative_constraints, thresholds, violations
+from mtrank.tuning.ax_loop import AxLoop
+from mtrank.tuning.generation import GenerationConfig
+from mtrank.tuning.outcomes import (
+    OutcomeConstraint,
+    is_feasible,
+    relative_constraints,
+    thresholds,
+    violations,
+)
 from mtrank.tuning.problem import UtilityProblem
 from mtrank.tuning.space import Range, SearchSpace, SumConstraint, weight_space
 from mtrank.tuning.synthetic import simulated_predictions
 from mtrank.tuning.utility_task import run_tuning
-from mtrank.utility import UtilityEvaluator
+from mtrank.utility.objectives import UtilityEvaluator
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ax's own JSON decoder warns
 
@@ -183,10 +190,10 @@ KILL_SCRIPT = """
 import sys
 from pathlib import Path
 from omegaconf import OmegaConf
-from mtrank.tuning.ax_loop import GenerationConfig, quiet_ax
+from mtrank.tuning.generation import GenerationConfig, quiet_ax
 from mtrank.tuning.problem import UtilityProblem
 from mtrank.tuning.utility_task import run_tuning
-from mtrank.utility import UtilityEvaluator
+from mtrank.utility.objectives import UtilityEvaluator
 quiet_ax()
 problem = UtilityProblem.from_mapping(OmegaConf.to_container(OmegaConf.load(sys.argv[1])))
 ev = UtilityEvaluator.from_parquet(sys.argv[2], problem.tasks, problem.label_tasks)

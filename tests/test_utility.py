@@ -1,4 +1,4 @@
-"""mtrank.utility: utility scores (Eq. 4), ranking within requests, PR-AUC and NDCG@k objectives (Eq. 5)."""
+"""mtrank.utility.objectives: utility scores (Eq. 4), ranking within requests, PR-AUC and NDCG@k objectives (Eq. 5)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torchmetrics.functional.classification import binary_average_precision
 from torchmetrics.functional.retrieval import retrieval_normalized_dcg
 
 from mtrank.tuning.synthetic import simulated_predictions
-from mtrank.utility import (
+from mtrank.utility.objectives import (
     UtilityEvaluator,
     average_precision,
     ndcg_at_k,

@@ -32,80 +32,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from mtrank.tuning.sweep_syntax import format_value, parse_param
+from mtrank.utils.config import plain
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AxSweeper", "parse_param", "format_value"]
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(x, resolve=True)
-    return x
-
-
-def parse_param(name: str, spec: Any) -> Any:
-    """One ``hydra.sweeper.params`` entry → a :mod:`mtrank.tuning.space` parameter, or ``None`` for a fixed value.
-
-    Strings use Hydra's sweep grammar: ``interval(a, b)`` (float range), ``int(interval(a, b))`` (int
-    range), ``tag(log, interval(a, b))`` (log scale), ``range(a, b[, step])`` and ``choice(...)``
-    (choices). A mapping ``{type: range, bounds: [a, b], log: false, int: false}`` or
-    ``{type: choice, values: [...], ordered: null}`` works too.
-    """
-    from mtrank.tuning.space import Choice, Range
-
-    spec = _plain(spec)
-    if isinstance(spec, Mapping):
-        kind = spec.get("type")
-        if kind == "range":
-            b = list(spec.get("bounds") or [])
-            if len(b) != 2:
-                raise ValueError(f"hydra.sweeper.params.{name}: bounds must be [low, high], got {b}")
-            is_int = bool(spec.get("int", False))
-            return Range(name, float(b[0]), float(b[1]), "int" if is_int else "float", bool(spec.get("log", False)))
-        if kind == "choice":
-            return Choice(name, tuple(spec.get("values") or ()), spec.get("ordered"))
-        raise ValueError(f"hydra.sweeper.params.{name}: type must be 'range' or 'choice', got {kind!r}")
-    if not isinstance(spec, str):
-        return None
-    override = OverridesParser.create().parse_overrides([f"{name}={spec}"])[0]
-    if not override.is_sweep_override():
-        return None
-    v = override.value()
-    log_scale = "log" in (getattr(v, "tags", None) or set())
-    if isinstance(v, IntervalSweep):
-        is_int = isinstance(v.start, int) and isinstance(v.end, int)
-        return Range(name, float(v.start), float(v.end), "int" if is_int else "float", log_scale)
-    if isinstance(v, ChoiceSweep):
-        return Choice(name, tuple(v.list), True if all(isinstance(x, (int, float)) for x in v.list) else None)
-    if isinstance(v, RangeSweep):
-        step = v.step if v.step is not None else 1
-        values: list[Any] = []
-        x = v.start
-        while (step > 0 and x < v.stop) or (step < 0 and x > v.stop):
-            values.append(x)
-            x = x + step
-        return Choice(name, tuple(values), True)
-    raise ValueError(f"hydra.sweeper.params.{name}: unsupported sweep {spec!r}")
-
-
-def format_value(v: Any) -> str:
-    """A parameter value as a Hydra override value."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, int):
-        return str(v)
-    s = str(v)
-    if any(c in s for c in " ,:=[]{}()'\"\\$*") or s == "":
-        return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return s
+__all__ = ["AxSweeper"]
 
 
 class AxSweeper(Sweeper):
@@ -136,12 +73,12 @@ class AxSweeper(Sweeper):
         self.minimize = bool(minimize)
         self.n_trials = int(n_trials)
         self.batch_size = int(batch_size)
-        self.params = dict(_plain(params) or {})
-        self.sum_constraint = _plain(sum_constraint)
-        self.parameter_constraints = list(_plain(parameter_constraints) or [])
-        self.outcome_constraints = list(_plain(outcome_constraints) or [])
-        self.baseline = _plain(baseline)
-        self.generation = dict(_plain(generation) or {})
+        self.params = dict(plain(params) or {})
+        self.sum_constraint = plain(sum_constraint)
+        self.parameter_constraints = list(plain(parameter_constraints) or [])
+        self.outcome_constraints = list(plain(outcome_constraints) or [])
+        self.baseline = plain(baseline)
+        self.generation = dict(plain(generation) or {})
         self.metrics_file = metrics_file
         self.state_file = state_file
         self.resume = bool(resume)
@@ -176,7 +113,7 @@ class AxSweeper(Sweeper):
         for name, spec in specs.items():
             p = parse_param(name, spec)
             if p is None:
-                fixed.append(f"{name}={format_value(_plain(spec))}")
+                fixed.append(f"{name}={format_value(plain(spec))}")
             else:
                 params.append(p)
         if not params:
@@ -230,7 +167,8 @@ class AxSweeper(Sweeper):
 
     # ------------------------------------------------------------------ the sweep
     def sweep(self, arguments: list[str]) -> Any:
-        from mtrank.tuning.ax_loop import AxLoop, GenerationConfig, quiet_ax
+        from mtrank.tuning.ax_loop import AxLoop
+        from mtrank.tuning.generation import GenerationConfig, quiet_ax
         from mtrank.tuning.outcomes import parse_constraints
 
         assert self.config is not None and self.launcher is not None
@@ -304,7 +242,12 @@ class AxSweeper(Sweeper):
 
     def _write_results(self, loop: Any, sweep_dir: Path, plot: bool = True) -> dict[str, Any]:
         from mtrank.tuning.outcomes import thresholds
-        from mtrank.tuning.report import plot_trials, trial_table, write_text, write_yaml
+        from mtrank.tuning.report import (
+            plot_trials,
+            trial_table,
+            write_text,
+            write_yaml,
+        )
 
         recs = loop.records()
         best = loop.best()

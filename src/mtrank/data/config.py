@@ -7,7 +7,7 @@ Everything a user can set about their logs lives here (see ``conf/data/*.yaml`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from mtrank.data.errors import DataValidationError
 
@@ -264,7 +264,7 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
     """Checks that need no data: each message names the config key and the allowed values."""
     if not cfg.tasks:
         raise DataValidationError("config key tasks.names is empty: configure at least one task")
-    reserved = [t for t in cfg.tasks if _reserved_task_name(t)]
+    reserved = [t for t in cfg.tasks if reserved_task_name(t)]
     if reserved:
         raise DataValidationError(
             f"task name(s) {reserved} cannot be used: a task names a head, a tower and a metric group, so it must "
@@ -336,7 +336,7 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         raise DataValidationError("data.rows_per_shard and data.row_group_size must be positive integers")
 
 
-def _reserved_task_name(name: str) -> bool:
+def reserved_task_name(name: str) -> bool:
     import torch.nn  # what nn.ModuleDict refuses as keys
 
     return not name or "." in name or name == "mean" or hasattr(torch.nn.Module, name)

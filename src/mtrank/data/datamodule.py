@@ -27,7 +27,8 @@ warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` de
 
 def simulated_logs(simulator: Mapping[str, Any], raw_root: Path | str) -> Path:
     """Generate (or reuse) the simulator's raw logs under ``raw_root/simulated-<config hash>``."""
-    from mtrank.data.simulator import SIMULATOR_VERSION, SimulatorConfig, generate_logs
+    from mtrank.data.simulator import generate_logs
+    from mtrank.data.simulator_config import SIMULATOR_VERSION, SimulatorConfig
 
     sim_cfg = SimulatorConfig.from_mapping(dict(simulator))
     payload = {"version": SIMULATOR_VERSION, "config": sim_cfg.to_dict()}

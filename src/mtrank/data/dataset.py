@@ -35,8 +35,15 @@ import polars as pl
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mtrank.data.spec import CAT_PREFIX, ITEM_COL, LABEL_PREFIX, NUM_PREFIX, PTRUE_PREFIX, REQUEST_COL, FeatureSpec
-
+from mtrank.data.spec import (
+    CAT_PREFIX,
+    ITEM_COL,
+    LABEL_PREFIX,
+    NUM_PREFIX,
+    PTRUE_PREFIX,
+    REQUEST_COL,
+    FeatureSpec,
+)
 
 PREFETCH = 1  # windows read and converted ahead of the consumer, each in its own thread
 

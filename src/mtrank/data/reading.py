@@ -28,6 +28,7 @@ import polars as pl
 from mtrank.data import sources, validation
 from mtrank.data.config import PipelineConfig, SideTable
 from mtrank.data.errors import DataValidationError
+from mtrank.data.spec import ROW_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -361,3 +362,12 @@ def side_table_report(
 
 def drop_markers(df: pl.DataFrame) -> pl.DataFrame:
     return df.drop([c for c in df.columns if c.startswith(_MATCH_PREFIX)])
+
+
+def id_expr(col: str | None, casts: Mapping[str, pl.DataType]) -> pl.Expr:
+    """Integer ids stay as they are; string ids are hashed to Int64; no column: the row number."""
+    if not col:
+        return pl.col(ROW_INDEX).cast(pl.Int64)
+    if casts.get(col) == pl.String:
+        return pl.col(col).hash(seed=0).reinterpret(signed=True)
+    return pl.col(col).cast(pl.Int64)

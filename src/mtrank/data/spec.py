@@ -25,6 +25,7 @@ NUM_PREFIX = "num__"
 LABEL_PREFIX = "label__"
 PTRUE_PREFIX = "p_true__"
 REQUEST_COL = "request_id"
+ROW_INDEX = "__row"
 ITEM_COL = "item_id"
 
 # Name of the column in raw logs that holds the simulator's true probability for a task.

@@ -1,4 +1,4 @@
-"""Logistic regression per head, as a network the :class:`~mtrank.models.ranker.RankingModule` can train
+"""Logistic regression per head, as a network the :class:`~mtrank.training.module.RankingModule` can train
 (``model=logistic``): the baseline beside the shared-bottom and MMoE numbers.
 
 For head h the logit is ``b_h + Σ_j w_h[feature j = value] + Σ_k v_h,k · x_k``: one weight per categorical

@@ -13,7 +13,7 @@ sharing step, :meth:`head_inputs`:
 
 Every gate is a :class:`~mtrank.models.layers.SoftmaxGate` in the ``gates`` ModuleDict (keyed by head),
 whose output ``[B, n_experts_of_head]`` lists the weights in the order of :meth:`gate_expert_names`;
-:class:`mtrank.callbacks.GateStatistics` hooks these modules to log the mean weight per expert per head.
+:class:`mtrank.training.callbacks.GateStatistics` hooks these modules to log the mean weight per expert per head.
 """
 
 from __future__ import annotations

@@ -15,7 +15,13 @@ from mtrank.online.experiment import ExperimentResult, TrafficConfig, run_experi
 from mtrank.online.metrics import arm_metrics, lifts, user_totals
 from mtrank.online.policies import ModelScorer, Policy, Scores
 from mtrank.online.response import rerank, respond
-from mtrank.online.stats import Estimate, Lift, mean_estimate, ratio_estimate, relative_lift
+from mtrank.online.stats import (
+    Estimate,
+    Lift,
+    mean_estimate,
+    ratio_estimate,
+    relative_lift,
+)
 from mtrank.online.traffic import assign_arms, sample_traffic
 
 __all__ = [

@@ -17,12 +17,24 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from mtrank.data.simulator import World
-from mtrank.online.metrics import ArmMetrics, arm_metrics, lifts, merge_totals, user_totals
+from mtrank.data.world import World
+from mtrank.online.metrics import (
+    ArmMetrics,
+    arm_metrics,
+    lifts,
+    merge_totals,
+    user_totals,
+)
 from mtrank.online.policies import ModelScorer, Policy
 from mtrank.online.response import respond
 from mtrank.online.stats import Lift
-from mtrank.online.traffic import ARM_COL, TRAFFIC_REQUEST_ID_START, experiment_rng, salt_of, sample_traffic
+from mtrank.online.traffic import (
+    ARM_COL,
+    TRAFFIC_REQUEST_ID_START,
+    experiment_rng,
+    salt_of,
+    sample_traffic,
+)
 
 log = logging.getLogger(__name__)
 

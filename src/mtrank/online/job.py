@@ -29,9 +29,15 @@ from typing import Any, Mapping
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.data.simulator import SimulatorConfig, World
+from mtrank.data.simulator_config import SimulatorConfig
+from mtrank.data.world import World
 from mtrank.online.experiment import ExperimentResult, TrafficConfig, run_experiment
-from mtrank.online.online_bo import CONTROL_ARM, OnlineBOConfig, OnlineBOResult, run_online_bo
+from mtrank.online.online_bo import (
+    CONTROL_ARM,
+    OnlineBOConfig,
+    OnlineBOResult,
+    run_online_bo,
+)
 from mtrank.online.policies import ModelScorer, Policy, WorldScorer
 from mtrank.online.report import (
     comparison_markdown,
@@ -43,10 +49,10 @@ from mtrank.online.report import (
     table1_markdown,
 )
 from mtrank.online.runs import resolve_run
-from mtrank.tuning.ax_loop import GenerationConfig
+from mtrank.tuning.generation import GenerationConfig
 from mtrank.tuning.problem import UtilityProblem
 from mtrank.tuning.report import write_json, write_text
-from mtrank.utility import UtilityEvaluator, read_predictions
+from mtrank.utility.objectives import UtilityEvaluator, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +88,8 @@ def world_of(scorers: Mapping[str, ModelScorer]) -> World:
 
 def _offline_evaluator(treatment: ModelScorer, problem: UtilityProblem, metric: str, cache: Path) -> UtilityEvaluator:
     """f_t of Eq. 5 on the treatment run's test-split predictions (the run's ``predictions.parquet``, or scored)."""
-    from mtrank.prediction import PREDICTIONS_FILE, predict_frame, write_parquet_atomic
+    from mtrank.scoring.predict import predict_frame, write_parquet_atomic
+    from mtrank.scoring.score import PREDICTIONS_FILE
 
     path = treatment.run.run_dir / PREDICTIONS_FILE
     if not path.is_file():
@@ -109,7 +116,7 @@ def offline_bo_weights(ab: Mapping[str, Any], problem: UtilityProblem, treatment
             raise ValueError(f"ab.offline_bo.best_weights_file={p}: no `weights` in it (a src/tune_utility.py "
                              "best_weights.yaml is expected; it has none when no trial met the constraints)")
         return {str(k): float(v) for k, v in data["weights"].items()}, {"source": str(p)}
-    from mtrank.tuning.ax_loop import quiet_ax
+    from mtrank.tuning.generation import quiet_ax
     from mtrank.tuning.utility_task import run_tuning
 
     quiet_ax()

@@ -18,7 +18,13 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
-from mtrank.online.stats import Estimate, Lift, mean_estimate, ratio_estimate, relative_lift
+from mtrank.online.stats import (
+    Estimate,
+    Lift,
+    mean_estimate,
+    ratio_estimate,
+    relative_lift,
+)
 from mtrank.online.traffic import ARM_COL
 
 __all__ = ["KINDS", "user_totals", "merge_totals", "ArmMetrics", "arm_metrics", "lifts"]

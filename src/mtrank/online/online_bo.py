@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mtrank.online.experiment import ExperimentResult
-from mtrank.tuning.ax_loop import AxLoop, GenerationConfig, quiet_ax
+from mtrank.tuning.ax_loop import AxLoop
+from mtrank.tuning.generation import GenerationConfig, quiet_ax
 from mtrank.tuning.outcomes import OutcomeConstraint
 from mtrank.tuning.problem import METRIC_PREFIX, UtilityProblem
 

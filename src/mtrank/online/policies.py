@@ -1,7 +1,7 @@
 """Ranking policies of an A/B arm: a trained model plus utility weights (Eq. 4), or the model's own score.
 
 * :class:`ModelScorer` scores raw traffic (the simulator's feature columns) with a trained run through
-  :func:`mtrank.prediction.score_logs`, i.e. with the run's own preprocessing and calibration. At serving
+  :func:`mtrank.scoring.raw_logs.score_logs`, i.e. with the run's own preprocessing and calibration. At serving
   time the position of a candidate is not known yet (the ranking decides it), so the ``position`` feature
   is set to one value for every candidate (``score_position``, 0 by default: "how engaging would this be
   in the top slot"); ``None`` keeps the retrieval position.
@@ -22,9 +22,11 @@ from typing import Mapping
 import numpy as np
 import polars as pl
 
-from mtrank.data.simulator import TASKS, World
-from mtrank.prediction import LoadedRun, load_run, score_logs
-from mtrank.utility import utility_scores
+from mtrank.data.simulator_config import TASKS
+from mtrank.data.world import World
+from mtrank.scoring.raw_logs import score_logs
+from mtrank.scoring.run import LoadedRun, load_run
+from mtrank.utility.objectives import utility_scores
 
 __all__ = ["Scores", "ModelScorer", "WorldScorer", "Policy"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from mtrank.data.simulator import World
-from mtrank.utility import rank_within_requests
+from mtrank.data.world import World
+from mtrank.utility.objectives import rank_within_requests
 
 __all__ = ["rerank", "respond"]
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
-from mtrank.data.simulator import World
+from mtrank.data.world import World
 
 __all__ = ["ARM_COL", "TRAFFIC_REQUEST_ID_START", "assign_arms", "salt_of", "experiment_rng", "sample_traffic"]
 

@@ -6,7 +6,7 @@
 * :mod:`~mtrank.tuning.ax_loop` — :class:`AxLoop`: the Ax ``Client``, its baseline arm, ask/tell, JSON resume;
 * :mod:`~mtrank.tuning.report` — trial table, per-trial plot, atomic writes;
 * :mod:`~mtrank.tuning.utility_task` — the ``tune_utility`` job;
-* :mod:`~mtrank.tuning.synthetic` — predictions in the ``mtrank.prediction`` contract from the simulator.
+* :mod:`~mtrank.tuning.synthetic` — predictions in the ``mtrank.scoring.score`` contract from the simulator.
 
 Importing this package does not import Ax (about 6 s); the modules that need it import it when used.
 """

@@ -17,7 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from mtrank.tuning.outcomes import OutcomeConstraint, parse_constraints, relative_constraints
+from mtrank.tuning.outcomes import (
+    OutcomeConstraint,
+    parse_constraints,
+    relative_constraints,
+)
 from mtrank.tuning.space import SearchSpace, weight_space
 
 __all__ = ["UtilityProblem", "PARAM_PREFIX", "METRIC_PREFIX"]

@@ -9,14 +9,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import polars as pl
 import yaml
 
 from mtrank.tuning.ax_loop import AxLoop, TrialRecord
-from mtrank.utils.io import atomic_write, write_text_atomic
 from mtrank.tuning.outcomes import OutcomeConstraint
+from mtrank.utils.io import atomic_write, write_text_atomic
 
 __all__ = [
     "write_text",

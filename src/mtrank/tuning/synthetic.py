@@ -1,4 +1,4 @@
-"""Predictions in the ``mtrank.prediction`` Parquet contract, made from the simulator's known truth.
+"""Predictions in the ``mtrank.scoring.score`` Parquet contract, made from the simulator's known truth.
 
 For tests, benchmarks and trying the tuner without a trained model: labels and ``p_true_<task>`` come
 from :func:`mtrank.data.simulator.simulate`; the "model" predictions ``p_<task>`` are the true
@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from mtrank.data.simulator import TASKS, SimulatorConfig, simulate
+from mtrank.data.simulator import simulate
+from mtrank.data.simulator_config import TASKS, SimulatorConfig
 
 __all__ = ["simulated_predictions"]
 

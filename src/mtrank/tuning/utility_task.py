@@ -26,11 +26,18 @@ from typing import Any, Mapping
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.tuning.ax_loop import AxLoop, GenerationConfig, TrialRecord, quiet_ax
+from mtrank.tuning.ax_loop import AxLoop, TrialRecord
+from mtrank.tuning.generation import GenerationConfig, quiet_ax
 from mtrank.tuning.outcomes import thresholds
 from mtrank.tuning.problem import UtilityProblem
-from mtrank.tuning.report import plot_trials, trial_table, write_json, write_text, write_yaml
-from mtrank.utility import UtilityEvaluator, read_predictions
+from mtrank.tuning.report import (
+    plot_trials,
+    trial_table,
+    write_json,
+    write_text,
+    write_yaml,
+)
+from mtrank.utility.objectives import UtilityEvaluator, read_predictions
 from mtrank.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
@@ -43,7 +50,7 @@ def build_evaluator(cfg: DictConfig, problem: UtilityProblem) -> UtilityEvaluato
     tasks' labels are required)."""
     path = cfg.get("predictions")
     if not path or path == "???":
-        raise ValueError("predictions=<file> is required: a Parquet file of predictions (see mtrank.prediction)")
+        raise ValueError("predictions=<file> is required: a Parquet file of predictions (see mtrank.scoring.score)")
     label_prefix = cfg.get("label_prefix", "label_")
     schema = pl.read_parquet_schema(path) if Path(path).is_file() else {}
     label_tasks = problem.label_tasks + [t for t in problem.tasks

@@ -9,7 +9,7 @@
 
 Input data is checked where it is read: :mod:`mtrank.data.validation` (the pipeline) and, for raw logs scored
 by a trained run, :mod:`mtrank.validation.scoring` (schema drift against the training files, unseen ids), used
-by :mod:`mtrank.prediction`.
+by :mod:`mtrank.scoring.score`.
 """
 
 from mtrank.validation.errors import ConfigError, ConfigProblem

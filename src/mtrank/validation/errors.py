@@ -6,8 +6,6 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from omegaconf import DictConfig, OmegaConf
-
 __all__ = ["ConfigError", "ConfigProblem", "Problems", "fmt_list", "suggest"]
 
 
@@ -72,10 +70,3 @@ def suggest(value: Any, candidates: Iterable[str], cutoff: float = 0.6) -> str:
     """``"; did you mean 'x'?"`` when a candidate is close to ``value``, else ``""``."""
     close = difflib.get_close_matches(str(value), [str(c) for c in candidates], n=1, cutoff=cutoff)
     return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def plain(x: Any) -> Any:
-    """A config node as plain Python (interpolations resolved); anything else as it is."""
-    if isinstance(x, DictConfig) or OmegaConf.is_list(x):
-        return OmegaConf.to_container(x, resolve=True)
-    return x

@@ -7,7 +7,15 @@ import re
 from omegaconf import DictConfig
 
 from mtrank.validation.errors import Problems
-from mtrank.validation.train import _UNRESOLVED, SPLITS, _one_of, _value, check_calibration, check_report, is_number
+from mtrank.validation.train import (
+    SPLITS,
+    UNRESOLVED,
+    check_calibration,
+    check_one_of,
+    check_report,
+    config_value,
+    is_number,
+)
 
 __all__ = ["validate_predict_config", "validate_eval_config"]
 
@@ -16,26 +24,26 @@ _DEVICE = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
 
 def _check_scoring(cfg: DictConfig, p: Problems) -> None:
     """What predict and eval share: the run, the data to score, split, batch size, device."""
-    ckpt, run_dir = _value(cfg, "ckpt_path", p), _value(cfg, "run_dir", p)
+    ckpt, run_dir = config_value(cfg, "ckpt_path", p), config_value(cfg, "run_dir", p)
     if not ckpt and not run_dir:
         p.add("ckpt_path", "ckpt_path is not set: give ckpt_path=<checkpoint file or training run folder> "
                            "(or run_dir=<run folder>)")
     elif ckpt and run_dir:
         p.add("ckpt_path", f"ckpt_path = {ckpt} and run_dir = {run_dir} are both set: give one of them")
-    if _value(cfg, "inputs", p) and _value(cfg, "processed_dir", p):
+    if config_value(cfg, "inputs", p) and config_value(cfg, "processed_dir", p):
         p.add("inputs", "inputs (raw logs) and processed_dir (processed data) are both set: give one of them")
-    _one_of(p, "split", _value(cfg, "split", p, default="test"), SPLITS)
-    bs = _value(cfg, "batch_size", p, default=1)
-    if bs is not _UNRESOLVED and (not is_number(bs) or not float(bs).is_integer() or bs < 1):
+    check_one_of(p, "split", config_value(cfg, "split", p, default="test"), SPLITS)
+    bs = config_value(cfg, "batch_size", p, default=1)
+    if bs is not UNRESOLVED and (not is_number(bs) or not float(bs).is_integer() or bs < 1):
         p.add("batch_size", f"batch_size = {bs!r}: expected an integer ≥ 1")
-    dev = _value(cfg, "device", p, default="cpu")
-    if dev is not _UNRESOLVED and dev is not None and not _DEVICE.match(str(dev)):
+    dev = config_value(cfg, "device", p, default="cpu")
+    if dev is not UNRESOLVED and dev is not None and not _DEVICE.match(str(dev)):
         p.add("device", f"device = {dev!r}: expected one of [cpu, cuda, cuda:<index>, mps, auto]")
 
 
 def _fraction(p: Problems, cfg: DictConfig, key: str) -> None:
-    v = _value(cfg, key, p)
-    if v is None or v is _UNRESOLVED:
+    v = config_value(cfg, key, p)
+    if v is None or v is UNRESOLVED:
         return
     if not is_number(v) or not 0.0 <= float(v) <= 1.0:
         p.add(key, f"{key} = {v!r}: expected a fraction in [0, 1] of the scored rows (or null)")

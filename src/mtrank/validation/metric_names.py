@@ -1,7 +1,7 @@
 """The metric names a training run logs, derived from its config before anything runs.
 
-Built from the constants of the code that logs them (:data:`mtrank.metrics.HEAD_METRIC_NAMES`,
-:data:`mtrank.calibration_metrics.RAW_METRIC_NAMES`, …) and :class:`mtrank.models.ranker.RankingModule`'s
+Built from the constants of the code that logs them (:data:`mtrank.metrics.heads.HEAD_METRIC_NAMES`,
+:data:`mtrank.metrics.calibration.RAW_METRIC_NAMES`, …) and :class:`mtrank.training.module.RankingModule`'s
 naming (``<stage>/<task>/<metric>``). ``tests/test_corpus_predict.py`` trains a run and checks that this set
 equals what the run logged, so the two cannot drift apart.
 
@@ -20,18 +20,18 @@ from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.calibration_metrics import RAW_METRIC_NAMES, RAW_SUFFIX
-from mtrank.metrics import HEAD_METRIC_NAMES
-from mtrank.validation.errors import plain
+from mtrank.metrics.calibration import RAW_METRIC_NAMES, RAW_SUFFIX
+from mtrank.metrics.heads import HEAD_METRIC_NAMES
+from mtrank.utils.config import plain
 
 __all__ = ["MetricCatalog", "catalog_for_train_config", "GATE_CALLBACK"]
 
-# keys RankingModule logs besides the per-head metrics (see mtrank.models.ranker and mtrank.metrics)
+# keys RankingModule logs besides the per-head metrics (see mtrank.training.module and mtrank.metrics)
 MEAN_METRIC_NAMES = ("auroc", "pr_auc")  # "<stage>/mean/<metric>": MultiHeadMetrics' means over heads
 ORACLE_METRIC = "oracle_auroc"  # when the data has the simulator's true probabilities
 CORRECTED_SUFFIX = "_corrected"  # after Eq. 3 alone, logged while post-hoc calibrators are attached (test)
-FIT_SECONDS = "time/fit_seconds"  # mtrank.training adds it to metrics.json
-GATE_CALLBACK = "mtrank.callbacks.GateStatistics"
+FIT_SECONDS = "time/fit_seconds"  # mtrank.training.job adds it to metrics.json
+GATE_CALLBACK = "mtrank.training.callbacks.GateStatistics"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Checks of raw logs scored by a trained run (:func:`mtrank.prediction.score_logs`) against the data it was
+"""Checks of raw logs scored by a trained run (:func:`mtrank.scoring.raw_logs.score_logs`) against the data it was
 trained on: schema drift (missing, retyped and extra columns) and ids never seen in training.
 
 Training records the raw columns and dtypes of its input files (:func:`raw_schema`, saved as

@@ -1,6 +1,6 @@
 """Checks of the Ax sweeper's search space (``hydra.sweeper`` of ``conf/hparams_search/*.yaml``).
 
-The parameters are parsed by the sweeper's own :func:`~hydra_plugins.mtrank_ax_sweeper.ax_sweeper.parse_param`
+The parameters are parsed by the sweeper's own :func:`~mtrank.tuning.sweep_syntax.parse_param`
 and built into :mod:`mtrank.tuning.space` objects, whose constructors check bounds (finite, low < high, log
 scale > 0), choices (non-empty) and the sum constraint; this module adds what they cannot see: that each
 parameter names an existing config key, integer ranges with whole-number bounds, parameter constraints over
@@ -16,7 +16,8 @@ from typing import Any, Collection, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.validation.errors import Problems, fmt_list, plain, suggest
+from mtrank.utils.config import plain
+from mtrank.validation.errors import Problems, fmt_list, suggest
 
 __all__ = ["AX_SWEEPER_TARGET", "ax_sweeper_config", "check_ax_sweeper", "config_keys"]
 
@@ -89,10 +90,10 @@ def check_ax_sweeper(
 
     ``metrics``: the metrics the jobs report (``describe_metrics`` describes them for messages).
     """
-    from hydra_plugins.mtrank_ax_sweeper.ax_sweeper import parse_param
-    from mtrank.tuning.ax_loop import GenerationConfig
+    from mtrank.tuning.generation import GenerationConfig
     from mtrank.tuning.outcomes import OutcomeConstraint
     from mtrank.tuning.space import Choice, Range, SearchSpace, SumConstraint
+    from mtrank.tuning.sweep_syntax import parse_param
 
     base = "hydra.sweeper"
     try:

@@ -33,7 +33,7 @@ __all__ = ["validate_train_config", "check_report", "check_calibration", "is_num
 
 SPLITS = ("train", "val", "test")
 REPORT_SCALES = ("linear", "log")
-_UNRESOLVED = object()
+UNRESOLVED = object()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -43,25 +43,25 @@ def is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
-def _value(cfg: DictConfig, key: str, problems: Problems, default: Any = None) -> Any:
+def config_value(cfg: DictConfig, key: str, problems: Problems, default: Any = None) -> Any:
     """The resolved value at ``key`` as plain Python (``default`` when absent); an interpolation that does not
     resolve is a problem at that key."""
     try:
         v = OmegaConf.select(cfg, key, default=default, throw_on_missing=True)
     except Exception as exc:  # noqa: BLE001 - MissingMandatoryValue, InterpolationResolutionError, ...
         problems.add(key, f"{key} does not resolve: {str(exc).splitlines()[0]}")
-        return _UNRESOLVED
+        return UNRESOLVED
     if isinstance(v, DictConfig) or OmegaConf.is_list(v):
         try:
             return OmegaConf.to_container(v, resolve=True)
         except Exception as exc:  # noqa: BLE001
             problems.add(key, f"{key} does not resolve: {str(exc).splitlines()[0]}")
-            return _UNRESOLVED
+            return UNRESOLVED
     return v
 
 
-def _one_of(problems: Problems, key: str, value: Any, allowed: Sequence[str]) -> bool:
-    if value is _UNRESOLVED:
+def check_one_of(problems: Problems, key: str, value: Any, allowed: Sequence[str]) -> bool:
+    if value is UNRESOLVED:
         return False
     if str(value) not in allowed:
         problems.add(key, f"{key} = {value!r}: expected one of {fmt_list(allowed)}{suggest(value, allowed)}")
@@ -75,7 +75,7 @@ def check_task_map(
 ) -> None:
     """A map keyed by task: its keys must be the tasks (``exact``) or some of them; values finite numbers
     (> 0 with ``positive``). Each unknown key is its own problem, named ``<key>.<entry>``."""
-    if mapping is None or mapping is _UNRESOLVED:
+    if mapping is None or mapping is UNRESOLVED:
         return
     if not isinstance(mapping, Mapping):
         problems.add(key, f"{key} = {mapping!r}: expected a mapping {{task: value}} over the {what} {fmt_list(tasks)}")
@@ -97,11 +97,11 @@ def check_task_map(
 
 def _check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
     """``tasks.names`` against the label columns of the data config; returns the usable task names."""
-    from mtrank.data.config import _reserved_task_name
+    from mtrank.data.config import reserved_task_name
 
-    names = _value(cfg, "tasks.names", p)
-    labels = _value(cfg, "data.pipeline.columns.labels", p)
-    if names is _UNRESOLVED:
+    names = config_value(cfg, "tasks.names", p)
+    labels = config_value(cfg, "data.pipeline.columns.labels", p)
+    if names is UNRESOLVED:
         return []
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         p.add("tasks.names", f"tasks.names = {names!r}: expected a non-empty list of task names"
@@ -110,7 +110,7 @@ def _check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         p.add("tasks.names", f"tasks.names = {fmt_list(names)} lists {fmt_list(dup)} more than once")
-    reserved = [n for n in names if _reserved_task_name(n)]
+    reserved = [n for n in names if reserved_task_name(n)]
     if reserved:
         p.add("tasks.names", f"tasks.names: {fmt_list(reserved)} cannot name a task (a task names a head, a tower "
                              "and a metric group: no '.', not empty, not 'mean', not an attribute of torch.nn.Module "
@@ -121,11 +121,11 @@ def _check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
             p.add("tasks.names", f"tasks.names: unknown task(s) {fmt_list(unknown)}; allowed: the tasks with a label "
                                  f"column in data.pipeline.columns.labels: {fmt_list(labels)}"
                                  f"{suggest(unknown[0], labels)}")
-    elif labels is not _UNRESOLVED:
+    elif labels is not UNRESOLVED:
         p.add("data.pipeline.columns.labels", "data.pipeline.columns.labels is missing: map each task name to its "
                                               "label column")
-    data_tasks = _value(cfg, "data.pipeline.tasks", p)
-    if data_tasks is not _UNRESOLVED and data_tasks is not None and list(data_tasks) != list(names):
+    data_tasks = config_value(cfg, "data.pipeline.tasks", p)
+    if data_tasks is not UNRESOLVED and data_tasks is not None and list(data_tasks) != list(names):
         p.add("data.pipeline.tasks", f"data.pipeline.tasks = {fmt_list(data_tasks)} differs from tasks.names = "
                                      f"{fmt_list(names)}; keep data.pipeline.tasks: ${{tasks.names}}")
     return list(dict.fromkeys(names))
@@ -140,21 +140,21 @@ def _check_data(cfg: DictConfig, p: Problems) -> None:
     from mtrank.data.errors import DataValidationError
 
     key = "data.pipeline.downsample.beta"
-    beta = _value(cfg, key, p, default=1.0)
-    if beta is not _UNRESOLVED and (not is_number(beta) or not 0.0 < float(beta) <= 1.0):
+    beta = config_value(cfg, key, p, default=1.0)
+    if beta is not UNRESOLVED and (not is_number(beta) or not 0.0 < float(beta) <= 1.0):
         p.add(key, f"{key} = {beta!r}: expected a keep rate in (0, 1] (the share of train impressions with no "
                    "engagement that are kept; 1 keeps them all)")
-    sim = _value(cfg, "data.simulator", p)
+    sim = config_value(cfg, "data.simulator", p)
     if isinstance(sim, Mapping):
-        from mtrank.data.simulator import SimulatorConfig
+        from mtrank.data.simulator_config import SimulatorConfig
 
         try:
             SimulatorConfig.from_mapping(dict(sim))
         except (ValueError, TypeError) as exc:
             p.add("data.simulator", f"data.simulator: {exc}")
-    pipeline = _value(cfg, "data.pipeline", p)
+    pipeline = config_value(cfg, "data.pipeline", p)
     if not isinstance(pipeline, Mapping):
-        if pipeline is not _UNRESOLVED:
+        if pipeline is not UNRESOLVED:
             p.add("data.pipeline", "data.pipeline is missing: the data group must define the pipeline")
         return
     if p.has("tasks") or p.has(key) or p.has("data.pipeline"):
@@ -173,45 +173,49 @@ def _check_data(cfg: DictConfig, p: Problems) -> None:
 
 
 def _check_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> str:
-    from mtrank.losses import IMPORTANCE_RULES, TASK_WEIGHTING_KINDS, UNCERTAINTY_VARIANTS
-    from mtrank.models.ranker import OBJECTIVES
+    from mtrank.training.losses import (
+        IMPORTANCE_RULES,
+        TASK_WEIGHTING_KINDS,
+        UNCERTAINTY_VARIANTS,
+    )
+    from mtrank.training.module import OBJECTIVES
 
-    objective = _value(cfg, "loss.objective", p, default="multitask")
-    if not _one_of(p, "loss.objective", objective, OBJECTIVES):
+    objective = config_value(cfg, "loss.objective", p, default="multitask")
+    if not check_one_of(p, "loss.objective", objective, OBJECTIVES):
         return "multitask"
     if objective == "multitask":
-        weighting = _value(cfg, "loss.task_weighting", p, default="equal")
-        ok = _one_of(p, "loss.task_weighting", str(weighting).lower() if isinstance(weighting, str) else weighting,
+        weighting = config_value(cfg, "loss.task_weighting", p, default="equal")
+        ok = check_one_of(p, "loss.task_weighting", str(weighting).lower() if isinstance(weighting, str) else weighting,
                      TASK_WEIGHTING_KINDS)
-        weights = _value(cfg, "loss.task_weights", p)
+        weights = config_value(cfg, "loss.task_weights", p)
         if ok and str(weighting).lower() == "fixed":
             if weights is None:
                 p.add("loss.task_weights", f"loss.task_weighting = fixed needs loss.task_weights: one weight per task "
                                            f"in {fmt_list(tasks)}")
             check_task_map(p, "loss.task_weights", weights, tasks, exact=True)
-        elif ok and weights is not None and weights is not _UNRESOLVED:
+        elif ok and weights is not None and weights is not UNRESOLVED:
             p.add("loss.task_weights", f"loss.task_weights is set but loss.task_weighting = {weighting} ignores it; "
                                        "set loss.task_weighting=fixed to use these weights, or loss.task_weights=null")
         if ok and str(weighting).lower() == "uncertainty":
-            _one_of(p, "loss.uncertainty_variant", _value(cfg, "loss.uncertainty_variant", p, default="kendall"),
+            check_one_of(p, "loss.uncertainty_variant", config_value(cfg, "loss.uncertainty_variant", p, default="kendall"),
                     UNCERTAINTY_VARIANTS)
-        check_task_map(p, "loss.pos_weight", _value(cfg, "loss.pos_weight", p), tasks, exact=False, positive=True)
+        check_task_map(p, "loss.pos_weight", config_value(cfg, "loss.pos_weight", p), tasks, exact=False, positive=True)
     else:
-        iw = _value(cfg, "loss.importance_weights", p)
+        iw = config_value(cfg, "loss.importance_weights", p)
         if iw is None:
             p.add("loss.importance_weights", f"loss.objective = binary needs loss.importance_weights: one weight per "
                                              f"task in {fmt_list(tasks)}")
         check_task_map(p, "loss.importance_weights", iw, tasks, exact=True, positive=True)
-        _one_of(p, "loss.rule", _value(cfg, "loss.rule", p, default="max"), IMPORTANCE_RULES)
+        check_one_of(p, "loss.rule", config_value(cfg, "loss.rule", p, default="max"), IMPORTANCE_RULES)
     return str(objective)
 
 
 def _check_model(cfg: DictConfig, p: Problems, tasks: Sequence[str], objective: str) -> None:
-    from mtrank.models.ranker import BINARY_HEAD
+    from mtrank.training.module import BINARY_HEAD
 
     key = "model.net.head_bias_init"
-    init = _value(cfg, key, p)
-    if init is None or init is _UNRESOLVED or is_number(init):
+    init = config_value(cfg, key, p)
+    if init is None or init is UNRESOLVED or is_number(init):
         return
     heads = list(tasks) if objective == "multitask" else [BINARY_HEAD]
     if not isinstance(init, Mapping):
@@ -233,14 +237,15 @@ def _check_model(cfg: DictConfig, p: Problems, tasks: Sequence[str], objective: 
 
 def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> None:
     """``calibration.method``, ``fit_split``, ``downsampling`` (reweight needs the multi-task objective)."""
-    from mtrank.calibration import DOWNSAMPLING_MODES, METHODS
+    from mtrank.calibration.calibrators import METHODS
+    from mtrank.calibration.downsampling import DOWNSAMPLING_MODES
 
-    if _value(cfg, "calibration", p) is None:
+    if config_value(cfg, "calibration", p) is None:
         return
-    _one_of(p, "calibration.method", _value(cfg, "calibration.method", p, default="none"), METHODS)
-    _one_of(p, "calibration.fit_split", _value(cfg, "calibration.fit_split", p, default="val"), SPLITS)
-    mode = _value(cfg, "calibration.downsampling", p, default="correct")
-    if _one_of(p, "calibration.downsampling", mode, DOWNSAMPLING_MODES) and mode == "reweight" \
+    check_one_of(p, "calibration.method", config_value(cfg, "calibration.method", p, default="none"), METHODS)
+    check_one_of(p, "calibration.fit_split", config_value(cfg, "calibration.fit_split", p, default="val"), SPLITS)
+    mode = config_value(cfg, "calibration.downsampling", p, default="correct")
+    if check_one_of(p, "calibration.downsampling", mode, DOWNSAMPLING_MODES) and mode == "reweight" \
             and objective not in (None, "multitask"):
         p.add("calibration.downsampling", f"calibration.downsampling = reweight needs loss.objective = multitask (the "
                                           f"binary objective is corrected with Eq. 3); allowed with loss.objective = "
@@ -250,13 +255,13 @@ def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> No
 def check_report(cfg: DictConfig, p: Problems) -> None:
     """The evaluation report's choices (``report.bins``, ``scale``, ``n_bins``, ``min_bin_count``, ``ks``,
     ``ranking_chunk_rows``)."""
-    from mtrank.plots import BIN_STRATEGIES
+    from mtrank.scoring.plots import BIN_STRATEGIES
 
-    report = _value(cfg, "report", p)
+    report = config_value(cfg, "report", p)
     if not isinstance(report, Mapping):
         return
-    _one_of(p, "report.bins", report.get("bins", "quantile"), BIN_STRATEGIES)
-    _one_of(p, "report.scale", report.get("scale", "linear"), REPORT_SCALES)
+    check_one_of(p, "report.bins", report.get("bins", "quantile"), BIN_STRATEGIES)
+    check_one_of(p, "report.scale", report.get("scale", "linear"), REPORT_SCALES)
     for k, low in (("n_bins", 1), ("min_bin_count", 0), ("ranking_chunk_rows", 1)):
         v = report.get(k)
         if v is not None and (not is_number(v) or not float(v).is_integer() or v < low):
@@ -268,7 +273,7 @@ def check_report(cfg: DictConfig, p: Problems) -> None:
 
 
 def _check_metric(p: Problems, key: str, name: Any, allowed: frozenset[str], describe: str, when: str) -> None:
-    if name is None or name is _UNRESOLVED:
+    if name is None or name is UNRESOLVED:
         return
     if str(name) not in allowed:
         p.add(key, f"{key} = '{name}' is never logged {when}; allowed: {describe}{suggest(name, allowed)}")
@@ -283,14 +288,14 @@ def _check_monitors(cfg: DictConfig, p: Problems, catalog: MetricCatalog) -> Non
         cb = callbacks.get(name)
         if not isinstance(cb, DictConfig) or "monitor" not in cb:
             continue  # only the keys read here are resolved (dirpath needs the Hydra run)
-        monitor = _value(cfg, f"callbacks.{name}.monitor", p)
+        monitor = config_value(cfg, f"callbacks.{name}.monitor", p)
         _check_metric(p, f"callbacks.{name}.monitor", monitor, fit, fit_text, when_fit)
         if monitor is not None and "mode" in cb:
-            _one_of(p, f"callbacks.{name}.mode", _value(cfg, f"callbacks.{name}.mode", p), ("min", "max"))
-    sched = _value(cfg, "model.scheduler", p) if catalog.trained else None  # train=false: nothing is fitted
+            check_one_of(p, f"callbacks.{name}.mode", config_value(cfg, f"callbacks.{name}.mode", p), ("min", "max"))
+    sched = config_value(cfg, "model.scheduler", p) if catalog.trained else None  # train=false: nothing is fitted
     if isinstance(sched, Mapping) and sched.get("monitor") is not None:
         _check_metric(p, "model.scheduler.monitor", sched.get("monitor"), fit, fit_text, when_fit)
-    _check_metric(p, "optimized_metric", _value(cfg, "optimized_metric", p), run, run_text,
+    _check_metric(p, "optimized_metric", config_value(cfg, "optimized_metric", p), run, run_text,
                   "by this run (its metrics.json)")
 
 

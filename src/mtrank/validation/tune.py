@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtrank.validation.errors import Problems, fmt_list, suggest
 from mtrank.validation.search_space import ax_sweeper_config, check_ax_sweeper
-from mtrank.validation.train import _UNRESOLVED, _one_of, _value, is_number
+from mtrank.validation.train import UNRESOLVED, check_one_of, config_value, is_number
 
 __all__ = ["validate_tune_config", "MODES"]
 
@@ -33,8 +33,8 @@ def _predictions_schema(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
         p.add("predictions", "predictions = ???: give the Parquet file of predictions to tune on "
                              "(predictions=path/to/predictions.parquet, written by src/eval.py or src/predict.py)")
         return None
-    path = _value(cfg, "predictions", p)
-    if path is _UNRESOLVED:
+    path = config_value(cfg, "predictions", p)
+    if path is UNRESOLVED:
         return None
     if not path:
         p.add("predictions", "predictions is empty: give the Parquet file of predictions to tune on")
@@ -63,13 +63,13 @@ def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | Non
     """The utility section; returns the tasks whose f_t the jobs report."""
     from mtrank.tuning.problem import UtilityProblem
 
-    util = _value(cfg, "utility", p)
+    util = config_value(cfg, "utility", p)
     if not isinstance(util, Mapping):
-        if util is not _UNRESOLVED:
+        if util is not UNRESOLVED:
             p.add("utility", "utility is missing: choose a utility config (utility=related_products)")
         return []
     weights = util.get("weights") or {}
-    prob, label = str(_value(cfg, "prob_prefix", p, default="p_")), str(_value(cfg, "label_prefix", p, default="label_"))
+    prob, label = str(config_value(cfg, "prob_prefix", p, default="p_")), str(config_value(cfg, "label_prefix", p, default="label_"))
     for t, b in (util.get("bounds") or {}).items():
         if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(is_number(x) for x in b) and b[0] < b[1]):
             p.add(f"utility.bounds.{t}", f"utility.bounds.{t} = {b!r}: expected [low, high] with low < high")
@@ -113,21 +113,21 @@ def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | Non
 
 def validate_tune_config(cfg: DictConfig) -> None:
     """Check a ``conf/tune_utility.yaml`` config; raise :class:`ConfigError` listing every problem."""
-    from mtrank.tuning.ax_loop import GenerationConfig
+    from mtrank.tuning.generation import GenerationConfig
     from mtrank.tuning.problem import METRIC_PREFIX
-    from mtrank.utility import _metric_k
+    from mtrank.utility.objectives import metric_k
 
     p = Problems()
-    _one_of(p, "mode", _value(cfg, "mode", p, default="tune"), MODES)
-    metric = _value(cfg, "metric", p, default="pr_auc")
+    check_one_of(p, "mode", config_value(cfg, "mode", p, default="tune"), MODES)
+    metric = config_value(cfg, "metric", p, default="pr_auc")
     try:
-        _metric_k(str(metric))
+        metric_k(str(metric))
     except ValueError:
         p.add("metric", f"metric = {metric!r}: expected pr_auc or ndcg@<k> with k ≥ 1 (e.g. ndcg@10)")
-    n = _value(cfg, "n_trials", p, default=0)
-    if n is not _UNRESOLVED and (not is_number(n) or not float(n).is_integer() or n < 0):
+    n = config_value(cfg, "n_trials", p, default=0)
+    if n is not UNRESOLVED and (not is_number(n) or not float(n).is_integer() or n < 0):
         p.add("n_trials", f"n_trials = {n!r}: expected an integer ≥ 0")
-    gen = _value(cfg, "generation", p)
+    gen = config_value(cfg, "generation", p)
     if isinstance(gen, Mapping):
         try:
             GenerationConfig.from_mapping(gen)
@@ -138,14 +138,14 @@ def validate_tune_config(cfg: DictConfig) -> None:
     if reported:
         metrics = frozenset(METRIC_PREFIX + t for t in reported)
         text = fmt_list(sorted(metrics)) + " (f_<task> for the objective, the constrained and the labelled tasks)"
-        om = _value(cfg, "optimized_metric", p)
-        if om is not None and om is not _UNRESOLVED and str(om) not in metrics:
+        om = config_value(cfg, "optimized_metric", p)
+        if om is not None and om is not UNRESOLVED and str(om) not in metrics:
             p.add("optimized_metric", f"optimized_metric = '{om}' is never returned by the jobs; allowed: {text}"
                                       f"{suggest(om, metrics)}")
         sweeper = ax_sweeper_config(cfg)
         if sweeper is not None:
             declared = check_ax_sweeper(cfg, sweeper, p, metrics, text)
-            weights = list((_value(cfg, "utility.weights", p) or {}).keys())
+            weights = list((config_value(cfg, "utility.weights", p) or {}).keys())
             swept = [n[len(WEIGHT_PARAM):] for n in declared if n.startswith(WEIGHT_PARAM)]
             missing = [t for t in weights if t not in swept]
             if swept and missing and not p.has("hydra.sweeper.params"):

@@ -19,7 +19,7 @@ import polars as pl
 
 from mtrank.data.pipeline import ProcessedData
 from mtrank.data.spec import CAT_PREFIX, ITEM_COL, LABEL_PREFIX
-from mtrank.metrics import compute_head_metrics
+from mtrank.metrics.heads import compute_head_metrics
 
 __all__ = ["PopularityModel", "fit_popularity", "evaluate_popularity", "read_split"]
 
@@ -82,7 +82,7 @@ def evaluate_popularity(
     prior_strength: float = 10.0,
     tasks: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Fit on the train split, score ``split``; the metrics of :func:`mtrank.metrics.compute_head_metrics`
+    """Fit on the train split, score ``split``; the metrics of :func:`mtrank.metrics.heads.compute_head_metrics`
     under ``"<split>/<task>/<metric>"``."""
     tasks = tuple(tasks or processed.spec.tasks)
     model = fit_popularity(read_split(processed, "train"), tasks, key, prior_strength)

@@ -18,19 +18,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError
 
-from mtrank.metrics import StreamingCalibrationError
+from mtrank.metrics.binned import StreamingCalibrationError
 
 __all__ = ["RAW_SUFFIX", "RAW_METRIC_NAMES", "RawScoreMetrics", "TrueCalibration", "ece_true", "mae_true"]
 
 RAW_SUFFIX = "_raw"
 RAW_METRIC_NAMES = ("ece", "brier", "logloss")
-_EPS = 1e-7
+EPS = 1e-7
 
 
 class RawScoreMetrics(nn.Module):
     """Per task: ece, brier, logloss of one kind of score; keys ``"{stage}/{task}/{metric}{suffix}"``.
 
-    Same definitions as :class:`mtrank.metrics.HeadMetrics` (ECE with ``ece_bins`` uniform bins, L1), so the
+    Same definitions as :class:`mtrank.metrics.heads.HeadMetrics` (ECE with ``ece_bins`` uniform bins, L1), so the
     raw and corrected figures compare one to one. ``suffix``: ``_raw`` (raw scores) or ``_corrected`` (after
     Eq. 3, before a post-hoc calibrator). Constant memory (per-bin and running sums).
     """
@@ -71,7 +71,7 @@ class RawScoreMetrics(nn.Module):
             p, yj = probs[:, j], y[:, j]
             m["ece"].update(p, (yj > 0.5).long())
             m["brier"].update(p, yj)
-            m["logloss"].update(F.binary_cross_entropy(p.clamp(_EPS, 1 - _EPS), yj, reduction="none"))
+            m["logloss"].update(F.binary_cross_entropy(p.clamp(EPS, 1 - EPS), yj, reduction="none"))
 
     def compute(self) -> dict[str, Tensor]:
         out = {}

@@ -29,7 +29,6 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from mtrank.utils.io import atomic_write
 
-
 LAST = "last.ckpt"
 RNG_KEY = "mtrank_rng_states"
 

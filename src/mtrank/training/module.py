@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import hydra
 import pytorch_lightning as pl
@@ -28,12 +28,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from mtrank.calibration import Calibration, correct_logits
-from mtrank.calibration_metrics import RawScoreMetrics
-from mtrank.checkpoints import RNG_KEY, rng_states, set_rng_states
+from mtrank.calibration.downsampling import correct_logits
+from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
-from mtrank.losses import UncertaintyWeighting, bce_per_task, binary_importance_loss, build_task_weighting
-from mtrank.metrics import MultiHeadMetrics
+from mtrank.metrics.calibration import RawScoreMetrics
+from mtrank.metrics.heads import MultiHeadMetrics
+from mtrank.training.checkpoints import RNG_KEY, rng_states, set_rng_states
+from mtrank.training.losses import (
+    UncertaintyWeighting,
+    bce_per_task,
+    binary_importance_loss,
+    build_task_weighting,
+)
 
 OBJECTIVES = ("multitask", "binary")
 BINARY_HEAD = "engagement"
@@ -91,7 +97,7 @@ class RankingModule(pl.LightningModule):
         scheduler: optional Hydra config of a LR scheduler.
         metrics: ``thresholds`` (None = exact AUROC / PR-AUC) and ``ece_bins``.
         downsampling: ``{"beta": β, "effective_beta": {task: β_t}, "mode": "correct" | "reweight"}`` of the
-            train split (:func:`mtrank.calibration.downsampling_from_metadata`); None = no downsampling (β = 1).
+            train split (:func:`mtrank.calibration.downsampling.downsampling_from_metadata`); None = no downsampling (β = 1).
             ``correct``: Eq. 3 per head at prediction time; ``reweight``: the training loss weights the sampled
             rows (no engagement of any task) by 1/β, so the heads need no correction.
     """

@@ -3,7 +3,7 @@
 Besides the checkpoints the run folder gets ``calibration.json`` (each head's downsampling correction and the
 post-hoc calibrators of ``calibration=…``, fitted on the validation split after training), ``preprocessing/``
 (the processed data's metadata and vocabularies, so that the run alone can score raw logs) and, with
-``report.enabled``, the evaluation report of the test split (:mod:`mtrank.evaluation`).
+``report.enabled``, the evaluation report of the test split (:mod:`mtrank.scoring.report`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from mtrank.calibration import downsampling_from_metadata
-from mtrank.checkpoints import resolve_ckpt_path
-from mtrank.evaluation import write_report
-from mtrank.prediction import LoadedRun, fit_calibration, iter_score_split, save_preprocessing
-from mtrank.utils.io import write_json_atomic
+from mtrank.calibration.downsampling import downsampling_from_metadata
+from mtrank.scoring.report import write_report
+from mtrank.scoring.run import LoadedRun, save_preprocessing
+from mtrank.scoring.score import fit_calibration, iter_score_split
+from mtrank.training.checkpoints import resolve_ckpt_path
 from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from mtrank.utils.io import write_json_atomic
 from mtrank.utils.run_info import resolved_config, write_run_info
 from mtrank.validation import validate_train_config
 

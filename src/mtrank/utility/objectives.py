@@ -188,7 +188,7 @@ def _ndcg(groups: RequestGroups, s: np.ndarray, positives: Sequence[np.ndarray],
 
 
 # ----------------------------------------------------------------------------- predictions file
-def _metric_k(metric: str) -> int | None:
+def metric_k(metric: str) -> int | None:
     if metric == "pr_auc":
         return None
     if metric.startswith("ndcg@"):
@@ -211,7 +211,7 @@ def read_predictions(
     """Read the columns the utility needs from a predictions Parquet file, with errors that name them.
 
     Needs ``request_id``, ``<prob_prefix><task>`` for each weighted task and ``<label_prefix><task>`` for
-    each label task (the contract of ``mtrank.prediction``: ``p_<task>`` calibrated, ``label_<task>``).
+    each label task (the contract of ``mtrank.scoring.score``: ``p_<task>`` calibrated, ``label_<task>``).
     """
     p = Path(path)
     if not p.exists():
@@ -261,7 +261,7 @@ class UtilityEvaluator:
         self.weight_tasks = tuple(probs)
         self.label_tasks = tuple(labels)
         self.metric = metric
-        self._k = _metric_k(metric)
+        self._k = metric_k(metric)
         n = {len(np.asarray(v)) for v in [*probs.values(), *labels.values()]}
         if len(n) != 1:
             raise ValueError(f"probs and labels must have the same length, got lengths {sorted(n)}")

@@ -1,0 +1,105 @@
+"""The job behind ``src/predict.py``: the predictions frame of a split or of raw logs, written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import polars as pl
+from omegaconf import DictConfig
+
+from mtrank.calibration.run_calibration import Calibration
+from mtrank.data.pipeline import ProcessedData
+from mtrank.scoring.raw_logs import WARN_UNSEEN_FRACTION, score_logs
+from mtrank.scoring.run import LoadedRun, load_run, resolve_device
+from mtrank.scoring.score import PREDICTIONS_FILE, ScoreInfo, score_split
+from mtrank.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def predict_frame(
+    run: str | Path | LoadedRun,
+    *,
+    split: str = "test",
+    processed_dir: str | Path | None = None,
+    inputs: str | Path | Sequence[str | Path] | None = None,
+    calibration: Calibration | str | Path | None = None,
+    batch_size: int = 65_536,
+    device: str = "cpu",
+    warn_unseen_fraction: float = WARN_UNSEEN_FRACTION,
+    max_unseen_fraction: float | None = None,
+) -> pl.DataFrame:
+    """The predictions frame of a trained run (see the module docstring for its columns).
+
+    Args:
+        run: a training run folder, a checkpoint file in one, or a :class:`LoadedRun`.
+        split: which split to score (train | val | test) when scoring processed data.
+        processed_dir: a processed data folder (with ``metadata.json``) to score instead of the run's own data;
+            it must share the run's preprocessing, else :class:`DataValidationError`.
+        inputs: raw log files / folders / globs to score instead (encoded with the run's preprocessing; labels
+            optional; unseen ids → OOV, counted and logged; ``warn_unseen_fraction`` and ``max_unseen_fraction``
+            as in :func:`score_logs`).
+        calibration: override of the run's ``calibration.json`` (a :class:`Calibration` or a path).
+    """
+    if not isinstance(run, LoadedRun):
+        run = load_run(run, calibration=calibration, device=device)
+    elif calibration is not None:
+        run.model.set_calibration(Calibration.load(calibration) if isinstance(calibration, (str, Path)) else calibration)
+        run.calibration = run.model.calibration
+    if inputs is not None and processed_dir is not None:
+        raise ValueError("give either inputs= (raw logs) or processed_dir= (processed data), not both")
+    if inputs is not None:
+        return score_logs(run, inputs, batch_size=batch_size, device=device, warn_unseen_fraction=warn_unseen_fraction,
+                          max_unseen_fraction=max_unseen_fraction)[0]
+    data = ProcessedData.load(processed_dir) if processed_dir is not None else run.processed_data()
+    return score_split(run, data, split=split, batch_size=batch_size, device=device)
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path | str) -> Path:
+    """Write a Parquet file via a temporary file in the same folder and a rename."""
+    return atomic_write(path, df.write_parquet)
+
+
+def predict(cfg: DictConfig) -> pl.DataFrame:
+    """The predict job: score ``inputs`` (or a split of processed data) and write the predictions Parquet and
+    ``predict_info.json`` (rows, OOV counts, checkpoint, calibration)."""
+    from mtrank.utils.io import write_text_atomic
+    from mtrank.validation import validate_predict_config
+
+    validate_predict_config(cfg)  # ConfigError naming the key (ckpt_path, split, max_unseen_fraction, ...)
+    target = cfg.get("ckpt_path") or cfg.get("run_dir")
+    device = resolve_device(cfg.get("device"))
+    batch_size = int(cfg.get("batch_size", 65_536))
+    run = load_run(target, calibration=cfg.get("calibration_file"), device=device)
+    info: ScoreInfo | None = None
+    if cfg.get("inputs"):
+        inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
+        warn = cfg.get("warn_unseen_fraction")
+        frame, info = score_logs(run, inputs, batch_size=batch_size, device=device,
+                                 warn_unseen_fraction=WARN_UNSEEN_FRACTION if warn is None else float(warn),
+                                 max_unseen_fraction=cfg.get("max_unseen_fraction"))
+    else:
+        data = ProcessedData.load(cfg.processed_dir) if cfg.get("processed_dir") else run.processed_data()
+        frame = score_split(run, data, split=str(cfg.get("split", "test")), batch_size=batch_size, device=device)
+        info = ScoreInfo(rows=frame.height, has_labels=any(c.startswith("label_") for c in frame.columns),
+                         has_p_true=any(c.startswith("p_true_") for c in frame.columns),
+                         source=f"{data.directory} [{cfg.get('split', 'test')}]")
+    out_dir = Path(cfg.paths.output_dir)
+    output = Path(cfg.output) if cfg.get("output") else out_dir / PREDICTIONS_FILE
+    write_parquet_atomic(frame, output)
+    summary = {
+        "predictions": str(output),
+        "checkpoint": str(run.ckpt_path),
+        "calibration": {"method": run.calibration.method, "betas": run.calibration.betas},
+        **info.to_dict(),
+        "mean_p": {t: float(frame[f"p_{t}"].mean()) for t in run.tasks} if frame.height else {},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "predict_info.json", json.dumps(summary, indent=2))
+    unseen = sum(info.unseen.values())
+    log.info("Wrote %d predictions to %s (%s); %d categorical value(s) mapped to the OOV bucket",
+             frame.height, output, ", ".join(f"p_{t}" for t in run.tasks), unseen)
+    return frame
