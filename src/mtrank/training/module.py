@@ -34,15 +34,9 @@ from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.metrics.calibration import RawScoreMetrics
 from mtrank.metrics.heads import MultiHeadMetrics
 from mtrank.training.checkpoints import RNG_KEY, rng_states, set_rng_states
-from mtrank.training.losses import (
-    UncertaintyWeighting,
-    bce_per_task,
-    binary_importance_loss,
-    build_task_weighting,
-)
+from mtrank.training.objectives import BINARY_HEAD, OBJECTIVES, build_objective, checkpoint_keys
 
-OBJECTIVES = ("multitask", "binary")
-BINARY_HEAD = "engagement"
+__all__ = ["RankingModule", "OBJECTIVES", "BINARY_HEAD", "spec_to_dict", "spec_from_dict", "compile_options"]
 
 
 def _plain(x: Any) -> Any:
@@ -82,6 +76,23 @@ def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] 
             raise ValueError(f"model.compile has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         return {k: v for k, v in compile.items() if v is not None}
     raise ValueError(f"model.compile = {compile!r}: expected true, false or a mapping of torch.compile arguments")
+
+_OBJECTIVE = "objective."
+
+
+def _objective_keys_on_top(module: "RankingModule", state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """State-dict post-hook: the objective's tensors under the keys of older checkpoints (``task_weighting.*``,
+    ``pos_weight``, ``importance``), not ``objective.*``; checkpoints keep one format."""
+    for key in [k for k in state_dict if k.startswith(prefix + _OBJECTIVE)]:
+        state_dict[prefix + key[len(prefix + _OBJECTIVE):]] = state_dict.pop(key)
+
+
+def _objective_keys_into_objective(module: "RankingModule", state_dict: dict, prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook, the inverse of :func:`_objective_keys_on_top`."""
+    for key in checkpoint_keys(module.objective):
+        if prefix + key in state_dict:
+            state_dict[prefix + _OBJECTIVE + key] = state_dict.pop(prefix + key)
+
 
 class RankingModule(pl.LightningModule):
     """Multi-head ranker.
@@ -126,41 +137,21 @@ class RankingModule(pl.LightningModule):
         self.compile_options = compile_options(compile)
         self.spec = spec_from_dict(spec)
         self.tasks = list(self.spec.tasks)
-        self.objective = loss.get("objective", "multitask")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"loss.objective = '{self.objective}': expected one of {list(OBJECTIVES)}")
-        self.heads = self.tasks if self.objective == "multitask" else [BINARY_HEAD]
+        objective = build_objective(loss, self.tasks)  # its heads, its loss, its scores per type, its β
+        self.heads = objective.heads
         # objects are passed after instantiation: Hydra would turn a dataclass argument into a config node
         self.net = hydra.utils.instantiate(net, _partial_=True, _convert_="all")(spec=self.spec, heads=self.heads)
-        if self.objective == "multitask":
-            self.task_weighting = build_task_weighting(
-                loss.get("task_weighting", "equal"),
-                self.tasks,
-                weights=loss.get("task_weights"),
-                variant=loss.get("uncertainty_variant", "kendall"),
-            )
-            pw = loss.get("pos_weight")
-            self.register_buffer("pos_weight", self._per_task(pw, "loss.pos_weight", default=1.0) if pw else None)
-        else:
-            self.register_buffer(
-                "importance", self._per_task(loss.get("importance_weights"), "loss.importance_weights", default=None)
-            )
-            self.rule = loss.get("rule", "max")
-            if self.rule not in ("max", "sum"):
-                raise ValueError(f"loss.rule = '{self.rule}': expected one of ['max', 'sum']")
+        self.objective = objective  # after the net: the optimiser's parameter order stays that of older checkpoints
+        self.register_state_dict_post_hook(_objective_keys_on_top)
+        self.register_load_state_dict_pre_hook(_objective_keys_into_objective)
         # Eq. 3 per head: the correction-only calibration; post-hoc calibrators are attached later
-        self.calibration = Calibration.from_downsampling(
-            downsampling or {"beta": 1.0}, self.tasks, self.objective
-        )
+        self.calibration = Calibration.from_downsampling(downsampling or {"beta": 1.0}, self.tasks, objective)
         mode = self.calibration.info["mode"]
         beta = float(self.calibration.info["beta"])
-        if mode == "reweight" and self.objective != "multitask":
+        if mode == "reweight" and not objective.supports_reweight:
             raise ValueError("calibration.downsampling=reweight needs loss.objective=multitask")
         self.unengaged_weight = 1.0 / beta if (mode == "reweight" and beta < 1.0) else None
-        head_betas = (
-            self.calibration.beta_vector(self.tasks) if self.objective == "multitask"
-            else [beta]
-        )
+        head_betas = objective.head_betas(self.calibration.betas, beta)
         self.register_buffer("head_betas", torch.tensor(head_betas), persistent=False)
         metrics = metrics or {}
         ece_bins = metrics.get("ece_bins", 15)
@@ -175,18 +166,6 @@ class RankingModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
 
-    def _per_task(self, mapping: Mapping[str, float] | None, key: str, default: float | None) -> Tensor:
-        mapping = dict(mapping or {})
-        extra = sorted(set(mapping) - set(self.tasks))
-        missing = [t for t in self.tasks if t not in mapping]
-        if extra or (default is None and missing):
-            raise ValueError(
-                f"{key} has keys {sorted(mapping)} but the tasks are {self.tasks}"
-                + (f"; unknown: {extra}" if extra else "")
-                + (f"; missing: {missing}" if default is None and missing else "")
-            )
-        return torch.tensor([float(mapping.get(t, default)) for t in self.tasks])
-
     # ------------------------------------------------------------------ forward and scores
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -196,18 +175,14 @@ class RankingModule(pl.LightningModule):
     def task_probabilities(self, logits: Tensor) -> Tensor:
         """The raw score per task [B, T]: sigmoid of the heads, on the downsampled scale of the train split
         (the binary model's one score stands for every type)."""
-        probs = torch.sigmoid(logits.float())
-        if self.objective == "binary":
-            probs = probs.expand(-1, len(self.tasks))
-        return probs
+        return self.objective.per_type(torch.sigmoid(logits.float()))
 
     def corrected_logits(self, logits: Tensor) -> Tensor:
         """Eq. 3 on the logit scale, per head: ``logits + log β_head`` [B, n_heads]."""
         return correct_logits(logits.float(), self.head_betas)
 
     def _corrected_probabilities(self, logits: Tensor) -> Tensor:
-        probs = torch.sigmoid(self.corrected_logits(logits))
-        return probs.expand(-1, len(self.tasks)) if self.objective == "binary" else probs
+        return self.objective.per_type(torch.sigmoid(self.corrected_logits(logits)))
 
     def calibrated_probabilities(self, logits: Tensor) -> Tensor:
         """Probabilities per task [B, T]: Eq. 3 per head, then the attached post-hoc calibrators (if any)."""
@@ -245,18 +220,7 @@ class RankingModule(pl.LightningModule):
 
         ``row_weights`` [B] (multi-task only): a weighted mean over rows instead of the plain mean.
         """
-        logits = logits.float()
-        if self.objective == "binary":
-            if row_weights is not None:
-                raise ValueError("row_weights need loss.objective=multitask")
-            return binary_importance_loss(logits[:, 0], labels, self.importance, self.rule), None
-        bce = bce_per_task(logits, labels, self.pos_weight)
-        if row_weights is None:
-            per_task = bce.mean(dim=0)
-        else:
-            w = row_weights.to(bce.dtype).reshape(-1, 1)
-            per_task = (bce * w).sum(dim=0) / w.sum().clamp_min(1e-12)
-        return self.task_weighting(per_task), per_task
+        return self.objective.loss(logits.float(), labels, row_weights)
 
     def training_row_weights(self, labels: Tensor) -> Tensor | None:
         """With ``reweight``: 1/β for the rows with no engagement of any task (the sampled ones), else 1."""
@@ -272,12 +236,8 @@ class RankingModule(pl.LightningModule):
             return loss
         bs = batch["labels"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        if per_task is not None:
-            w = self.task_weighting.weights()
-            for i, t in enumerate(self.tasks):
-                self.log(f"train/{t}/loss", per_task[i], batch_size=bs)
-                if isinstance(self.task_weighting, UncertaintyWeighting):
-                    self.log(f"train/{t}/task_weight", w[i], batch_size=bs)
+        for name, value in self.objective.train_figures(per_task).items():
+            self.log(f"train/{name}", value, batch_size=bs)
         return loss
 
     def _logging_step(self) -> bool:
