@@ -26,13 +26,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torchmetrics import MeanMetric
 
 from mtrank.calibration.downsampling import correct_logits
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
-from mtrank.metrics.calibration import RawScoreMetrics
-from mtrank.metrics.heads import MultiHeadMetrics
+from mtrank.metrics.stage import stage_metrics
 from mtrank.training.checkpoints import RNG_KEY, rng_states, set_rng_states
 from mtrank.training.objectives import BINARY_HEAD, OBJECTIVES, build_objective, checkpoint_keys
 
@@ -154,17 +152,9 @@ class RankingModule(pl.LightningModule):
         head_betas = objective.head_betas(self.calibration.betas, beta)
         self.register_buffer("head_betas", torch.tensor(head_betas), persistent=False)
         metrics = metrics or {}
-        ece_bins = metrics.get("ece_bins", 15)
-        kw = dict(has_p_true=self.spec.has_p_true, thresholds=metrics.get("thresholds"), ece_bins=ece_bins)
-        self.val_metrics = MultiHeadMetrics(self.tasks, "val", **kw)
-        self.test_metrics = MultiHeadMetrics(self.tasks, "test", **kw)
-        self.val_raw_metrics = RawScoreMetrics(self.tasks, "val", ece_bins=ece_bins)
-        self.test_raw_metrics = RawScoreMetrics(self.tasks, "test", ece_bins=ece_bins)
-        # after Eq. 3 but before the post-hoc calibrators: logged only while calibrators are attached
-        self.val_corrected_metrics = RawScoreMetrics(self.tasks, "val", ece_bins=ece_bins, suffix="_corrected")
-        self.test_corrected_metrics = RawScoreMetrics(self.tasks, "test", ece_bins=ece_bins, suffix="_corrected")
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        # per evaluation stage (val, test): calibrated, raw and corrected scores' metrics and the mean loss
+        self.stage_metrics = stage_metrics(self.tasks, self.spec.has_p_true, metrics.get("thresholds"),
+                                           metrics.get("ece_bins", 15))
 
     # ------------------------------------------------------------------ forward and scores
 
@@ -254,12 +244,9 @@ class RankingModule(pl.LightningModule):
     def _eval_step(self, batch: Mapping[str, Tensor], stage: str) -> None:
         logits = self(batch)
         loss, _ = self.compute_loss(logits, batch["labels"])
-        getattr(self, f"{stage}_loss").update(loss, weight=batch["labels"].shape[0])
-        getattr(self, f"{stage}_metrics").update(self.calibrated_probabilities(logits), batch["labels"],
-                                                 batch.get("p_true"))
-        getattr(self, f"{stage}_raw_metrics").update(self.task_probabilities(logits), batch["labels"])
-        if self.calibration.has_calibrators:
-            getattr(self, f"{stage}_corrected_metrics").update(self._corrected_probabilities(logits), batch["labels"])
+        corrected = self._corrected_probabilities(logits) if self.calibration.has_calibrators else None
+        self.stage_metrics[stage].update(loss, batch["labels"], self.calibrated_probabilities(logits),
+                                         self.task_probabilities(logits), corrected, batch.get("p_true"))
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -268,21 +255,12 @@ class RankingModule(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def _log_epoch(self, stage: str) -> None:
-        metrics, raw, mean_loss = (getattr(self, f"{stage}_{k}") for k in ("metrics", "raw_metrics", "loss"))
-        values = metrics.compute()
-        values.update(raw.compute())
-        raw.reset()
-        if self.calibration.has_calibrators:
-            corrected = getattr(self, f"{stage}_corrected_metrics")
-            values.update(corrected.compute())
-            corrected.reset()
-        values[f"{stage}/loss"] = mean_loss.compute()
+        values = self.stage_metrics[stage].compute(with_corrected=self.calibration.has_calibrators)
         # torchmetrics has already synchronised across ranks: every rank logs the same numbers
         shown = {k: v.float() for k, v in values.items() if k in (f"{stage}/loss", f"{stage}/mean/auroc")}
         self.log_dict(shown, prog_bar=True)
         self.log_dict({k: v.float() for k, v in values.items() if k not in shown})
-        metrics.reset()
-        mean_loss.reset()
+        self.stage_metrics[stage].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
