@@ -32,9 +32,7 @@ from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.metrics.stage import stage_metrics
 from mtrank.training.checkpoints import RNG_KEY, rng_states, set_rng_states
-from mtrank.training.objectives import BINARY_HEAD, OBJECTIVES, build_objective, checkpoint_keys
-
-__all__ = ["RankingModule", "OBJECTIVES", "BINARY_HEAD", "spec_to_dict", "spec_from_dict", "compile_options"]
+from mtrank.training.objectives import build_objective, checkpoint_keys
 
 
 def _plain(x: Any) -> Any:
@@ -74,6 +72,7 @@ def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] 
             raise ValueError(f"model.compile has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         return {k: v for k, v in compile.items() if v is not None}
     raise ValueError(f"model.compile = {compile!r}: expected true, false or a mapping of torch.compile arguments")
+
 
 _OBJECTIVE = "objective."
 
