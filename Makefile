@@ -15,7 +15,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.mtrank-installed
 ARGS ?=
 
-.PHONY: setup train test test-slow test-all bench clean-data
+.PHONY: setup train test test-slow test-all clean-data
 
 setup: $(STAMP)
 

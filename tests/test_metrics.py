@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -130,3 +131,50 @@ def test_functional_twin_equals_class():
     no_prefix = compute_head_metrics(probs, labels, TASKS)
     assert no_prefix["save/auroc"] == pytest.approx(fn["val/save/auroc"])
     assert "save/oracle_auroc" not in no_prefix
+
+
+# ------------------------------------------------------------------ our restatement of torchmetrics' binned figures
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.02, 0.3, 1.0])  # 0: no positive at all
+def test_figures_from_binned_confmat_equal_torchmetrics_public_functions(rate):
+    from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+
+    from mtrank.metrics.binned import (
+        auroc_from_confmat,
+        average_precision_from_confmat,
+        binned_confmat,
+        binned_thresholds,
+    )
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.rand(3000, generator=g)
+    y = (torch.rand(3000, generator=g) < rate * (0.5 + p)).long()
+    p[:4] = torch.tensor([0.0, 1.0, 0.5, 0.25])  # on thresholds and at the ends
+    for thr in (torch.linspace(0, 1, 11), binned_thresholds(500)):
+        cm = binned_confmat(p, y, thr)
+        with warnings.catch_warnings():  # torchmetrics warns about a single class
+            warnings.simplefilter("ignore")
+            ref_auc = binary_auroc(p, y, thresholds=thr)
+            ref_ap = binary_average_precision(p, y, thresholds=thr)
+        assert auroc_from_confmat(cm).item() == pytest.approx(ref_auc.item(), abs=1e-6)
+        assert average_precision_from_confmat(cm).item() == pytest.approx(ref_ap.item(), abs=1e-6)
+
+
+def test_binary_input_checks_and_logits():
+    from mtrank.metrics.binned import as_probabilities, check_binary_inputs
+
+    check_binary_inputs(torch.tensor([0.1, 0.9]), torch.tensor([0, 1]))
+    check_binary_inputs(torch.tensor([0.1, 0.9]), torch.tensor([0.0, 1.0]), float_target=True)
+    with pytest.raises(RuntimeError, match="same shape"):
+        check_binary_inputs(torch.tensor([0.1, 0.9]), torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="`target`"):
+        check_binary_inputs(torch.tensor([0.1, 0.9]), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="`preds`"):
+        check_binary_inputs(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    with pytest.raises(RuntimeError, match="values in `target`"):
+        check_binary_inputs(torch.tensor([0.1, 0.9]), torch.tensor([0, 2]))
+    probs = torch.tensor([[0.0, 0.5], [1.0, 0.25]])
+    assert torch.equal(as_probabilities(probs), probs.flatten())  # probabilities as they are
+    logits = torch.tensor([-2.0, 0.5, 3.0])
+    assert torch.equal(as_probabilities(logits), logits.sigmoid())  # one score outside [0, 1]: all are logits

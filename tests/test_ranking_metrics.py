@@ -97,3 +97,29 @@ def test_reliability_table_bins():
     assert sum(u["count"]) == p.size and u["count"][0] > u["count"][-1]
     with pytest.raises(ValueError, match="bins"):
         reliability_table(p, y, strategy="log")
+
+
+def test_tied_scores_share_their_ranks_discount_as_torchmetrics_does():
+    """NDCG's tie rule (mtrank.metrics.ranking): tied candidates get the mean discount of the ranks they span, the
+    expected NDCG over their orders; the report and the utility objectives use the same function."""
+    from torchmetrics.functional.retrieval import retrieval_normalized_dcg
+
+    from mtrank.utility.objectives import ndcg_at_k
+
+    rng = np.random.default_rng(4)
+    n_req, k = 200, 10
+    rid = np.repeat(np.arange(n_req), k)
+    score = np.round(rng.random(n_req * k), 1)  # many ties
+    label = (rng.random(n_req * k) < 0.1 + 0.3 * score).astype(np.int64)
+    df = pl.DataFrame({"request_id": rid, "p_click": score, "label_click": label})
+    out = ranking_metrics(df, ["click"], ks=[3])
+    ref = [float(retrieval_normalized_dcg(torch.as_tensor(score[rid == r]), torch.as_tensor(label[rid == r]), top_k=3))
+           for r in range(n_req) if label[rid == r].any()]
+    assert out["click/ndcg@3"] == pytest.approx(np.mean(ref), abs=1e-6)
+    assert ndcg_at_k(rid, score, label, k=3) == pytest.approx(out["click/ndcg@3"], abs=1e-12)
+    # independent of the row order
+    perm = rng.permutation(n_req * k)
+    assert ndcg_at_k(rid[perm], score[perm], label[perm], k=3) == pytest.approx(out["click/ndcg@3"], abs=1e-12)
+    # hand case: a positive tied with two negatives at ranks 1-3 → NDCG@2 = (1 + 1/log2(3) + 0) / 3
+    one = per_request_metrics(pl.DataFrame({"request_id": [0, 0, 0], "p": [0.5] * 3, "y": [0, 1, 0]}), "p", "y", ks=[2])
+    assert one["ndcg@2"][0] == pytest.approx((1 + 1 / math.log2(3)) / 3)

@@ -24,6 +24,7 @@ from mtrank.calibration.downsampling import (
     check_beta,
     correct,
 )
+from mtrank.training.objectives import TaskObjective, objective_class
 from mtrank.utils.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,12 @@ class Calibration:
             raise ValueError(f"calibration file {path} is malformed: {exc}") from None
 
     @classmethod
-    def from_downsampling(cls, downsampling: Mapping[str, Any], tasks: Sequence[str], objective: str) -> "Calibration":
-        """The correction-only calibration of a model: β_t per task (multitask) or β for all (binary);
-        1 for all when the loss reweighted the sampled rows (``mode: reweight``)."""
+    def from_downsampling(cls, downsampling: Mapping[str, Any], tasks: Sequence[str],
+                          objective: str | TaskObjective) -> "Calibration":
+        """The correction-only calibration of a model: the β per task of its objective (``loss.objective``, a name
+        or the objective itself; :meth:`TaskObjective.task_betas`: β_t per task for multitask, β for all for
+        binary); 1 for all when the loss reweighted the sampled rows (``mode: reweight``)."""
+        kind = objective if isinstance(objective, TaskObjective) else objective_class(objective)
         beta = float(downsampling.get("beta", 1.0))
         mode = downsampling.get("mode", "correct")
         if mode not in DOWNSAMPLING_MODES:
@@ -180,5 +184,5 @@ class Calibration:
         if mode == "reweight":
             betas = {t: 1.0 for t in tasks}
         else:
-            betas = {t: (float(eff.get(t, beta)) if objective == "multitask" else beta) for t in tasks}
-        return cls(tasks=list(tasks), betas=betas, info={"beta": beta, "objective": objective, "mode": mode})
+            betas = kind.task_betas(beta, eff, tasks)
+        return cls(tasks=list(tasks), betas=betas, info={"beta": beta, "objective": kind.name, "mode": mode})

@@ -83,7 +83,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -105,13 +104,6 @@ def simulate(cfg: SimulatorConfig) -> pl.DataFrame:
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(cfg.seed), 1])))
     frame = world.sample_requests(cfg.n_requests, rng)
     return world.draw_labels(frame, rng)
-
-
-def _config_payload(cfg: SimulatorConfig, files: list[str] | None = None) -> dict[str, Any]:
-    payload: dict[str, Any] = {"config": cfg.to_dict()}
-    if files is not None:
-        payload["files"] = files
-    return payload
 
 
 def write_logs(

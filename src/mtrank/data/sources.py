@@ -79,14 +79,6 @@ def scan(path: Path) -> pl.LazyFrame:
     return lf
 
 
-def read_table(path: Path) -> pl.DataFrame:
-    lf = scan(path)
-    try:
-        return lf.collect()
-    except Exception as exc:
-        raise DataValidationError(f"file {path} could not be read: {exc}") from exc
-
-
 def fingerprint(files: Iterable[Path], chunk: int = 1 << 20) -> str:
     """Content hash (sha256) of the files, in order; names are not part of it."""
     h = hashlib.sha256()

@@ -16,7 +16,7 @@ dict of tensors::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 # Column-name prefixes used inside processed shards.
@@ -46,7 +46,6 @@ class FeatureSpec:
     numeric: tuple[str, ...]
     tasks: tuple[str, ...]
     has_p_true: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n_categorical(self) -> int:

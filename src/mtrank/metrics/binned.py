@@ -1,24 +1,17 @@
-"""Constant-memory classification metrics: AUROC and PR-AUC on a fixed threshold grid, streaming ECE."""
+"""Constant-memory classification metrics: AUROC and PR-AUC on a fixed threshold grid, streaming ECE.
+
+The figures are torchmetrics' (binned ``BinaryAUROC`` / ``BinaryAveragePrecision``, ``BinaryCalibrationError``)
+computed from smaller states. torchmetrics has no public function from a binned confusion matrix to its figure,
+so :func:`auroc_from_confmat` and :func:`average_precision_from_confmat` restate its formulas (the same tensor
+operations, so the same numbers), and :func:`check_binary_inputs` / :func:`as_probabilities` its input checks and
+logit handling; ``tests/test_metrics.py`` holds them to torchmetrics' public functions.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.classification.auroc import _binary_auroc_compute
-from torchmetrics.functional.classification.average_precision import (
-    _binary_average_precision_compute,
-)
-from torchmetrics.functional.classification.calibration_error import (
-    _binary_calibration_error_tensor_validation,
-)
-from torchmetrics.functional.classification.confusion_matrix import (
-    _binary_confusion_matrix_format,
-)
-from torchmetrics.functional.classification.precision_recall_curve import (
-    _binary_precision_recall_curve_format,
-    _binary_precision_recall_curve_tensor_validation,
-)
 
 EPS = 1e-7
 
@@ -75,6 +68,61 @@ def confmat_from_counts(counts: Tensor) -> Tensor:
     return out
 
 
+def check_binary_inputs(preds: Tensor, target: Tensor, float_target: bool = False) -> None:
+    """torchmetrics' checks of binary inputs: the same shape, floating-point scores, labels in {0, 1} (and, unless
+    ``float_target``, an integer label tensor)."""
+    if preds.shape != target.shape:
+        raise RuntimeError(f"Predictions and targets are expected to have the same shape, but got {preds.shape} and "
+                           f"{target.shape}.")
+    if not float_target and target.is_floating_point():
+        raise ValueError("Expected argument `target` to be an int or long tensor with ground truth labels but got "
+                         f"tensor with dtype {target.dtype}")
+    if not preds.is_floating_point():
+        raise ValueError("Expected argument `preds` to be an floating tensor with probability/logit scores, but got "
+                         f"tensor with dtype {preds.dtype}")
+    values = torch.unique(target)
+    if torch.any((values != 0) & (values != 1)):
+        raise RuntimeError(f"Detected the following values in `target`: {values} but expected only the following "
+                           "values [0, 1].")
+
+
+def as_probabilities(preds: Tensor) -> Tensor:
+    """Flat scores; torchmetrics' rule for logits: scores outside [0, 1] are all passed through the sigmoid."""
+    preds = preds.flatten()
+    return torch.where(((preds < 0) | (preds > 1)).any(), preds.sigmoid(), preds)
+
+
+def _rate(num: Tensor, denom: Tensor, zero: float) -> Tensor:
+    """``num / denom`` in floating point, ``zero`` where ``denom`` is 0."""
+    num, denom = num.float(), denom.float()
+    return torch.where(denom != 0, num / denom, torch.full((), zero, dtype=num.dtype, device=num.device))
+
+
+@torch.no_grad()
+def auroc_from_confmat(confmat: Tensor) -> Tensor:
+    """AUROC of a binned confusion matrix ``[K, 2, 2]`` (:func:`confmat_from_counts`, thresholds ascending): the
+    trapezoidal area under the ROC points (FPR, TPR) of the K thresholds, a rate with an empty denominator being 0
+    (torchmetrics' binned ``binary_auroc``)."""
+    tps, fps, fns, tns = confmat[:, 1, 1], confmat[:, 0, 1], confmat[:, 1, 0], confmat[:, 0, 0]
+    tpr = _rate(tps, tps + fns, 0.0).flip(0)
+    fpr = _rate(fps, fps + tns, 0.0).flip(0)
+    return torch.trapz(tpr, fpr)
+
+
+@torch.no_grad()
+def average_precision_from_confmat(confmat: Tensor) -> Tensor:
+    """Average precision of a binned confusion matrix ``[K, 2, 2]``: ``−Σ_i (R_{i+1} − R_i) · P_i`` over the K
+    thresholds (ascending) and a final point (P = 1, R = 0), an undefined precision or recall counting 0
+    (torchmetrics' binned ``binary_average_precision``)."""
+    tps, fps, fns = confmat[:, 1, 1], confmat[:, 0, 1], confmat[:, 1, 0]
+    one = torch.ones(1, device=confmat.device)
+    precision = torch.cat([_rate(tps, tps + fps, float("nan")), one])
+    recall = torch.cat([_rate(tps, tps + fns, float("nan")), one - 1])
+    precision = torch.where(torch.isnan(precision), torch.zeros_like(precision), precision)
+    recall = torch.where(torch.isnan(recall), torch.zeros_like(recall), recall)
+    return -torch.sum((recall[1:] - recall[:-1]) * precision[:-1])
+
+
 def binned_confmat(preds: Tensor, target: Tensor, thresholds: Tensor) -> Tensor:
     """``[K, 2, 2]`` counts ``[i, target, preds >= thresholds[i]]`` (torchmetrics' binned state) in O(B log K)."""
     return confmat_from_counts(binned_counts(preds, target, thresholds))
@@ -82,7 +130,7 @@ def binned_confmat(preds: Tensor, target: Tensor, thresholds: Tensor) -> Tensor:
 
 class _BinnedCurve(Metric):
     """Per threshold, how many positives and negatives reach it (:func:`binned_counts`, summed over updates and
-    across processes); the subclass turns the confusion matrix into its figure with torchmetrics' function."""
+    across processes); the subclass turns the confusion matrix into its figure."""
 
     is_differentiable = False
     higher_is_better = True
@@ -99,28 +147,24 @@ class _BinnedCurve(Metric):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         if self.validate_args:
-            _binary_precision_recall_curve_tensor_validation(preds, target, None)
-        preds, target, _ = _binary_precision_recall_curve_format(preds, target, None, None)  # flat; logits → σ
+            check_binary_inputs(preds, target)
+        preds, target = as_probabilities(preds), target.flatten()  # flat; logits → σ
         self.counts += binned_counts(preds, target, self.thresholds)
 
     def compute(self) -> Tensor:
-        return self._figure(confmat_from_counts(self.counts), self.thresholds)
+        return self._figure(confmat_from_counts(self.counts))
 
 
 class BinnedAUROC(_BinnedCurve):
     """torchmetrics' binned ``BinaryAUROC`` in O(B log K) per update and ``[K + 1, 2]`` counts of state."""
 
-    @staticmethod
-    def _figure(confmat: Tensor, thresholds: Tensor) -> Tensor:
-        return _binary_auroc_compute(confmat, thresholds)
+    _figure = staticmethod(auroc_from_confmat)
 
 
 class BinnedAveragePrecision(_BinnedCurve):
     """torchmetrics' binned ``BinaryAveragePrecision`` in O(B log K) per update and ``[K + 1, 2]`` counts of state."""
 
-    @staticmethod
-    def _figure(confmat: Tensor, thresholds: Tensor) -> Tensor:
-        return _binary_average_precision_compute(confmat, thresholds)
+    _figure = staticmethod(average_precision_from_confmat)
 
 
 class StreamingCalibrationError(Metric):
@@ -146,8 +190,8 @@ class StreamingCalibrationError(Metric):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         if self.validate_args:
-            _binary_calibration_error_tensor_validation(preds, target, None)
-        preds, target = _binary_confusion_matrix_format(preds, target, threshold=0.0, convert_to_labels=False)
+            check_binary_inputs(preds, target, float_target=True)
+        preds, target = as_probabilities(preds), target.flatten()
         edges = torch.linspace(0, 1, self.n_bins + 1, dtype=preds.dtype, device=preds.device)
         idx = torch.bucketize(preds.contiguous(), edges, right=True) - 1
         self.count += torch.bincount(idx, minlength=self.n_bins + 1).to(self.count.dtype)

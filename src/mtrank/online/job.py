@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -164,9 +165,35 @@ def _fmt_w(w: Mapping[str, float] | None) -> str:
     return "binary score" if w is None else ", ".join(f"{t}={float(v):.3f}" for t, v in w.items())
 
 
-def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
-    """Run the configured simulation (``conf/simulate_ab.yaml``); returns the figures written to results.json."""
-    t_start = time.perf_counter()
+@dataclass
+class _Simulation:
+    """What the steps of one simulation share: settings, the models and their world, and what it has written."""
+
+    out: Path
+    ab: dict[str, Any]
+    seed: int
+    level: float
+    types: list[str]
+    problem: UtilityProblem
+    cache: Path
+    runs: dict[str, Path]
+    scorers: dict[str, ModelScorer]
+    world: World
+    k: int
+    chunk: int
+    score_position: int | None
+    hand: Policy  # the multi-task model with the hand-picked weights: the control arm of BO and the final comparison
+    binary: Policy  # the binary model's score
+    timings: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    report: list[str] = field(default_factory=list)
+
+    def traffic(self, n: int) -> TrafficConfig:
+        return TrafficConfig(requests_per_arm=int(n), k=self.k, chunk_requests=self.chunk, level=self.level)
+
+
+def _models_and_world(cfg: DictConfig) -> _Simulation:
+    """Step 1: settings, the control and treatment runs (given or trained and cached), their world."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ab = _container(cfg.ab)
@@ -177,7 +204,6 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
     problem = UtilityProblem.from_mapping(_container(cfg.utility), "utility")
     timings: dict[str, float] = {}
 
-    # ---------------------------------------------------------------- models and world
     t = time.perf_counter()
     cache = Path(mcfg["cache_dir"])
     overrides = [str(o) for o in mcfg.get("train_overrides") or []]
@@ -202,9 +228,6 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
     log.info("Control %s (%s), treatment %s (%s); top-%d of %d candidates shown", runs["control"],
              scorers["control"].objective, runs["treatment"], scorers["treatment"].objective, k, K)
 
-    def traffic(n: int) -> TrafficConfig:
-        return TrafficConfig(requests_per_arm=int(n), k=k, chunk_requests=chunk, level=level)
-
     hand = Policy(CONTROL_ARM, "treatment", dict(problem.weights), label=f"multi-task, hand-picked ({_fmt_w(problem.weights)})")
     binary = Policy("binary", "control", None, label=f"binary ({scorers['control'].objective}) score")
     results: dict[str, Any] = {
@@ -213,19 +236,24 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
         "settings": {"k": k, "score_position": score_position, "level": level, "types": types, "seed": seed},
     }
     report: list[str] = [f"# Simulated online A/B tests\n\nRun folder: `{out}`\n"]
+    return _Simulation(out, ab, seed, level, types, problem, cache, runs, scorers, world, k, chunk, score_position,
+                       hand, binary, timings, results, report)
 
-    # ---------------------------------------------------------------- Table 1
+
+def _table1(sim: _Simulation) -> None:
+    """Step 2: Table 1, the multi-task model with the hand-picked weights against the binary model."""
+    ab, problem, out, level = sim.ab, sim.problem, sim.out, sim.level
     t = time.perf_counter()
-    ctrl = Policy("control", "control", None, label=binary.label)
-    treat = Policy("treatment", "treatment", dict(problem.weights), label=hand.label)
+    ctrl = Policy("control", "control", None, label=sim.binary.label)
+    treat = Policy("treatment", "treatment", dict(problem.weights), label=sim.hand.label)
     t1_pols = [ctrl, treat]
-    diag = _diagnostic_policies(ab["table1"], problem, scorers) if ab["table1"].get("diagnostics", True) else []
-    t1_scorers: dict[str, Any] = dict(scorers)
+    diag = _diagnostic_policies(ab["table1"], problem, sim.scorers) if ab["table1"].get("diagnostics", True) else []
+    t1_scorers: dict[str, Any] = dict(sim.scorers)
     if any(p.model == "oracle" for p in diag):
-        t1_scorers["oracle"] = WorldScorer(world, score_position)
-    t1 = run_experiment(world, t1_pols + diag, t1_scorers, traffic(ab["table1"]["requests_per_arm"]), types, seed,
-                        "table1")
-    timings["table1"] = time.perf_counter() - t
+        t1_scorers["oracle"] = WorldScorer(sim.world, sim.score_position)
+    t1 = run_experiment(sim.world, t1_pols + diag, t1_scorers, sim.traffic(ab["table1"]["requests_per_arm"]), sim.types,
+                        sim.seed, "table1")
+    sim.timings["table1"] = time.perf_counter() - t
     md1 = table1_markdown(t1, "treatment", level)
     sentence = direction_sentence(t1, "treatment")
     labels1 = {p.name: p.describe() for p in t1_pols + diag}
@@ -237,60 +265,72 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
                title="Table 1: lift vs the binary importance-weighted model",
                labels={"treatment": "multi-task, hand-picked", "control": "binary",
                        "treatment_iw": "multi-task, importance weights", "oracle_hand_picked": "oracle, hand-picked"})
-    results["table1"] = {**t1.to_dict(), "direction": sentence}
-    report += ["## Table 1: multi-task vs binary\n", md1, sentence + "\n"]
+    sim.results["table1"] = {**t1.to_dict(), "direction": sentence}
+    sim.report += ["## Table 1: multi-task vs binary\n", md1, sentence + "\n"]
     if md_diag:
-        report += ["Diagnostic arms of the same experiment (lifts vs the binary model):\n", md_diag]
-    report += ["![Table 1](table1.png)\n"]
+        sim.report += ["Diagnostic arms of the same experiment (lifts vs the binary model):\n", md_diag]
+    sim.report += ["![Table 1](table1.png)\n"]
     log.info("Table 1:\n%s\n%s\n%s", md1, sentence, md_diag)
 
-    # ---------------------------------------------------------------- offline BO
+
+def _offline_bo(sim: _Simulation) -> tuple[UtilityEvaluator, dict[str, float]]:
+    """Step 3: the offline objectives f_t (Eq. 5) and the offline-BO weights."""
     t = time.perf_counter()
-    evaluator = _offline_evaluator(scorers["treatment"], problem, str(ab["offline_bo"].get("metric", "pr_auc")), cache)
-    off_w, off_info = offline_bo_weights(ab, problem, scorers["treatment"], cache, evaluator)
-    timings["offline_bo"] = time.perf_counter() - t
-    results["offline_bo"] = {"weights": off_w, **off_info}
+    treatment = sim.scorers["treatment"]
+    evaluator = _offline_evaluator(treatment, sim.problem, str(sim.ab["offline_bo"].get("metric", "pr_auc")), sim.cache)
+    off_w, off_info = offline_bo_weights(sim.ab, sim.problem, treatment, sim.cache, evaluator)
+    sim.timings["offline_bo"] = time.perf_counter() - t
+    sim.results["offline_bo"] = {"weights": off_w, **off_info}
     log.info("Offline-BO weights: %s (%s)", _fmt_w(off_w), off_info["source"])
+    return evaluator, off_w
 
-    # ---------------------------------------------------------------- online BO
-    on_w: dict[str, float] | None = None
-    bo: OnlineBOResult | None = None
-    obo = ab["online_bo"]
-    if obo.get("enabled", True):
-        needed = [problem.objective] + [c.metric[len("f_"):] for c in problem.constraints if c.relative]
-        missing = [t_ for t_ in needed if t_ not in types]
-        if missing:
-            raise ValueError(f"online BO needs the metrics of {missing} (objective and constraints of utility); add "
-                             f"them to metrics.types={types}")
-        t = time.perf_counter()
-        bcfg = OnlineBOConfig(rounds=int(obo["rounds"]), arms_per_round=int(obo["arms_per_round"]),
-                              metric=str(obo["metric"]), generation=GenerationConfig.from_mapping(obo.get("generation")))
 
-        def evaluate_round(r: int, arms: Mapping[str, Mapping[str, float]]) -> ExperimentResult:
-            pols = [hand] + [Policy(name, "treatment", dict(w)) for name, w in arms.items()]
-            return run_experiment(world, pols, scorers, traffic(obo["requests_per_arm"]), types, seed, f"online_bo/{r}")
+def _online_bo(sim: _Simulation) -> dict[str, float] | None:
+    """Step 4: online Bayesian optimisation against the hand-picked control; its weights (None when disabled)."""
+    problem, types, obo = sim.problem, sim.types, sim.ab["online_bo"]
+    if not obo.get("enabled", True):
+        return None
+    needed = [problem.objective] + [c.metric[len("f_"):] for c in problem.constraints if c.relative]
+    missing = [t_ for t_ in needed if t_ not in types]
+    if missing:
+        raise ValueError(f"online BO needs the metrics of {missing} (objective and constraints of utility); add "
+                         f"them to metrics.types={types}")
+    t = time.perf_counter()
+    bcfg = OnlineBOConfig(rounds=int(obo["rounds"]), arms_per_round=int(obo["arms_per_round"]),
+                          metric=str(obo["metric"]), generation=GenerationConfig.from_mapping(obo.get("generation")))
 
-        bo = run_online_bo(problem, evaluate_round, bcfg, out / "online_bo" / "ax_experiment.json")
-        on_w = bo.best_weights
-        timings["online_bo"] = time.perf_counter() - t
-        md_bo = online_bo_markdown(bo.rounds, types, problem.tasks, bcfg.metric)
-        write_text(out / "online_bo.md", md_bo)
-        plot_online_bo(bo.rounds, types, out / "online_bo.png", bcfg.metric)
-        results["online_bo"] = bo.to_dict()
-        report += [f"## Online Bayesian optimisation ({bcfg.rounds} rounds × {bcfg.arms_per_round} arms + control)\n",
+    def evaluate_round(r: int, arms: Mapping[str, Mapping[str, float]]) -> ExperimentResult:
+        pols = [sim.hand] + [Policy(name, "treatment", dict(w)) for name, w in arms.items()]
+        return run_experiment(sim.world, pols, sim.scorers, sim.traffic(obo["requests_per_arm"]), types, sim.seed,
+                              f"online_bo/{r}")
+
+    bo: OnlineBOResult = run_online_bo(problem, evaluate_round, bcfg, sim.out / "online_bo" / "ax_experiment.json")
+    on_w = bo.best_weights
+    sim.timings["online_bo"] = time.perf_counter() - t
+    md_bo = online_bo_markdown(bo.rounds, types, problem.tasks, bcfg.metric)
+    write_text(sim.out / "online_bo.md", md_bo)
+    plot_online_bo(bo.rounds, types, sim.out / "online_bo.png", bcfg.metric)
+    sim.results["online_bo"] = bo.to_dict()
+    sim.report += [f"## Online Bayesian optimisation ({bcfg.rounds} rounds × {bcfg.arms_per_round} arms + control)\n",
                    f"Objective `{bo.objective}`, constraints {', '.join(f'`{c}`' for c in bo.constraints)} "
                    f"(lifts in % of {bcfg.metric} against each round's hand-picked control).\n", md_bo,
                    f"Chosen: {_fmt_w(on_w)} ({bo.best_source}).\n", "![online BO](online_bo.png)\n"]
+    return on_w
 
-    # ---------------------------------------------------------------- final comparison on fresh traffic
+
+def _final_comparison(sim: _Simulation, evaluator: UtilityEvaluator, off_w: Mapping[str, float],
+                      on_w: Mapping[str, float] | None) -> None:
+    """Step 5: hand-picked, offline-BO and online-BO weights (and the binary model) on fresh traffic."""
+    ab, problem, out, level = sim.ab, sim.problem, sim.out, sim.level
     t = time.perf_counter()
-    final_pols = [hand, Policy("offline_bo", "treatment", off_w, label=f"offline BO ({_fmt_w(off_w)})")]
+    final_pols = [sim.hand, Policy("offline_bo", "treatment", off_w, label=f"offline BO ({_fmt_w(off_w)})")]
     if on_w is not None:
         final_pols.append(Policy("online_bo", "treatment", on_w, label=f"online BO ({_fmt_w(on_w)})"))
     if ab["final"].get("include_binary", True):
-        final_pols.append(binary)
-    fin = run_experiment(world, final_pols, scorers, traffic(ab["final"]["requests_per_arm"]), types, seed, "final")
-    timings["final"] = time.perf_counter() - t
+        final_pols.append(sim.binary)
+    fin = run_experiment(sim.world, final_pols, sim.scorers, sim.traffic(ab["final"]["requests_per_arm"]), sim.types,
+                         sim.seed, "final")
+    sim.timings["final"] = time.perf_counter() - t
     offline_vals = {p.name: evaluator.evaluate(dict(p.weights)) for p in final_pols if p.weights is not None}
     base_off = offline_vals[CONTROL_ARM]
     rows = []
@@ -310,14 +350,18 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
     plot_lifts(fin, [p.name for p in final_pols if p.name != CONTROL_ARM], ["propensity", "volume"],
                out / "comparison.png", title="fresh traffic: lift vs multi-task with hand-picked weights",
                labels={p.name: sources[p.name] for p in final_pols})
-    results["final"] = {**fin.to_dict(), "offline": rows}
-    report += ["## Offline vs online weights on fresh traffic\n",
-               f"Lifts against the hand-picked weights; offline f_{problem.objective}: "
-               f"{evaluator.metric} on the treatment run's test split (logged impressions).\n",
-               f"{kind}:\n", md_cmp, "volume:\n", md_cmp_vol,
-               "expected propensity (true probabilities of the shown impressions, no label noise):\n", md_cmp_exp,
-               "![comparison](comparison.png)\n"]
+    sim.results["final"] = {**fin.to_dict(), "offline": rows}
+    sim.report += ["## Offline vs online weights on fresh traffic\n",
+                   f"Lifts against the hand-picked weights; offline f_{problem.objective}: "
+                   f"{evaluator.metric} on the treatment run's test split (logged impressions).\n",
+                   f"{kind}:\n", md_cmp, "volume:\n", md_cmp_vol,
+                   "expected propensity (true probabilities of the shown impressions, no label noise):\n", md_cmp_exp,
+                   "![comparison](comparison.png)\n"]
 
+
+def _write_outputs(sim: _Simulation, cfg: DictConfig, t_start: float) -> dict[str, Any]:
+    """Step 6: timings, the configuration, ``report.md`` and ``results.json``."""
+    timings, results, report = sim.timings, sim.results, sim.report
     timings["total"] = time.perf_counter() - t_start
     results["timings_seconds"] = timings
     results["load_average"] = list(os.getloadavg())
@@ -325,7 +369,22 @@ def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
                                                 resolve=True)
     report.append(f"Wall time: {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')}); "
                   f"load average at the end {results['load_average'][0]:.1f}.\n")
-    write_text(out / "report.md", "\n".join(report))
-    write_json(out / "results.json", results)
-    log.info("Wrote %s (%.0f s)", out / "report.md", timings["total"])
+    write_text(sim.out / "report.md", "\n".join(report))
+    write_json(sim.out / "results.json", results)
+    log.info("Wrote %s (%.0f s)", sim.out / "report.md", timings["total"])
     return results
+
+
+def simulate_ab(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured simulation (``conf/simulate_ab.yaml``); returns the figures written to results.json.
+
+    The steps of the module docstring, in order: models and world, Table 1, offline BO, online BO, the final
+    comparison on fresh traffic, the outputs.
+    """
+    t_start = time.perf_counter()
+    sim = _models_and_world(cfg)
+    _table1(sim)
+    evaluator, off_w = _offline_bo(sim)
+    on_w = _online_bo(sim)
+    _final_comparison(sim, evaluator, off_w, on_w)
+    return _write_outputs(sim, cfg, t_start)

@@ -56,7 +56,7 @@ class ModelScorer:
 
     @property
     def objective(self) -> str:
-        return str(self.run.model.objective)
+        return self.run.model.objective.name
 
     def score(self, frame: pl.DataFrame) -> Scores:
         """Score every row of ``frame`` (the columns of :meth:`World.sample_requests`)."""

@@ -26,23 +26,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torchmetrics import MeanMetric
 
 from mtrank.calibration.downsampling import correct_logits
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
-from mtrank.metrics.calibration import RawScoreMetrics
-from mtrank.metrics.heads import MultiHeadMetrics
+from mtrank.metrics.stage import stage_metrics
 from mtrank.training.checkpoints import RNG_KEY, rng_states, set_rng_states
-from mtrank.training.losses import (
-    UncertaintyWeighting,
-    bce_per_task,
-    binary_importance_loss,
-    build_task_weighting,
-)
-
-OBJECTIVES = ("multitask", "binary")
-BINARY_HEAD = "engagement"
+from mtrank.training.objectives import build_objective, checkpoint_keys
 
 
 def _plain(x: Any) -> Any:
@@ -82,6 +72,24 @@ def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] 
             raise ValueError(f"model.compile has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         return {k: v for k, v in compile.items() if v is not None}
     raise ValueError(f"model.compile = {compile!r}: expected true, false or a mapping of torch.compile arguments")
+
+
+_OBJECTIVE = "objective."
+
+
+def _objective_keys_on_top(module: "RankingModule", state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """State-dict post-hook: the objective's tensors under the keys of older checkpoints (``task_weighting.*``,
+    ``pos_weight``, ``importance``), not ``objective.*``; checkpoints keep one format."""
+    for key in [k for k in state_dict if k.startswith(prefix + _OBJECTIVE)]:
+        state_dict[prefix + key[len(prefix + _OBJECTIVE):]] = state_dict.pop(key)
+
+
+def _objective_keys_into_objective(module: "RankingModule", state_dict: dict, prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook, the inverse of :func:`_objective_keys_on_top`."""
+    for key in checkpoint_keys(module.objective):
+        if prefix + key in state_dict:
+            state_dict[prefix + _OBJECTIVE + key] = state_dict.pop(prefix + key)
+
 
 class RankingModule(pl.LightningModule):
     """Multi-head ranker.
@@ -126,66 +134,26 @@ class RankingModule(pl.LightningModule):
         self.compile_options = compile_options(compile)
         self.spec = spec_from_dict(spec)
         self.tasks = list(self.spec.tasks)
-        self.objective = loss.get("objective", "multitask")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"loss.objective = '{self.objective}': expected one of {list(OBJECTIVES)}")
-        self.heads = self.tasks if self.objective == "multitask" else [BINARY_HEAD]
+        objective = build_objective(loss, self.tasks)  # its heads, its loss, its scores per type, its β
+        self.heads = objective.heads
         # objects are passed after instantiation: Hydra would turn a dataclass argument into a config node
         self.net = hydra.utils.instantiate(net, _partial_=True, _convert_="all")(spec=self.spec, heads=self.heads)
-        if self.objective == "multitask":
-            self.task_weighting = build_task_weighting(
-                loss.get("task_weighting", "equal"),
-                self.tasks,
-                weights=loss.get("task_weights"),
-                variant=loss.get("uncertainty_variant", "kendall"),
-            )
-            pw = loss.get("pos_weight")
-            self.register_buffer("pos_weight", self._per_task(pw, "loss.pos_weight", default=1.0) if pw else None)
-        else:
-            self.register_buffer(
-                "importance", self._per_task(loss.get("importance_weights"), "loss.importance_weights", default=None)
-            )
-            self.rule = loss.get("rule", "max")
-            if self.rule not in ("max", "sum"):
-                raise ValueError(f"loss.rule = '{self.rule}': expected one of ['max', 'sum']")
+        self.objective = objective  # after the net: the optimiser's parameter order stays that of older checkpoints
+        self.register_state_dict_post_hook(_objective_keys_on_top)
+        self.register_load_state_dict_pre_hook(_objective_keys_into_objective)
         # Eq. 3 per head: the correction-only calibration; post-hoc calibrators are attached later
-        self.calibration = Calibration.from_downsampling(
-            downsampling or {"beta": 1.0}, self.tasks, self.objective
-        )
+        self.calibration = Calibration.from_downsampling(downsampling or {"beta": 1.0}, self.tasks, objective)
         mode = self.calibration.info["mode"]
         beta = float(self.calibration.info["beta"])
-        if mode == "reweight" and self.objective != "multitask":
+        if mode == "reweight" and not objective.supports_reweight:
             raise ValueError("calibration.downsampling=reweight needs loss.objective=multitask")
         self.unengaged_weight = 1.0 / beta if (mode == "reweight" and beta < 1.0) else None
-        head_betas = (
-            self.calibration.beta_vector(self.tasks) if self.objective == "multitask"
-            else [beta]
-        )
+        head_betas = objective.head_betas(self.calibration.betas, beta)
         self.register_buffer("head_betas", torch.tensor(head_betas), persistent=False)
         metrics = metrics or {}
-        ece_bins = metrics.get("ece_bins", 15)
-        kw = dict(has_p_true=self.spec.has_p_true, thresholds=metrics.get("thresholds"), ece_bins=ece_bins)
-        self.val_metrics = MultiHeadMetrics(self.tasks, "val", **kw)
-        self.test_metrics = MultiHeadMetrics(self.tasks, "test", **kw)
-        self.val_raw_metrics = RawScoreMetrics(self.tasks, "val", ece_bins=ece_bins)
-        self.test_raw_metrics = RawScoreMetrics(self.tasks, "test", ece_bins=ece_bins)
-        # after Eq. 3 but before the post-hoc calibrators: logged only while calibrators are attached
-        self.val_corrected_metrics = RawScoreMetrics(self.tasks, "val", ece_bins=ece_bins, suffix="_corrected")
-        self.test_corrected_metrics = RawScoreMetrics(self.tasks, "test", ece_bins=ece_bins, suffix="_corrected")
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
-
-    def _per_task(self, mapping: Mapping[str, float] | None, key: str, default: float | None) -> Tensor:
-        mapping = dict(mapping or {})
-        extra = sorted(set(mapping) - set(self.tasks))
-        missing = [t for t in self.tasks if t not in mapping]
-        if extra or (default is None and missing):
-            raise ValueError(
-                f"{key} has keys {sorted(mapping)} but the tasks are {self.tasks}"
-                + (f"; unknown: {extra}" if extra else "")
-                + (f"; missing: {missing}" if default is None and missing else "")
-            )
-        return torch.tensor([float(mapping.get(t, default)) for t in self.tasks])
+        # per evaluation stage (val, test): calibrated, raw and corrected scores' metrics and the mean loss
+        self.stage_metrics = stage_metrics(self.tasks, self.spec.has_p_true, metrics.get("thresholds"),
+                                           metrics.get("ece_bins", 15))
 
     # ------------------------------------------------------------------ forward and scores
 
@@ -196,18 +164,14 @@ class RankingModule(pl.LightningModule):
     def task_probabilities(self, logits: Tensor) -> Tensor:
         """The raw score per task [B, T]: sigmoid of the heads, on the downsampled scale of the train split
         (the binary model's one score stands for every type)."""
-        probs = torch.sigmoid(logits.float())
-        if self.objective == "binary":
-            probs = probs.expand(-1, len(self.tasks))
-        return probs
+        return self.objective.per_type(torch.sigmoid(logits.float()))
 
     def corrected_logits(self, logits: Tensor) -> Tensor:
         """Eq. 3 on the logit scale, per head: ``logits + log β_head`` [B, n_heads]."""
         return correct_logits(logits.float(), self.head_betas)
 
     def _corrected_probabilities(self, logits: Tensor) -> Tensor:
-        probs = torch.sigmoid(self.corrected_logits(logits))
-        return probs.expand(-1, len(self.tasks)) if self.objective == "binary" else probs
+        return self.objective.per_type(torch.sigmoid(self.corrected_logits(logits)))
 
     def calibrated_probabilities(self, logits: Tensor) -> Tensor:
         """Probabilities per task [B, T]: Eq. 3 per head, then the attached post-hoc calibrators (if any)."""
@@ -245,18 +209,7 @@ class RankingModule(pl.LightningModule):
 
         ``row_weights`` [B] (multi-task only): a weighted mean over rows instead of the plain mean.
         """
-        logits = logits.float()
-        if self.objective == "binary":
-            if row_weights is not None:
-                raise ValueError("row_weights need loss.objective=multitask")
-            return binary_importance_loss(logits[:, 0], labels, self.importance, self.rule), None
-        bce = bce_per_task(logits, labels, self.pos_weight)
-        if row_weights is None:
-            per_task = bce.mean(dim=0)
-        else:
-            w = row_weights.to(bce.dtype).reshape(-1, 1)
-            per_task = (bce * w).sum(dim=0) / w.sum().clamp_min(1e-12)
-        return self.task_weighting(per_task), per_task
+        return self.objective.loss(logits.float(), labels, row_weights)
 
     def training_row_weights(self, labels: Tensor) -> Tensor | None:
         """With ``reweight``: 1/β for the rows with no engagement of any task (the sampled ones), else 1."""
@@ -272,12 +225,8 @@ class RankingModule(pl.LightningModule):
             return loss
         bs = batch["labels"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        if per_task is not None:
-            w = self.task_weighting.weights()
-            for i, t in enumerate(self.tasks):
-                self.log(f"train/{t}/loss", per_task[i], batch_size=bs)
-                if isinstance(self.task_weighting, UncertaintyWeighting):
-                    self.log(f"train/{t}/task_weight", w[i], batch_size=bs)
+        for name, value in self.objective.train_figures(per_task).items():
+            self.log(f"train/{name}", value, batch_size=bs)
         return loss
 
     def _logging_step(self) -> bool:
@@ -294,12 +243,9 @@ class RankingModule(pl.LightningModule):
     def _eval_step(self, batch: Mapping[str, Tensor], stage: str) -> None:
         logits = self(batch)
         loss, _ = self.compute_loss(logits, batch["labels"])
-        getattr(self, f"{stage}_loss").update(loss, weight=batch["labels"].shape[0])
-        getattr(self, f"{stage}_metrics").update(self.calibrated_probabilities(logits), batch["labels"],
-                                                 batch.get("p_true"))
-        getattr(self, f"{stage}_raw_metrics").update(self.task_probabilities(logits), batch["labels"])
-        if self.calibration.has_calibrators:
-            getattr(self, f"{stage}_corrected_metrics").update(self._corrected_probabilities(logits), batch["labels"])
+        corrected = self._corrected_probabilities(logits) if self.calibration.has_calibrators else None
+        self.stage_metrics[stage].update(loss, batch["labels"], self.calibrated_probabilities(logits),
+                                         self.task_probabilities(logits), corrected, batch.get("p_true"))
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -308,21 +254,12 @@ class RankingModule(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def _log_epoch(self, stage: str) -> None:
-        metrics, raw, mean_loss = (getattr(self, f"{stage}_{k}") for k in ("metrics", "raw_metrics", "loss"))
-        values = metrics.compute()
-        values.update(raw.compute())
-        raw.reset()
-        if self.calibration.has_calibrators:
-            corrected = getattr(self, f"{stage}_corrected_metrics")
-            values.update(corrected.compute())
-            corrected.reset()
-        values[f"{stage}/loss"] = mean_loss.compute()
+        values = self.stage_metrics[stage].compute(with_corrected=self.calibration.has_calibrators)
         # torchmetrics has already synchronised across ranks: every rank logs the same numbers
         shown = {k: v.float() for k, v in values.items() if k in (f"{stage}/loss", f"{stage}/mean/auroc")}
         self.log_dict(shown, prog_bar=True)
         self.log_dict({k: v.float() for k, v in values.items() if k not in shown})
-        metrics.reset()
-        mean_loss.reset()
+        self.stage_metrics[stage].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

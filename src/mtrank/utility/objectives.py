@@ -5,7 +5,8 @@
 * :func:`rank_within_requests`: the position each impression gets when a request is ranked by ``u``;
 * :func:`average_precision`: area under the precision–recall curve of a score against one or more
   labels over all impressions (the post's f_t); sort once, one cumulative sum per label;
-* :func:`ndcg_at_k`: per-request NDCG@k averaged over requests, the ranking-metric option;
+* :func:`ndcg_at_k`: per-request NDCG@k averaged over requests, the ranking-metric option (the project's one
+  NDCG, :func:`mtrank.metrics.ranking.mean_ndcg`: tied utilities averaged);
 * :class:`UtilityEvaluator`: holds the predictions and labels of a predictions Parquet file and returns
   every f_t for a weight vector — the function Ax optimises.
 
@@ -21,6 +22,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
+
+from mtrank.metrics.ranking import mean_ndcg
 
 __all__ = [
     "METRICS",
@@ -141,7 +144,7 @@ def ndcg_at_k(
     """Mean over requests of NDCG@k (binary gains, ``1/log2(rank+2)`` discounts) for each label column.
 
     Requests with no positive for a label are left out of that label's mean (``nan`` if none has one).
-    Tied scores within a request take an unspecified (but deterministic) order.
+    Tied scores within a request share their ranks' mean discount (:mod:`mtrank.metrics.ranking`).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -154,37 +157,8 @@ def ndcg_at_k(
     g = groups.index
     if s.shape != g.shape or y.shape[0] != g.shape[0]:
         raise ValueError(f"request ids, scores and labels must have the same length, got {g.shape}, {s.shape}, {y.shape}")
-    out = _ndcg(groups, s, [np.flatnonzero(y[:, j]) for j in range(y.shape[1])], k)
+    out = mean_ndcg(groups.index, groups.n_groups, s, [np.flatnonzero(y[:, j]) for j in range(y.shape[1])], k)
     return float(out[0]) if one else out
-
-
-def _ndcg(groups: RequestGroups, s: np.ndarray, positives: Sequence[np.ndarray], k: int) -> np.ndarray:
-    """NDCG@k per label given as the row indices of its positives (see :func:`ndcg_at_k`)."""
-    n = len(s)
-    if np.isnan(s).any():
-        raise ValueError("scores contain NaN")
-    g = groups.index
-    # rank every row within its request: sort by (request, global descending position) in one integer key
-    pos_of_row = np.empty(n, dtype=np.int64)
-    pos_of_row[np.argsort(-s)] = np.arange(n)
-    order = np.argsort(g * n + pos_of_row)
-    counts = np.bincount(g, minlength=groups.n_groups)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    rank_of_row = np.empty(n, dtype=np.int64)
-    rank_of_row[order] = np.arange(n) - starts[g[order]]
-    disc = 1.0 / np.log2(np.arange(k) + 2.0)
-    ideal_cum = np.r_[0.0, np.cumsum(disc)]
-    out = np.full(len(positives), np.nan)
-    for j, rows in enumerate(positives):
-        if len(rows) == 0:
-            continue
-        r = rank_of_row[rows]
-        gain = np.where(r < k, disc[np.minimum(r, k - 1)], 0.0)
-        dcg = np.bincount(g[rows], weights=gain, minlength=groups.n_groups)
-        n_pos = np.bincount(g[rows], minlength=groups.n_groups)
-        has = n_pos > 0
-        out[j] = float(np.mean(dcg[has] / ideal_cum[np.minimum(n_pos[has], k)]))
-    return out
 
 
 # ----------------------------------------------------------------------------- predictions file
@@ -335,5 +309,6 @@ class UtilityEvaluator:
         if self._k is None:
             vals = _average_precision(u, self._positives)
         else:
-            vals = _ndcg(self._groups, u, self._positives, self._k)  # type: ignore[arg-type]
+            groups = self._groups
+            vals = mean_ndcg(groups.index, groups.n_groups, u, self._positives, self._k)  # type: ignore[union-attr]
         return {t: float(v) for t, v in zip(self.label_tasks, vals)}

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtrank.metrics.calibration import RAW_METRIC_NAMES, RAW_SUFFIX
 from mtrank.metrics.heads import HEAD_METRIC_NAMES
+from mtrank.training.objectives import BinaryObjective, objective_class
 from mtrank.utils.config import plain
 
 __all__ = ["MetricCatalog", "catalog_for_train_config", "GATE_CALLBACK"]
@@ -41,7 +42,7 @@ class MetricCatalog:
     tasks: tuple[str, ...]
     objective: str = "multitask"
     has_p_true: bool = False
-    uncertainty: bool = False  # loss.task_weighting=uncertainty: train/<task>/task_weight
+    uncertainty: bool = False  # loss.task_weighting=uncertainty: train/<task>/task_weight (multi-task)
     calibrated: bool = False  # post-hoc calibrators fitted after training: test/<task>/<metric>_corrected
     trained: bool = True  # train=true: train/ and val/ figures and time/fit_seconds
     tested: bool = True  # test=true: test/ figures
@@ -60,9 +61,8 @@ class MetricCatalog:
         return tuple(names)
 
     def train_task_metrics(self) -> tuple[str, ...]:
-        if self.objective != "multitask":
-            return ()
-        return ("loss",) + (("task_weight",) if self.uncertainty else ())
+        # an unknown objective is reported by the loss check; its catalogue is that of the single-head objective
+        return objective_class(self.objective, default=BinaryObjective).train_task_metrics(self.uncertainty)
 
     def gate_names(self, stage: str) -> list[str]:
         if stage not in self.gate_stages:
@@ -170,7 +170,7 @@ def catalog_for_train_config(cfg: DictConfig, tasks: Sequence[str] | None = None
     objective = str(loss.get("objective", "multitask"))
     weighting = str(loss.get("task_weighting", "equal")).lower()
     method = str(_get(cfg, "calibration.method", "none") or "none")
-    heads = tasks if objective == "multitask" else ("engagement",)
+    heads = tuple(objective_class(objective, default=BinaryObjective).heads_for(tasks))
     gates: dict[str, tuple[str, ...]] = {}
     gate_prefix, gate_stages, gate_entropy = "gates", (), True
     callbacks = _get(cfg, "callbacks", {}) or {}
@@ -189,7 +189,7 @@ def catalog_for_train_config(cfg: DictConfig, tasks: Sequence[str] | None = None
         tasks=tasks,
         objective=objective,
         has_p_true=bool(_get(cfg, "data.pipeline.columns.p_true_prefix")),
-        uncertainty=objective == "multitask" and weighting == "uncertainty",
+        uncertainty=weighting == "uncertainty",
         calibrated=method != "none",
         trained=bool(_get(cfg, "train", True)),
         tested=bool(_get(cfg, "test", True)),

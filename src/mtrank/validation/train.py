@@ -173,62 +173,69 @@ def _check_data(cfg: DictConfig, p: Problems) -> None:
 
 
 def _check_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> str:
-    from mtrank.training.losses import (
-        IMPORTANCE_RULES,
-        TASK_WEIGHTING_KINDS,
-        UNCERTAINTY_VARIANTS,
-    )
-    from mtrank.training.module import OBJECTIVES
+    from mtrank.training.objectives import OBJECTIVES
 
     objective = config_value(cfg, "loss.objective", p, default="multitask")
     if not check_one_of(p, "loss.objective", objective, OBJECTIVES):
         return "multitask"
-    if objective == "multitask":
-        weighting = config_value(cfg, "loss.task_weighting", p, default="equal")
-        ok = check_one_of(p, "loss.task_weighting", str(weighting).lower() if isinstance(weighting, str) else weighting,
-                     TASK_WEIGHTING_KINDS)
-        weights = config_value(cfg, "loss.task_weights", p)
-        if ok and str(weighting).lower() == "fixed":
-            if weights is None:
-                p.add("loss.task_weights", f"loss.task_weighting = fixed needs loss.task_weights: one weight per task "
-                                           f"in {fmt_list(tasks)}")
-            check_task_map(p, "loss.task_weights", weights, tasks, exact=True)
-        elif ok and weights is not None and weights is not UNRESOLVED:
-            p.add("loss.task_weights", f"loss.task_weights is set but loss.task_weighting = {weighting} ignores it; "
-                                       "set loss.task_weighting=fixed to use these weights, or loss.task_weights=null")
-        if ok and str(weighting).lower() == "uncertainty":
-            check_one_of(p, "loss.uncertainty_variant", config_value(cfg, "loss.uncertainty_variant", p, default="kendall"),
-                    UNCERTAINTY_VARIANTS)
-        check_task_map(p, "loss.pos_weight", config_value(cfg, "loss.pos_weight", p), tasks, exact=False, positive=True)
-    else:
-        iw = config_value(cfg, "loss.importance_weights", p)
-        if iw is None:
-            p.add("loss.importance_weights", f"loss.objective = binary needs loss.importance_weights: one weight per "
-                                             f"task in {fmt_list(tasks)}")
-        check_task_map(p, "loss.importance_weights", iw, tasks, exact=True, positive=True)
-        check_one_of(p, "loss.rule", config_value(cfg, "loss.rule", p, default="max"), IMPORTANCE_RULES)
+    _LOSS_CHECKS[str(objective)](cfg, p, tasks)
     return str(objective)
 
 
+def _check_multitask_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> None:
+    """``loss.objective = multitask``: ``task_weighting``, ``task_weights``, ``uncertainty_variant``, ``pos_weight``."""
+    from mtrank.training.losses import TASK_WEIGHTING_KINDS, UNCERTAINTY_VARIANTS
+
+    weighting = config_value(cfg, "loss.task_weighting", p, default="equal")
+    ok = check_one_of(p, "loss.task_weighting", str(weighting).lower() if isinstance(weighting, str) else weighting,
+                 TASK_WEIGHTING_KINDS)
+    weights = config_value(cfg, "loss.task_weights", p)
+    if ok and str(weighting).lower() == "fixed":
+        if weights is None:
+            p.add("loss.task_weights", f"loss.task_weighting = fixed needs loss.task_weights: one weight per task "
+                                       f"in {fmt_list(tasks)}")
+        check_task_map(p, "loss.task_weights", weights, tasks, exact=True)
+    elif ok and weights is not None and weights is not UNRESOLVED:
+        p.add("loss.task_weights", f"loss.task_weights is set but loss.task_weighting = {weighting} ignores it; "
+                                   "set loss.task_weighting=fixed to use these weights, or loss.task_weights=null")
+    if ok and str(weighting).lower() == "uncertainty":
+        check_one_of(p, "loss.uncertainty_variant", config_value(cfg, "loss.uncertainty_variant", p, default="kendall"),
+                UNCERTAINTY_VARIANTS)
+    check_task_map(p, "loss.pos_weight", config_value(cfg, "loss.pos_weight", p), tasks, exact=False, positive=True)
+
+
+def _check_binary_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> None:
+    """``loss.objective = binary``: ``importance_weights``, ``rule``."""
+    from mtrank.training.losses import IMPORTANCE_RULES
+
+    iw = config_value(cfg, "loss.importance_weights", p)
+    if iw is None:
+        p.add("loss.importance_weights", f"loss.objective = binary needs loss.importance_weights: one weight per "
+                                         f"task in {fmt_list(tasks)}")
+    check_task_map(p, "loss.importance_weights", iw, tasks, exact=True, positive=True)
+    check_one_of(p, "loss.rule", config_value(cfg, "loss.rule", p, default="max"), IMPORTANCE_RULES)
+
+
+# the checks of each objective's own keys, by loss.objective (mtrank.training.objectives.OBJECTIVES)
+_LOSS_CHECKS = {"multitask": _check_multitask_loss, "binary": _check_binary_loss}
+
+
 def _check_model(cfg: DictConfig, p: Problems, tasks: Sequence[str], objective: str) -> None:
-    from mtrank.training.module import BINARY_HEAD
+    from mtrank.training.objectives import objective_class
 
     key = "model.net.head_bias_init"
     init = config_value(cfg, key, p)
     if init is None or init is UNRESOLVED or is_number(init):
         return
-    heads = list(tasks) if objective == "multitask" else [BINARY_HEAD]
+    kind = objective_class(objective)
+    heads = kind.heads_for(tasks)
     if not isinstance(init, Mapping):
         p.add(key, f"{key} = {init!r}: expected a number (every head) or a mapping {{head: bias}} over the heads "
                    f"{fmt_list(heads)}")
         return
     for k, v in init.items():
         if str(k) not in heads:
-            why, hint = (
-                (f"loss.objective = binary has the one head '{BINARY_HEAD}'", f"give one number, e.g. {key}=-3.0")
-                if objective != "multitask" else
-                ("the heads are the tasks of tasks.names", f"with a single task give the number itself, e.g. {key}=-2.74")
-            )
+            why, hint = kind.heads_text, kind.bias_hint.format(key=key)
             p.add(f"{key}.{k}", f"{key}.{k}: '{k}' is not a head of this model ({why}); allowed keys: {fmt_list(heads)}"
                                 f"; {hint}")
         elif not is_number(v):
@@ -239,6 +246,7 @@ def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> No
     """``calibration.method``, ``fit_split``, ``downsampling`` (reweight needs the multi-task objective)."""
     from mtrank.calibration.calibrators import METHODS
     from mtrank.calibration.downsampling import DOWNSAMPLING_MODES
+    from mtrank.training.objectives import objective_class
 
     if config_value(cfg, "calibration", p) is None:
         return
@@ -246,7 +254,7 @@ def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> No
     check_one_of(p, "calibration.fit_split", config_value(cfg, "calibration.fit_split", p, default="val"), SPLITS)
     mode = config_value(cfg, "calibration.downsampling", p, default="correct")
     if check_one_of(p, "calibration.downsampling", mode, DOWNSAMPLING_MODES) and mode == "reweight" \
-            and objective not in (None, "multitask"):
+            and objective is not None and not objective_class(objective).supports_reweight:
         p.add("calibration.downsampling", f"calibration.downsampling = reweight needs loss.objective = multitask (the "
                                           f"binary objective is corrected with Eq. 3); allowed with loss.objective = "
                                           f"{objective}: [correct]")
