@@ -56,12 +56,15 @@ import polars as pl
 from mtrank.data import reading, sources
 from mtrank.data.build_checks import (
     check_disjoint_requests,
+    check_numeric_stats,
     check_oov,
     check_positives,
     check_vocabularies,
     impression_rows,
+    log_split_sizes,
     present_splits,
     summarise,
+    warn_ignored_split_keys,
 )
 from mtrank.data.config import PipelineConfig
 from mtrank.data.downsample import downsample_counts, keep_expr
@@ -230,6 +233,8 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
     # one pass: rows, side-table matches, missing numerics, positives and downsampling counts, per split
     summary = summarise(cfg, rows_lf, side, present)
     rows = {s: summary[s]["rows"] for s in present}
+    split_sizes = log_split_sizes(cfg, summary, present)
+    ignored_split_keys = warn_ignored_split_keys(cfg)
 
     def sample(split: str, col: str) -> list:
         return (
@@ -264,6 +269,7 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
         categorical=list(cfg.categorical), numeric=list(cfg.numeric), log_numeric=list(cfg.log_numeric)
     ).fit(train_lf, cfg.encoding.min_count, cfg.encoding.max_vocab, rows=rows["train"])
     check_vocabularies(cfg, encoder)
+    check_numeric_stats(cfg, encoder)
 
     label_exprs = [pl.col(cols.labels[t]).cast(pl.UInt8).alias(LABEL_PREFIX + t) for t in cfg.tasks]
     ptrue_exprs = (
@@ -310,6 +316,8 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
         "beta": cfg.downsample.beta,
         "counts": counts,
         "splits": splits_meta,
+        "split_sizes": split_sizes,  # before downsampling: rows, requests, positives per task
+        "ignored_split_keys": ignored_split_keys,
         "numeric_missing_filled": missing,
         "duplicate_rows": {
             "kept": cfg.duplicates.policy == "keep",
