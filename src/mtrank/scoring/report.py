@@ -222,7 +222,11 @@ def _report_files(source: pl.DataFrame | Path, figures: SplitFigures, tasks: lis
         "reliability": {"bins": bins, "n_bins": n_bins,
                         "per_task": {t: reliability_table(scores[t], labels[t], n_bins, bins) for t in tasks}},
     }
-    write_text_atomic(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2, default=_json_default))
+    summary, undefined = nonfinite_to_null(json.loads(json.dumps(summary, default=_json_default)))
+    if undefined:
+        log.warning("%s: %d figure(s) are undefined (NaN or infinite), written as null: %s", SUMMARY_JSON,
+                    len(undefined), undefined)
+    write_text_atomic(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2, allow_nan=False))
     write_text_atomic(out_dir / SUMMARY_MD, _markdown(metrics, tasks, split, calibration, context, ks))
     _log_to_loggers(loggers, metrics, png, split)
     return metrics
