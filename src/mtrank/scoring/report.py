@@ -51,6 +51,8 @@ def _markdown(metrics: Mapping[str, float], tasks: Sequence[str], split: str, ca
     has_true = any(f"{split}/{t}/oracle_auroc" in metrics for t in tasks)
     corrected = any(f"{split}/{t}/ece_corrected" in metrics for t in tasks)
     lines = [f"# Evaluation: {context.get('title', split)}", ""]
+    if context.get("in_sample"):
+        lines += [f"**IN-SAMPLE**: {context['in_sample']}; these figures overstate calibration and ranking.", ""]
     for k in ("checkpoint", "data", "split", "rows", "calibration_file"):
         if context.get(k) is not None:
             lines.append(f"- **{k}**: `{context[k]}`")
