@@ -74,6 +74,10 @@ def test_split_sizes_are_logged_for_every_run(tmp_path, caplog):
     assert processed.metadata["split_sizes"]["train"] == {
         "rows": 6, "requests": 6, "positives": {"save": 2, "click": 3, "long_click": 2, "closeup": 2}}
     assert processed.metadata["ignored_split_keys"] == []
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mtrank.data"):  # a cached data set says the same
+        process(PipelineConfig.from_mapping(pipeline_mapping(CORPUS / "good.csv")), tmp_path / "proc")
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("Split ")] == lines
 
 
 def test_good_file_processes(tmp_path):

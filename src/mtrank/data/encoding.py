@@ -94,6 +94,11 @@ class FeatureEncoder:
                 del df
         return self
 
+    def transformed(self, col: str) -> pl.Expr:
+        """Numeric column ``col`` as it is before z-scoring (Float64, NaN as null, log1p for log_numeric): the scale
+        of ``stats`` and ``spread``."""
+        return _pre(col, col in self.log_numeric)
+
     def cardinality(self, col: str) -> int:
         return self.vocabularies[col].height + 1
 

@@ -159,7 +159,9 @@ def process(cfg: PipelineConfig, processed_root: Path | str, force: bool = False
     final = processed_root / f"{cfg.name}-{key}"
     if (final / METADATA_FILE).exists() and not force:
         log.info("Reusing processed data %s", final)
-        return ProcessedData.load(final)
+        data = ProcessedData.load(final)
+        _log_cached_split_sizes(data.metadata)
+        return data
     processed_root.mkdir(parents=True, exist_ok=True)
     tmp = processed_root / f".tmp-{cfg.name}-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -184,6 +186,19 @@ def process(cfg: PipelineConfig, processed_root: Path | str, force: bool = False
         raise
     log.info("Processed data written to %s", final)
     return ProcessedData.load(final)
+
+
+def _log_cached_split_sizes(meta: Mapping[str, Any]) -> None:
+    """The split sizes and ignored split keys of a cached data set, as when it was built: every run says them."""
+    sizes = meta.get("split_sizes")
+    if sizes:
+        for s, m in sizes.items():
+            log.info("Split %s: %d rows, %d requests, positives per task %s", s, m["rows"], m["requests"], m["positives"])
+    else:  # processed before the sizes were recorded
+        log.info("Split rows: %s", {s: m["rows"] for s, m in meta.get("splits", {}).items()})
+    for key in meta.get("ignored_split_keys") or []:
+        log.warning("%s is ignored: that split comes from data.split_inputs (see the warning when %s was built)",
+                    key, meta.get("name", "this data set"))
 
 
 def _resolve_split_files(cfg: PipelineConfig) -> dict[str, list[Path]]:

@@ -21,7 +21,7 @@ from mtrank.scoring.predict import write_parquet_atomic
 from mtrank.scoring.score import (
     PREDICTIONS_FILE,
 )
-from mtrank.utils.io import atomic_write, write_text_atomic
+from mtrank.utils.io import atomic_write, nonfinite_to_null, write_text_atomic
 
 log = logging.getLogger(__name__)
 

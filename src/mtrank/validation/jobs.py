@@ -55,6 +55,7 @@ def validate_predict_config(cfg: DictConfig) -> None:
     _check_scoring(cfg, p)
     _fraction(p, cfg, "warn_unseen_fraction")
     _fraction(p, cfg, "max_unseen_fraction")
+    _fraction(p, cfg, "warn_out_of_range_fraction")
     p.raise_if_any("predict")
 
 
