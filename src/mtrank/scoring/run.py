@@ -164,6 +164,9 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
         pre = ProcessedData.load(run_dir / PREPROCESSING_DIR)
     elif train_cfg is not None and "data" in train_cfg:
         pre = _processed_from_config(train_cfg, run_dir)
+        if pre is not None:
+            log.warning("%s has no %s/: reading the preprocessing from %s, outside the run folder (found from its "
+                        "config.yaml and run_info.json)", run_dir, PREPROCESSING_DIR, pre.directory)
     try:
         model = RankingModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except Exception as exc:
