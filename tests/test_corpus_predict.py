@@ -178,3 +178,18 @@ def test_eval_on_the_split_its_calibrators_were_fitted_on(run, tmp_path):
     cfg = compose_config("eval", [f"ckpt_path={run[0]}", "split=test"], tmp_path / "test")
     evaluate(cfg)
     assert "IN-SAMPLE" not in (tmp_path / "test" / "run" / "evaluation.md").read_text()
+
+
+def test_run_without_recorded_ranges_says_values_are_not_checked(run, tmp_path, caplog):
+    """Runs processed before numeric ranges were recorded: scored, with a WARNING that the ranges are unchecked."""
+    copy = _copy_run(run[0], tmp_path / "old", checkpoints=True)
+    meta_path = copy / PREPROCESSING_DIR / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    for f in meta["features"]["numeric"]:
+        f.pop("min"), f.pop("max")
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="mtrank.scoring.raw_logs"):
+        frame, info = score_logs(load_run(copy), CORPUS / "drifted_prices.csv")
+    assert frame.height == 8 and info.out_of_range == {}
+    assert any("records no training range for numeric column(s) ['price', 'retrieval_score', 'candidate_popularity', "
+               "'user_activity']" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -134,6 +134,11 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
                      duplicates=duplicates, extra_columns=extra_columns(schemas, trained) if recorded else [],
                      numeric_missing_filled={c: n for c, n in filled.items() if n})
     ranged = [c for c in encoder.numeric_all if c in encoder.spread and c in raw.columns]
+    unranged = [c for c in encoder.numeric_all if c not in encoder.spread]
+    if unranged:
+        log.warning("The preprocessing of run %s records no training range for numeric column(s) %s (processed "
+                    "before ranges were recorded): their values are not compared with the training data; retrain "
+                    "(or reprocess) to have them checked", run.run_dir, unranged)
     if ranged:
         counts = raw.select([
             ((encoder.transformed(c) < encoder.spread[c]["min"]) | (encoder.transformed(c) > encoder.spread[c]["max"]))
