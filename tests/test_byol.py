@@ -120,20 +120,21 @@ def test_iso_time_strings_time_zone_and_cut_points(tmp_path):
 def test_epoch_ms_with_time_zone_cuts_at_local_midnight(tmp_path):
     # 2022-04-29 00:00 in Beijing is 2022-04-28 16:00 UTC
     base = 1651161600000  # 2022-04-28 16:00:00 UTC in ms
-    df = make_log(n_requests=4, k=1).with_columns(
-        pl.Series("timestamp", [base - 1, base, base + 86_400_000 - 1, base + 86_400_000], dtype=pl.Int64),
-        *[pl.lit(1, dtype=pl.Int8).alias(t) for t in ("save", "click", "long_click", "closeup")],  # a positive in train
+    df = make_log(n_requests=5, k=1).with_columns(
+        pl.Series("timestamp", [base - 2, base - 1, base, base + 86_400_000 - 1, base + 86_400_000], dtype=pl.Int64),
+        # a positive and a negative in train (the two rows before the first cut)
+        *[pl.Series(t, [1, 0, 1, 1, 1], dtype=pl.Int8) for t in ("save", "click", "long_click", "closeup")],
     )
     path = tmp_path / "log.parquet"
     df.write_parquet(path)
     m = pipeline_mapping(path, split={"by": "time", "val_start": "2022-04-29", "test_start": "2022-04-30"})
     m["columns"] |= {"time_unit": "ms", "time_zone": "Asia/Shanghai"}
     processed = _process(tmp_path, m)
-    assert (processed.rows("train"), processed.rows("val"), processed.rows("test")) == (1, 2, 1)
+    assert (processed.rows("train"), processed.rows("val"), processed.rows("test")) == (2, 2, 1)
     # the same cut points as epochs in the column's unit
     m["split"] |= {"val_start": base, "test_start": base + 86_400_000}
     again = _process(tmp_path, m)
-    assert (again.rows("train"), again.rows("val"), again.rows("test")) == (1, 2, 1)
+    assert (again.rows("train"), again.rows("val"), again.rows("test")) == (2, 2, 1)
     assert again.metadata["time_cut_points_us"] == processed.metadata["time_cut_points_us"]
 
 

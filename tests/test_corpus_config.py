@@ -130,6 +130,9 @@ def test_debug_and_tuned_configs_pass(places):
     validate_tune_config(_compose("tune_utility", [f"predictions={places['predictions']}", "hparams_search=ax_utility"]))
     validate_predict_config(_compose("predict", [f"ckpt_path={places['run']}", "max_unseen_fraction=0.2"]))
     validate_eval_config(_compose("eval", [f"ckpt_path={places['run']}", "calibration=isotonic"]))
+    validate_eval_config(_compose("eval", [f"ckpt_path={places['run']}", "calibration=isotonic", "split=val",
+                                           "allow_in_sample=true"]))  # opted in: the report is labelled IN-SAMPLE
+    validate_eval_config(_compose("eval", [f"ckpt_path={places['run']}", "calibration=none", "split=val"]))
 
 
 def test_every_problem_is_reported_at_once():

@@ -3,6 +3,8 @@ file, the column or the config key and what was expected, and leaves no half-wri
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from mtrank.data.pipeline import process
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "data"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())
-MAX_BYTES = 20_000
+MAX_BYTES = 30_000
 
 
 def _resolve(value):
@@ -35,13 +37,47 @@ def _mapping(case: dict) -> dict:
     return pipeline_mapping([CORPUS / f for f in inputs], **_resolve(case.get("overrides") or {}))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+ERRORS = [c for c in CASES if "error" in c]
+WARNINGS = [c for c in CASES if "warning" in c]
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=[c["id"] for c in ERRORS])
 def test_bad_input_produces_its_error(tmp_path, case):
     proc = tmp_path / "proc"
     with pytest.raises(DataValidationError, match=case["error"]):
         process(PipelineConfig.from_mapping(_mapping(case)), proc)
     leftovers = list(proc.iterdir()) if proc.exists() else []
     assert leftovers == [], f"half-written cache entries left behind: {leftovers}"
+
+
+@pytest.mark.parametrize("case", WARNINGS, ids=[c["id"] for c in WARNINGS])
+def test_doubtful_input_is_processed_with_its_warning(tmp_path, caplog, case):
+    """Inputs that process but would silently mislead: a WARNING that names the column or key."""
+    with caplog.at_level(logging.INFO, logger="mtrank.data"):
+        processed = process(PipelineConfig.from_mapping(_mapping(case)), tmp_path / "proc")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(re.search(case["warning"], w) for w in warnings), warnings
+    for key in case.get("metadata_ignored_keys", []):
+        assert key in processed.metadata["ignored_split_keys"]
+
+
+def test_split_sizes_are_logged_for_every_run(tmp_path, caplog):
+    """Rows, requests and positives per task of every split, at INFO, and in metadata.json."""
+    with caplog.at_level(logging.INFO, logger="mtrank.data"):
+        processed = process(PipelineConfig.from_mapping(pipeline_mapping(CORPUS / "good.csv")), tmp_path / "proc")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Split ")]
+    assert lines == [
+        "Split train: 6 rows, 6 requests, positives per task {'save': 2, 'click': 3, 'long_click': 2, 'closeup': 2}",
+        "Split val: 2 rows, 2 requests, positives per task {'save': 1, 'click': 1, 'long_click': 0, 'closeup': 1}",
+        "Split test: 2 rows, 2 requests, positives per task {'save': 0, 'click': 1, 'long_click': 1, 'closeup': 0}",
+    ]
+    assert processed.metadata["split_sizes"]["train"] == {
+        "rows": 6, "requests": 6, "positives": {"save": 2, "click": 3, "long_click": 2, "closeup": 2}}
+    assert processed.metadata["ignored_split_keys"] == []
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mtrank.data"):  # a cached data set says the same
+        process(PipelineConfig.from_mapping(pipeline_mapping(CORPUS / "good.csv")), tmp_path / "proc")
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("Split ")] == lines
 
 
 def test_good_file_processes(tmp_path):

@@ -48,8 +48,11 @@ def test_scoring_a_bad_file(case, run, tmp_path, caplog):
         return
     with caplog.at_level(logging.INFO, logger="mtrank.scoring.raw_logs"):
         frame = predict(cfg)
-    info = json.loads((tmp_path / "run" / "predict_info.json").read_text())
+    info = json.loads((tmp_path / "run" / "predict_info.json").read_text(), parse_constant=_refuse)
     assert frame.height == info["rows"]
+    for c in frame.columns:  # never a NaN probability
+        if c.startswith("p_"):
+            assert frame[c].is_finite().all(), c
     for k, v in (case.get("info") or {}).items():
         got = info[k]
         if isinstance(v, dict):
@@ -61,6 +64,10 @@ def test_scoring_a_bad_file(case, run, tmp_path, caplog):
         assert found, f"no log record matches {case['log']!r}: {[r.getMessage() for r in caplog.records]}"
         assert found[0].levelname == case["level"]
         assert len(found) == 1, "logged once"
+
+
+def _refuse(constant):
+    raise ValueError(f"bare {constant} in predict_info.json")
 
 
 def test_training_records_the_raw_schema(run):
@@ -106,3 +113,83 @@ def test_validator_metric_names_are_what_the_run_logs(run):
     assert catalog.fit_names == {k for k in metrics if k.split("/")[0] in ("train", "val")}
     assert any("/gates/" in k for k in catalog.run_names) and any(k.endswith("_corrected") for k in metrics)
     assert any(k.endswith("/task_weight") for k in catalog.fit_names)
+
+
+# ------------------------------------------------------------------------------------------ the run folder itself
+
+
+def _copy_run(run_dir: Path, dest: Path, *, checkpoints: bool) -> Path:
+    import shutil
+
+    ignore = shutil.ignore_patterns("checkpoints", "csv", "*.png") if not checkpoints else shutil.ignore_patterns("csv", "*.png")
+    shutil.copytree(run_dir, dest, ignore=ignore)
+    return dest
+
+
+def test_a_copied_run_never_loads_the_original_folders_checkpoint(run, tmp_path):
+    """metrics.json holds the absolute path of the best checkpoint in the original folder: a copy without
+    checkpoints/ must not silently load it; a copy with them loads its own."""
+    best = json.loads((run[0] / "metrics.json").read_text())["best_checkpoint"]
+    assert Path(best).is_file() and str(run[0]) in best
+    bare = _copy_run(run[0], tmp_path / "bare", checkpoints=False)
+    with pytest.raises(FileNotFoundError, match=rf"run folder {re.escape(str(bare))} holds no checkpoint .*its "
+                                                rf"metrics\.json names {re.escape(best)}, outside this folder .*"
+                                                rf"pass ckpt_path={re.escape(best)}"):
+        load_run(bare)
+    moved = _copy_run(run[0], tmp_path / "moved", checkpoints=True)
+    loaded = load_run(moved)
+    assert loaded.ckpt_path.resolve().parent == (moved / "checkpoints").resolve()
+    assert loaded.ckpt_path.name == Path(best).name
+
+
+def test_missing_calibration_file_is_a_warning(run, tmp_path, caplog):
+    copy = _copy_run(run[0], tmp_path / "nocal", checkpoints=True)
+    (copy / "calibration.json").unlink()
+    with caplog.at_level(logging.INFO, logger="mtrank.scoring.run"):
+        loaded = load_run(copy)
+    found = [r for r in caplog.records if "has no calibration.json" in r.getMessage()]
+    assert found and found[0].levelname == "WARNING", [r.getMessage() for r in caplog.records]
+    assert "applying only the downsampling correction" in found[0].getMessage()
+    assert loaded.calibration.method == "none"
+
+
+def test_the_runs_metrics_json_is_valid_json(run):
+    data = json.loads((run[0] / "metrics.json").read_text(), parse_constant=_refuse)
+    assert all(v is None or isinstance(v, (int, float)) for v in data["metrics"].values())
+    assert all(data["metrics"][k] is None for k in data["undefined_metrics"])
+
+
+def test_eval_on_the_split_its_calibrators_were_fitted_on(run, tmp_path):
+    """The run's Platt calibrators were fitted on val: evaluating val with them is in-sample, refused unless
+    allow_in_sample=true, which labels the report."""
+    from mtrank.scoring.evaluate import evaluate
+
+    cal = json.loads((run[0] / "calibration.json").read_text())
+    assert cal["method"] == "platt" and cal["info"]["fitted_on"]["split"] == "val"
+    cfg = compose_config("eval", [f"ckpt_path={run[0]}", "split=val"], tmp_path / "refused")
+    with pytest.raises(ValueError, match=r"the platt calibrators were fitted on the val split of .*, the rows this "
+                                         r"evaluation scores \(the run's calibration\.json\): an in-sample "
+                                         r"evaluation; .*allow_in_sample=true"):
+        evaluate(cfg)
+    cfg = compose_config("eval", [f"ckpt_path={run[0]}", "split=val", "allow_in_sample=true"], tmp_path / "allowed")
+    evaluate(cfg)
+    md = (tmp_path / "allowed" / "run" / "evaluation.md").read_text()
+    assert "(IN-SAMPLE calibration)" in md.splitlines()[0] and "**IN-SAMPLE**" in md
+    cfg = compose_config("eval", [f"ckpt_path={run[0]}", "split=test"], tmp_path / "test")
+    evaluate(cfg)
+    assert "IN-SAMPLE" not in (tmp_path / "test" / "run" / "evaluation.md").read_text()
+
+
+def test_run_without_recorded_ranges_says_values_are_not_checked(run, tmp_path, caplog):
+    """Runs processed before numeric ranges were recorded: scored, with a WARNING that the ranges are unchecked."""
+    copy = _copy_run(run[0], tmp_path / "old", checkpoints=True)
+    meta_path = copy / PREPROCESSING_DIR / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    for f in meta["features"]["numeric"]:
+        f.pop("min"), f.pop("max")
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="mtrank.scoring.raw_logs"):
+        frame, info = score_logs(load_run(copy), CORPUS / "drifted_prices.csv")
+    assert frame.height == 8 and info.out_of_range == {}
+    assert any("records no training range for numeric column(s) ['price', 'retrieval_score', 'candidate_popularity', "
+               "'user_activity']" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -1,3 +1,4 @@
+import logging
 import math
 import warnings
 
@@ -104,6 +105,42 @@ def test_single_class_head_is_nan_and_mean_skips_it():
     assert out["val/click/n_pos"] == 0
     assert out["val/mean/auroc"] == pytest.approx(0.75)
     assert not math.isnan(out["val/click/brier"])
+
+
+def test_mean_over_heads_names_the_undefined_heads(caplog):
+    """val/mean/auroc skips a head whose labels are all 1 (AUROC undefined) and says so, naming it, once."""
+    probs, labels = small_case()
+    labels = labels.clone()
+    labels[:, 1] = 1.0
+    m = MultiHeadMetrics(TASKS, "val", has_p_true=False)
+    with caplog.at_level(logging.WARNING, logger="mtrank.metrics.heads"):
+        m.update(probs, labels)
+        out = m.compute()
+        m.compute()
+    assert math.isnan(float(out["val/click/auroc"]))
+    assert float(out["val/mean/auroc"]) == pytest.approx(0.75)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert ("val/mean/auroc averages 1 of 2 heads: auroc is undefined (NaN) for ['click'] (no positive or no "
+            "negative label, or no row), so the mean is over ['save'] only") in msgs
+    assert len([x for x in msgs if x.startswith("val/mean/auroc")]) == 1  # once, not every epoch
+
+
+def test_metrics_json_holds_no_bare_nan(tmp_path, caplog):
+    """metrics.json is valid JSON: an undefined figure is null, listed and named in a warning."""
+    import json
+
+    from mtrank.training.job import write_metrics_json
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in metrics.json")
+
+    with caplog.at_level(logging.WARNING, logger="mtrank.training.job"):
+        path = write_metrics_json(tmp_path, "", {"val/save/auroc": 0.7, "val/click/auroc": float("nan"),
+                                                 "test/click/logloss": float("inf")})
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data["metrics"] == {"val/save/auroc": 0.7, "val/click/auroc": None, "test/click/logloss": None}
+    assert data["undefined_metrics"] == ["val/click/auroc", "test/click/logloss"]
+    assert any("val/click/auroc" in r.getMessage() and "written as null" in r.getMessage() for r in caplog.records)
 
 
 def test_child_metrics_registered():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Mapping
 
 import polars as pl
@@ -60,7 +61,7 @@ def summarise(
     """Per split: rows, impressions without a side-table row, null/NaN numerics, and the downsampling counts."""
     labels = {t: pl.col(cfg.columns.labels[t]) for t in cfg.tasks}
     keep, engaged = keep_expr(list(labels.values()), cfg.downsample.beta, cfg.downsample.seed)
-    aggs = [pl.len().alias("rows")]
+    aggs = [pl.len().alias("rows"), pl.col(REQUEST_COL).n_unique().alias("requests")]
     aggs += [pl.col(reading.marker(st.table)).null_count().alias(f"unmatched:{st.table.name}") for st in side]
     aggs += [
         (pl.col(c).is_null() | pl.col(c).is_nan()).sum().alias(f"missing:{c}") for c in cfg.numeric + cfg.log_numeric
@@ -83,11 +84,23 @@ def check_positives(cfg: PipelineConfig, summary: Mapping[str, Mapping[str, int]
                 f"(data.columns.labels.{t}) is 0 on all {summary['train']['rows']} train rows, so its head cannot "
                 f"learn; drop '{t}' from tasks.names, or check the label column and data.split"
             )
+        if summary["train"][f"ds:pos:{t}"] == summary["train"]["rows"]:
+            raise DataValidationError(
+                f"task '{t}' has no negative label in the train split: label column '{col}' "
+                f"(data.columns.labels.{t}) is 1 on all {summary['train']['rows']} train rows, so its head cannot "
+                f"learn to rank; drop '{t}' from tasks.names, or check the label column and data.split"
+            )
         empty = [s for s in present if s != "train" and summary[s][f"ds:pos:{t}"] == 0]
         if empty:
             log.warning(
                 "Task '%s' (label column '%s') has no positive label in the %s split(s): its AUROC / AP there are "
                 "undefined", t, col, ", ".join(empty),
+            )
+        full = [s for s in present if s != "train" and summary[s]["rows"] and summary[s][f"ds:pos:{t}"] == summary[s]["rows"]]
+        if full:
+            log.warning(
+                "Task '%s' (label column '%s') has no negative label in the %s split(s): its AUROC / AP there are "
+                "undefined", t, col, ", ".join(full),
             )
 
 
@@ -159,3 +172,83 @@ def check_disjoint_requests(cfg: PipelineConfig, rows_lf: pl.LazyFrame, groups: 
                 f"{n} request id(s) appear in both the {a} and the {b} split; "
                 f"a request's candidates must stay in one split ({hint})"
             )
+
+
+# a numeric feature whose bulk spans less than this many standard deviations (median absolute deviation / std)
+# is flattened by z-scoring: a few extreme values set the std and every other row maps to about the same value
+COLLAPSED_SPREAD = 1e-3
+
+
+def check_numeric_stats(cfg: PipelineConfig, encoder: FeatureEncoder) -> None:
+    """The z-score statistics must be finite (an overflowing std would write ``Infinity`` into metadata.json and
+    map every row to 0); a column flattened by a few extreme values gets a warning that names it."""
+    for c in encoder.numeric_all:
+        st, sp = encoder.stats[c], encoder.spread.get(c, {})
+        key = "data.columns.log_numeric" if c in encoder.log_numeric else "data.columns.numeric"
+        if not (math.isfinite(st["mean"]) and math.isfinite(st["std"])):
+            raise DataValidationError(
+                f"numeric column '{c}' ({key}) has train values too large for its statistics (min {sp.get('min')}, "
+                f"max {sp.get('max')}; mean {st['mean']}, std {st['std']} overflow float64): after z-scoring every "
+                "row would be 0. Expected values of a usable magnitude: remove or clip the extreme values, or list "
+                "the column in data.columns.log_numeric"
+            )
+        mad = sp.get("mad")
+        if mad and st["std"] > 0 and mad / st["std"] < COLLAPSED_SPREAD:
+            log.warning(
+                "Numeric column '%s' (%s) is nearly constant after z-scoring: its train values span min %.6g to max "
+                "%.6g, std %.6g, but half of the rows lie within %.6g of the median (%.3g std), so a few extreme values "
+                "set the scale; clip or clean them, or list the column in data.columns.log_numeric",
+                c, key, sp.get("min"), sp.get("max"), st["std"], mad, mad / st["std"],
+            )
+
+
+def log_split_sizes(cfg: PipelineConfig, summary: Mapping[str, Mapping[str, int]], present: list[str]) -> dict:
+    """One INFO line per split: rows, requests and positives per task (before downsampling); returned for
+    metadata.json."""
+    sizes = {}
+    for s in present:
+        m = summary[s]
+        sizes[s] = {"rows": int(m["rows"]), "requests": int(m.get("requests", m["rows"])),
+                    "positives": {t: int(m[f"ds:pos:{t}"]) for t in cfg.tasks}}
+        log.info("Split %s: %d rows, %d requests, positives per task %s", s, sizes[s]["rows"], sizes[s]["requests"],
+                 sizes[s]["positives"])
+    return sizes
+
+
+def warn_ignored_split_keys(cfg: PipelineConfig) -> list[str]:
+    """Warn for every configured split fraction or cut point that ``data.split_inputs`` makes the pipeline ignore,
+    naming the key; returns the keys."""
+    from mtrank.data.config import SplitConfig
+
+    given = set(cfg.split_inputs or {})
+    if not given:
+        return []
+    produced = cfg.produced_splits
+    default = SplitConfig()
+    ignored = []
+    for s in ("val", "test"):
+        if s in produced:
+            continue
+        frac, start = getattr(cfg.split, f"{s}_fraction"), getattr(cfg.split, f"{s}_start")
+        if start is not None:
+            ignored.append((f"data.split.{s}_start", start))
+        # with every split given as files a default fraction is not a choice the user made; with some given, the
+        # fraction they may think applies is dropped and the others take its share
+        if not cfg.split.cut_points and frac and (produced or frac != getattr(default, f"{s}_fraction")):
+            ignored.append((f"data.split.{s}_fraction", frac))
+    names = [k for k, _ in ignored]
+    for k, v in ignored:
+        split = k.split(".")[2].split("_")[0]
+        if produced:
+            rest = ", ".join(f"{p}" for p in produced)
+            how = (
+                f"data.inputs is cut into {rest} only"
+                + (f" (data.split.val_fraction = {cfg.split.val_fraction} of data.inputs, the rest train)"
+                   if produced == ("train", "val") and not cfg.split.cut_points else "")
+                + (f" (val from data.split.val_start = {cfg.split.val_start!r} to the end of data.inputs)"
+                   if produced == ("train", "val") and cfg.split.cut_points else "")
+            )
+        else:
+            how = "data.split_inputs gives every split as files, data.inputs and data.split are not used"
+        log.warning("%s = %r is ignored: the %s split comes from data.split_inputs.%s, so %s", k, v, split, split, how)
+    return names

@@ -36,6 +36,9 @@ class FeatureEncoder:
     vocabularies: dict[str, pl.DataFrame] = field(default_factory=dict)  # columns: value, index, count
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # mean, std per numeric column
     dtypes: dict[str, str] = field(default_factory=dict)  # categorical raw dtype: Int64 | String
+    # per numeric column, of the train values after the log1p transform (before z-scoring): min, max and the
+    # median absolute deviation; min / max are saved, so that scoring can compare new values with them
+    spread: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def numeric_all(self) -> list[str]:
@@ -82,8 +85,19 @@ class FeatureEncoder:
                     mean = 0.0 if mean is None else float(mean)
                     std = 1.0 if (std is None or std != std or std < 1e-12) else float(std)
                     self.stats[col] = {"mean": mean, "std": std}
+                    lo, hi, med = x.min(), x.max(), x.median()
+                    mad = (x - med).abs().median() if med is not None else None
+                    self.spread[col] = {
+                        "min": None if lo is None else float(lo), "max": None if hi is None else float(hi),
+                        "mad": None if mad is None else float(mad),
+                    }
                 del df
         return self
+
+    def transformed(self, col: str) -> pl.Expr:
+        """Numeric column ``col`` as it is before z-scoring (Float64, NaN as null, log1p for log_numeric): the scale
+        of ``stats`` and ``spread``."""
+        return _pre(col, col in self.log_numeric)
 
     def cardinality(self, col: str) -> int:
         return self.vocabularies[col].height + 1
@@ -125,7 +139,8 @@ class FeatureEncoder:
                 for c in self.categorical
             ],
             "numeric": [
-                {"name": c, "transform": "log1p" if c in self.log_numeric else "none", **self.stats[c]}
+                {"name": c, "transform": "log1p" if c in self.log_numeric else "none", **self.stats[c],
+                 **{k: self.spread[c][k] for k in ("min", "max") if c in self.spread}}
                 for c in self.numeric_all
             ],
         }
@@ -141,5 +156,7 @@ class FeatureEncoder:
             enc.dtypes[f["name"]] = f["dtype"]
         for f in description["numeric"]:
             enc.stats[f["name"]] = {"mean": f["mean"], "std": f["std"]}
+            if f.get("min") is not None and f.get("max") is not None:  # data processed before they were recorded: none
+                enc.spread[f["name"]] = {"min": f["min"], "max": f["max"]}
         return enc
 

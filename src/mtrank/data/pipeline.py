@@ -56,12 +56,15 @@ import polars as pl
 from mtrank.data import reading, sources
 from mtrank.data.build_checks import (
     check_disjoint_requests,
+    check_numeric_stats,
     check_oov,
     check_positives,
     check_vocabularies,
     impression_rows,
+    log_split_sizes,
     present_splits,
     summarise,
+    warn_ignored_split_keys,
 )
 from mtrank.data.config import PipelineConfig
 from mtrank.data.downsample import downsample_counts, keep_expr
@@ -156,7 +159,9 @@ def process(cfg: PipelineConfig, processed_root: Path | str, force: bool = False
     final = processed_root / f"{cfg.name}-{key}"
     if (final / METADATA_FILE).exists() and not force:
         log.info("Reusing processed data %s", final)
-        return ProcessedData.load(final)
+        data = ProcessedData.load(final)
+        _log_cached_split_sizes(data.metadata)
+        return data
     processed_root.mkdir(parents=True, exist_ok=True)
     tmp = processed_root / f".tmp-{cfg.name}-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -181,6 +186,19 @@ def process(cfg: PipelineConfig, processed_root: Path | str, force: bool = False
         raise
     log.info("Processed data written to %s", final)
     return ProcessedData.load(final)
+
+
+def _log_cached_split_sizes(meta: Mapping[str, Any]) -> None:
+    """The split sizes and ignored split keys of a cached data set, as when it was built: every run says them."""
+    sizes = meta.get("split_sizes")
+    if sizes:
+        for s, m in sizes.items():
+            log.info("Split %s: %d rows, %d requests, positives per task %s", s, m["rows"], m["requests"], m["positives"])
+    else:  # processed before the sizes were recorded
+        log.info("Split rows: %s", {s: m["rows"] for s, m in meta.get("splits", {}).items()})
+    for key in meta.get("ignored_split_keys") or []:
+        log.warning("%s is ignored: that split comes from data.split_inputs (see the warning when %s was built)",
+                    key, meta.get("name", "this data set"))
 
 
 def _resolve_split_files(cfg: PipelineConfig) -> dict[str, list[Path]]:
@@ -230,6 +248,8 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
     # one pass: rows, side-table matches, missing numerics, positives and downsampling counts, per split
     summary = summarise(cfg, rows_lf, side, present)
     rows = {s: summary[s]["rows"] for s in present}
+    split_sizes = log_split_sizes(cfg, summary, present)
+    ignored_split_keys = warn_ignored_split_keys(cfg)
 
     def sample(split: str, col: str) -> list:
         return (
@@ -264,6 +284,7 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
         categorical=list(cfg.categorical), numeric=list(cfg.numeric), log_numeric=list(cfg.log_numeric)
     ).fit(train_lf, cfg.encoding.min_count, cfg.encoding.max_vocab, rows=rows["train"])
     check_vocabularies(cfg, encoder)
+    check_numeric_stats(cfg, encoder)
 
     label_exprs = [pl.col(cols.labels[t]).cast(pl.UInt8).alias(LABEL_PREFIX + t) for t in cfg.tasks]
     ptrue_exprs = (
@@ -310,6 +331,8 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
         "beta": cfg.downsample.beta,
         "counts": counts,
         "splits": splits_meta,
+        "split_sizes": split_sizes,  # before downsampling: rows, requests, positives per task
+        "ignored_split_keys": ignored_split_keys,
         "numeric_missing_filled": missing,
         "duplicate_rows": {
             "kept": cfg.duplicates.policy == "keep",

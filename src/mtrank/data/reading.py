@@ -144,10 +144,14 @@ def read_impressions(cfg: PipelineConfig, split_files: Mapping[str, list[Path]])
             report = validation.inspect_file(
                 path, lf, label_cols, nums, required, cfg.encoding.nan_policy,
                 code_cols=validation.float_code_columns(schema, code_like),
+                ptrue_cols=[cols.p_true_prefix + t for t in cfg.tasks if cols.p_true_prefix + t in schema]
+                if cols.p_true_prefix else (),
             )
             rows[str(path)] = report.rows
             if cols.time and schema[cols.time] == pl.String:
                 validation.check_time_strings(path, lf, cols.time)
+            if cols.time:
+                validation.check_time_range(path, lf, cols.time, schema[cols.time], cols.time_unit)
             hashes.append(validation.row_hashes(path, lf, dup_key))
             scanned[s].append((path, lf, schema))
     all_scanned = [x for xs in scanned.values() for x in xs]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import glob
+import gzip
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -71,12 +74,43 @@ def scan(path: Path) -> pl.LazyFrame:
         lf = pl.scan_parquet(path)
     else:
         sep = "\t" if path.name.lower().endswith(".tsv") else ","
+        check_csv_header(path, sep)
         lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
     try:
         lf.collect_schema()
     except Exception as exc:  # polars raises several types for unreadable files
         raise DataValidationError(f"file {path} could not be read as {fmt}: {exc}") from exc
     return lf
+
+
+def _header(path: Path, sep: str) -> list[str]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            first = fh.readline(1 << 24)
+    except OSError as exc:
+        raise DataValidationError(f"file {path} could not be read as csv: {exc}") from exc
+    text = first.decode("utf-8", errors="replace").lstrip("\ufeff")
+    rows = list(csv.reader(io.StringIO(text), delimiter=sep))
+    return [c.strip() for c in rows[0]] if rows else []
+
+
+def check_csv_header(path: Path, sep: str = ",") -> None:
+    """Every column name once in the header: Polars would rename a repeated one (``price`` → ``price_duplicated_0``)
+    and the pipeline would read the first copy without a word."""
+    names = _header(path, sep)
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        seen.setdefault(name, []).append(i)
+    repeated = {n: pos for n, pos in seen.items() if len(pos) > 1}
+    if repeated:
+        detail = ", ".join(f"'{n}' at positions {pos}" for n, pos in repeated.items())
+        name = next(iter(repeated))
+        raise DataValidationError(
+            f"file {path} has a header that names a column more than once: {detail} (0-based); Polars would read "
+            f"the second copy as '{name}_duplicated_0' and the first would be used as '{name}', which may not be the "
+            "column you mean. Expected every column name once: rename or drop the extra column(s)"
+        )
 
 
 def fingerprint(files: Iterable[Path], chunk: int = 1 << 20) -> str:

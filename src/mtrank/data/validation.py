@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -126,6 +127,59 @@ def check_time_strings(path: Path, lf: pl.LazyFrame, col: str, key: str = "data.
         )
 
 
+# an epoch time column (data.columns.time with data.columns.time_unit) must fall in these years once converted:
+# a value outside is a wrong unit (seconds read as nanoseconds or the reverse), a corrupt value or a sentinel
+TIME_YEARS = (1970, 2200)
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+_YEAR_SECONDS = 365.2425 * 86400
+
+
+def _epoch_bounds(unit: str) -> tuple[float, float]:
+    """The epochs of 1970-01-01 and 2200-01-01 in ``unit``."""
+    hi = (_dt.datetime(TIME_YEARS[1], 1, 1, tzinfo=_dt.timezone.utc).timestamp()) * _PER_SECOND[unit]
+    return 0.0, float(hi)
+
+
+def _as_year(value: float, unit: str) -> float:
+    return 1970 + value / _PER_SECOND[unit] / _YEAR_SECONDS
+
+
+def check_time_range(path: Path, lf: pl.LazyFrame, col: str, dtype: pl.DataType, unit: str | None,
+                     key: str = "data.columns.time") -> None:
+    """An epoch time column (integer or float, with ``data.columns.time_unit``) must lie in the years
+    ``TIME_YEARS`` once converted; the message gives the min / max found and the unit that would fit."""
+    if unit is None or unit not in _PER_SECOND or not (dtype.is_integer() or dtype.is_float()):
+        return
+    x = pl.col(col).cast(pl.Float64)
+    x = pl.when(x.is_nan()).then(None).otherwise(x)
+    try:
+        row = lf.select(x.min().alias("lo"), x.max().alias("hi")).collect(engine="streaming").row(0, named=True)
+    except Exception as exc:
+        raise DataValidationError(f"file {path} could not be read: {exc}") from exc
+    lo, hi = row["lo"], row["hi"]
+    if lo is None or hi is None:
+        return
+    low, high = _epoch_bounds(unit)
+    if low <= lo and hi <= high:
+        return
+    fits = [u for u in _PER_SECOND if _epoch_bounds(u)[0] <= lo and hi <= _epoch_bounds(u)[1]]
+    hint = (
+        f"the values fit data.columns.time_unit={' or '.join(fits)}" if fits
+        else "no unit of [s, ms, us, ns] puts every value in that range: the column holds corrupt or sentinel values"
+    )
+    def show(v: float) -> str:
+        try:
+            when = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=v / _PER_SECOND[unit])
+            return f"{v:.6g} ({when:%Y-%m-%d %H:%M:%S})"
+        except (OverflowError, ValueError):
+            return f"{v:.6g} (year {_as_year(v, unit):.4g})"
+    raise DataValidationError(
+        f"time column '{col}' ({key}) in file {path} read with data.columns.time_unit={unit} spans {show(lo)} to "
+        f"{show(hi)}; expected Unix epochs in {unit} between the years {TIME_YEARS[0]} and {TIME_YEARS[1]} "
+        f"(0 to {high:.6g}); {hint}"
+    )
+
+
 @dataclass(frozen=True)
 class FileReport:
     """What one checking pass over a file found."""
@@ -144,17 +198,21 @@ def inspect_file(
     nan_policy: str,
     code_cols: Sequence[str] = (),
     count_duplicates: bool = False,
+    ptrue_cols: Sequence[str] = (),
 ) -> FileReport:
-    """One pass over a file: rows > 0, labels in {0, 1} without nulls, no null ids, NaN policy for numerics,
-    whole numbers in float-typed categorical columns (``code_cols``); optionally counts exact duplicate rows."""
+    """One pass over a file: rows > 0, labels in {0, 1} without nulls, no null (or NaN) ids and times, no
+    infinite numeric feature, NaN policy for numerics, whole finite numbers in float-typed categorical columns
+    (``code_cols``), probabilities in [0, 1] in the ``p_true`` columns; optionally counts exact duplicate rows."""
+    schema = lf.collect_schema()
     exprs = [pl.len().alias("__rows")]
     if count_duplicates:
         # distinct 64-bit row hashes: about 0.4 s per million rows; a collision is astronomically unlikely
         exprs.append((pl.len() - pl.struct(pl.all()).hash().n_unique()).alias("__duplicates"))
     for c in code_cols:
         x = pl.col(c).cast(pl.Float64)
-        frac = x.is_not_null() & ~x.is_nan() & (x != x.floor())
-        exprs += [frac.sum().alias(f"{c}__frac"), x.filter(frac).first().alias(f"{c}__frac_example")]
+        frac = x.is_not_null() & ~x.is_nan() & x.is_finite() & (x != x.floor())
+        exprs += [frac.sum().alias(f"{c}__frac"), x.filter(frac).first().alias(f"{c}__frac_example"),
+                  x.is_infinite().sum().alias(f"{c}__inf")]
     for c in label_cols:
         x = pl.col(c).cast(pl.Float64)
         exprs += [
@@ -164,9 +222,17 @@ def inspect_file(
         ]
     for c in numeric_cols:
         x = pl.col(c).cast(pl.Float64)
-        exprs.append((x.is_null() | x.is_nan()).sum().alias(f"{c}__missing"))
+        exprs += [(x.is_null() | x.is_nan()).sum().alias(f"{c}__missing"),
+                  (x == float("inf")).sum().alias(f"{c}__posinf"), (x == float("-inf")).sum().alias(f"{c}__neginf")]
+    for c in ptrue_cols:
+        x = pl.col(c).cast(pl.Float64)
+        bad = x.is_not_null() & (x.is_nan() | (x < 0.0) | (x > 1.0))
+        exprs += [bad.sum().alias(f"{c}__pbad"), x.filter(bad).first().alias(f"{c}__pbad_example"),
+                  x.null_count().alias(f"{c}__pnull")]
     for c in required_cols:
         exprs.append(pl.col(c).null_count().alias(f"{c}__idnulls"))
+        if c in schema and schema[c].is_float():
+            exprs.append(pl.col(c).is_nan().sum().alias(f"{c}__idnan"))
     try:
         row = lf.select(exprs).collect(engine="streaming").row(0, named=True)
     except Exception as exc:
@@ -188,12 +254,43 @@ def inspect_file(
             raise DataValidationError(
                 f"column '{c}' in file {path} has {row[f'{c}__idnulls']} null value(s); ids and times may not be null"
             )
+    for c in required_cols:
+        if row.get(f"{c}__idnan"):
+            raise DataValidationError(
+                f"column '{c}' in file {path} is float with {row[f'{c}__idnan']} NaN value(s); ids and times may not "
+                "be null or NaN: remove those rows or fill the column"
+            )
     for c in code_cols:
+        if row[f"{c}__inf"]:
+            raise DataValidationError(
+                f"categorical column '{c}' in file {path} is float with {row[f'{c}__inf']} infinite value(s) "
+                "(+inf/-inf); expected integer codes or strings"
+            )
         if row[f"{c}__frac"]:
             raise DataValidationError(
                 f"categorical column '{c}' in file {path} is float with {row[f'{c}__frac']} value(s) that are not "
                 f"whole numbers (e.g. {row[f'{c}__frac_example']}); expected integer codes or strings "
                 "(a continuous column belongs in numeric or log_numeric)"
+            )
+    for c in numeric_cols:
+        pos, neg = row[f"{c}__posinf"], row[f"{c}__neginf"]
+        if pos or neg:
+            raise DataValidationError(
+                f"numeric column '{c}' in file {path} has {pos + neg} infinite value(s) ({pos} +inf, {neg} -inf); "
+                "expected finite numbers (an infinite value cannot be normalised and would reach the model): "
+                "remove or replace them, e.g. with null, which data.encoding.nan_policy handles"
+            )
+    for c in ptrue_cols:
+        if row[f"{c}__pbad"]:
+            raise DataValidationError(
+                f"probability column '{c}' (data.columns.p_true_prefix) in file {path} has {row[f'{c}__pbad']} "
+                f"value(s) outside [0, 1] or NaN (e.g. {row[f'{c}__pbad_example']}); expected true probabilities "
+                "in [0, 1]"
+            )
+        if row[f"{c}__pnull"]:
+            raise DataValidationError(
+                f"probability column '{c}' (data.columns.p_true_prefix) in file {path} has {row[f'{c}__pnull']} "
+                "null value(s); expected a true probability in [0, 1] on every row"
             )
     missing = {c: int(row[f"{c}__missing"]) for c in numeric_cols}
     if nan_policy == "error":

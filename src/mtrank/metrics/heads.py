@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Sequence
 
@@ -18,6 +19,8 @@ from mtrank.metrics.binned import (
     StreamingCalibrationError,
     thresholds_arg,
 )
+
+log = logging.getLogger(__name__)
 
 HEAD_METRIC_NAMES = ("auroc", "pr_auc", "ece", "brier", "logloss", "n_pos")
 
@@ -143,6 +146,7 @@ class MultiHeadMetrics(nn.Module):
             raise ValueError("'mean' is reserved for the averages over heads and cannot be a task name")
         self.stage = str(stage)
         self.has_p_true = bool(has_p_true)
+        self._warned: set[tuple[str, tuple[str, ...]]] = set()  # (metric, undefined heads) already warned about
         self.heads = nn.ModuleDict(
             {
                 t: HeadMetrics(has_p_true=has_p_true, thresholds=thresholds, ece_bins=ece_bins,
@@ -181,7 +185,17 @@ class MultiHeadMetrics(nn.Module):
             for name in per_metric:
                 per_metric[name].append(res[name])
         for name, vals in per_metric.items():
-            out[self._key("mean", name)] = torch.stack(vals).nanmean()
+            stacked = torch.stack(vals)
+            out[self._key("mean", name)] = stacked.nanmean()
+            undefined = tuple(t for t, v in zip(self.tasks, stacked.tolist()) if v != v)
+            if undefined and (name, undefined) not in self._warned:
+                self._warned.add((name, undefined))
+                defined = [t for t in self.tasks if t not in undefined]
+                log.warning(
+                    "%s averages %d of %d heads: %s is undefined (NaN) for %s (no positive or no negative label, or "
+                    "no row), so the mean is over %s only%s", self._key("mean", name), len(defined), len(self.tasks),
+                    name, list(undefined), defined or "no head", " and is NaN" if not defined else "",
+                )
         return out
 
     def reset(self) -> None:

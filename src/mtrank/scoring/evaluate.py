@@ -29,6 +29,31 @@ def resolve_device(name: str | None) -> str:
     return str(name)
 
 
+def _in_sample(cfg: DictConfig, run: LoadedRun, data, split: str) -> str | None:
+    """Why the evaluation is in-sample (calibrators fitted on the rows it scores), or None. Refused unless
+    ``allow_in_sample=true`` (the explicit ``calibration.fit_split = split`` case is refused by the config check
+    already); allowed, it is logged as a warning and the report is labelled."""
+    from mtrank.validation.jobs import in_sample_message
+
+    if cfg.get("inputs") or data is None or run.calibration.method in (None, "none"):
+        return None
+    fitted = (run.calibration.info or {}).get("fitted_on") or {}
+    if fitted.get("split") != split or Path(str(fitted.get("data", ""))).resolve() != Path(data.directory).resolve():
+        return None
+    why = (f"the {run.calibration.method} calibrators were fitted on the {split} split of {data.directory}, the "
+           "rows this evaluation scores")
+    if not bool(cfg.get("allow_in_sample", False)):
+        own = (cfg.get("calibration") or {}).get("method") in (None, "")
+        raise ValueError(
+            (f"{why} (the run's calibration.json): an in-sample evaluation; evaluate another split (e.g. split=test), "
+             "fit calibrators on another split with calibration=<method> calibration.fit_split=<other split>, or set "
+             "allow_in_sample=true to evaluate anyway with the report labelled IN-SAMPLE")
+            if own else in_sample_message(str(fitted.get("split")), split)
+        )
+    log.warning("IN-SAMPLE evaluation (allow_in_sample=true): %s; the report is labelled so", why)
+    return why
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """The eval job: load the run, (optionally) fit calibrators, score, write the report; returns the figures."""
     from mtrank.data.pipeline import ProcessedData
@@ -67,6 +92,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                                   batch_size=batch_size, device=device)
             log.info("Fitted %s calibrators on the %s split", cal.method, cal_cfg.get("fit_split", "val"))
         cal_file = cal.save(out_dir)
+    in_sample = _in_sample(cfg, run, data, split)
     info: ScoreInfo | None = None
     predictions: pl.DataFrame | Iterable[pl.DataFrame]
     if cfg.get("inputs"):
@@ -79,7 +105,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)))
     loggers = inst.instantiate_loggers(cfg.get("logger"))
     context = {
-        "title": f"{run.run_dir.name}, {split if not cfg.get('inputs') else 'raw logs'}",
+        "title": f"{run.run_dir.name}, {split if not cfg.get('inputs') else 'raw logs'}"
+                 + (" (IN-SAMPLE calibration)" if in_sample else ""),
+        "in_sample": in_sample,
         "checkpoint": str(run.ckpt_path),
         "data": source,
         "split": split if not cfg.get("inputs") else None,

@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.pipeline import ProcessedData
-from mtrank.scoring.raw_logs import WARN_UNSEEN_FRACTION, score_logs
+from mtrank.scoring.raw_logs import WARN_OUT_OF_RANGE_FRACTION, WARN_UNSEEN_FRACTION, score_logs
 from mtrank.scoring.run import LoadedRun, load_run, resolve_device
-from mtrank.scoring.score import PREDICTIONS_FILE, ScoreInfo, score_split
+from mtrank.scoring.score import PREDICTIONS_FILE, ScoreInfo, check_finite_predictions, score_split
 from mtrank.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -78,15 +78,19 @@ def predict(cfg: DictConfig) -> pl.DataFrame:
     if cfg.get("inputs"):
         inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
         warn = cfg.get("warn_unseen_fraction")
+        warn_range = cfg.get("warn_out_of_range_fraction")
         frame, info = score_logs(run, inputs, batch_size=batch_size, device=device,
                                  warn_unseen_fraction=WARN_UNSEEN_FRACTION if warn is None else float(warn),
-                                 max_unseen_fraction=cfg.get("max_unseen_fraction"))
+                                 max_unseen_fraction=cfg.get("max_unseen_fraction"),
+                                 warn_out_of_range_fraction=WARN_OUT_OF_RANGE_FRACTION if warn_range is None
+                                 else float(warn_range))
     else:
         data = ProcessedData.load(cfg.processed_dir) if cfg.get("processed_dir") else run.processed_data()
         frame = score_split(run, data, split=str(cfg.get("split", "test")), batch_size=batch_size, device=device)
         info = ScoreInfo(rows=frame.height, has_labels=any(c.startswith("label_") for c in frame.columns),
                          has_p_true=any(c.startswith("p_true_") for c in frame.columns),
                          source=f"{data.directory} [{cfg.get('split', 'test')}]")
+    check_finite_predictions(frame, run.tasks, info.source)  # never write a NaN probability
     out_dir = Path(cfg.paths.output_dir)
     output = Path(cfg.output) if cfg.get("output") else out_dir / PREDICTIONS_FILE
     write_parquet_atomic(frame, output)

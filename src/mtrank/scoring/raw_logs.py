@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import polars as pl
 
 from mtrank.data import sources, validation
@@ -14,7 +15,7 @@ from mtrank.data.encoding import FeatureEncoder
 from mtrank.data.errors import DataValidationError
 from mtrank.data.spec import ITEM_COL, REQUEST_COL, ROW_INDEX
 from mtrank.scoring.run import PREPROCESSING_DIR, LoadedRun
-from mtrank.scoring.score import ScoreInfo, frame_batches, score_batches
+from mtrank.scoring.score import ScoreInfo, check_finite_predictions, frame_batches, score_batches
 from mtrank.validation.scoring import (
     RAW_SCHEMA_FILE,
     check_columns,
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 # default of score_logs' warn_unseen_fraction (predict: conf/predict.yaml): warn when a categorical column has more
 # than this share of rows with values never seen in training
 WARN_UNSEEN_FRACTION = 0.01
+# default of score_logs' warn_out_of_range_fraction (predict: conf/predict.yaml): warn when a numeric column has
+# more than this share of rows outside the [min, max] of its training values (other units, drift, corrupt values)
+WARN_OUT_OF_RANGE_FRACTION = 0.01
 
 
 def _trained_columns(run: LoadedRun, encoder: FeatureEncoder) -> tuple[dict[str, list[str]], bool]:
@@ -83,13 +87,17 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
     has_labels = all(all(c in sc for c in label_cols) for sc in schemas)
     has_p_true = bool(ptrue_cols) and all(all(c in sc for c in ptrue_cols) for sc in schemas)
     duplicates: dict[str, int] = {}
+    filled = {c: 0 for c in nums}
     for path, lf, schema in scanned:  # one pass per file: rows > 0, labels, ids, NaN policy, duplicated rows
         report = validation.inspect_file(
             path, lf, label_cols if has_labels else [], nums, ids, cfg.encoding.nan_policy,
             code_cols=validation.float_code_columns(schema, code_like), count_duplicates=True,
-        )
+            ptrue_cols=ptrue_cols if has_p_true else (),
+        )  # also refuses infinite numeric values and p_true outside [0, 1], naming file and column
         if report.duplicates:
             duplicates[str(path)] = int(report.duplicates)
+        for c, n in report.missing.items():
+            filled[c] += n
     casts = {c: validation.unify_categorical_dtype([sc[c] for sc in schemas]) for c in code_like}
     for c in cats:  # the vocabulary decides: an integer vocabulary cannot look up strings
         want = pl.Int64 if encoder.dtypes.get(c) == "Int64" else pl.String
@@ -123,7 +131,26 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
     if cfg.side_tables:
         raw = reading.drop_markers(raw)
     info = ScoreInfo(rows=raw.height, has_labels=has_labels, has_p_true=has_p_true, source=", ".join(map(str, files)),
-                     duplicates=duplicates, extra_columns=extra_columns(schemas, trained) if recorded else [])
+                     duplicates=duplicates, extra_columns=extra_columns(schemas, trained) if recorded else [],
+                     numeric_missing_filled={c: n for c, n in filled.items() if n})
+    ranged = [c for c in encoder.numeric_all if c in encoder.spread and c in raw.columns]
+    unranged = [c for c in encoder.numeric_all if c not in encoder.spread]
+    if unranged:
+        log.warning("The preprocessing of run %s records no training range for numeric column(s) %s (processed "
+                    "before ranges were recorded): their values are not compared with the training data; retrain "
+                    "(or reprocess) to have them checked", run.run_dir, unranged)
+    if ranged:
+        counts = raw.select([
+            ((encoder.transformed(c) < encoder.spread[c]["min"]) | (encoder.transformed(c) > encoder.spread[c]["max"]))
+            .sum().alias(c) for c in ranged
+        ]).row(0, named=True)
+        for c in ranged:
+            info.out_of_range[c] = int(counts[c] or 0)
+            info.out_of_range_fraction[c] = info.out_of_range[c] / max(raw.height, 1)
+            lo, hi = encoder.spread[c]["min"], encoder.spread[c]["max"]
+            if c in encoder.log_numeric:  # back to the column's own scale for the message
+                lo, hi = (float(np.sign(v) * np.expm1(abs(v))) for v in (lo, hi))
+            info.training_range[c] = [lo, hi]
     for c in encoder.categorical:
         vocab = encoder.vocabularies[c]["value"]
         col = raw[c].cast(pl.String) if encoder.dtypes[c] == "String" else raw[c].cast(pl.Int64)
@@ -147,6 +174,7 @@ def score_logs(
     *,
     warn_unseen_fraction: float = WARN_UNSEEN_FRACTION,
     max_unseen_fraction: float | None = None,
+    warn_out_of_range_fraction: float = WARN_OUT_OF_RANGE_FRACTION,
 ) -> tuple[pl.DataFrame, ScoreInfo]:
     """Score raw logs (Parquet/CSV files, folders or globs) with the run's preprocessing.
 
@@ -166,8 +194,29 @@ def score_logs(
         )
     df, info = _read_raw(run, inputs)
     _report_inputs(run, info, warn_unseen_fraction, max_unseen_fraction)
+    _report_numerics(run, info, warn_out_of_range_fraction)
     frame = score_batches(run, frame_batches(run, df, info, batch_size), device)
+    check_finite_predictions(frame, run.tasks, info.source)
     return frame, info
+
+
+def _report_numerics(run: LoadedRun, info: ScoreInfo, warn: float) -> None:
+    """Warn on null/NaN numerics filled with the train mean (as training does) and on numeric columns with more
+    than ``warn`` of their rows outside the training range (values in other units, drift)."""
+    if info.numeric_missing_filled:
+        log.warning("Numeric null/NaN values filled with the train mean (data.encoding.nan_policy=fill_mean) in %s: %s",
+                    info.source, info.numeric_missing_filled)
+    over = {c: f for c, f in info.out_of_range_fraction.items() if f > warn}
+    if over:
+        text = "; ".join(
+            f"'{c}': {info.out_of_range[c]} of {info.rows} rows ({f:.2%}) outside "
+            f"[{info.training_range[c][0]:.6g}, {info.training_range[c][1]:.6g}]" for c, f in over.items()
+        )
+        log.warning("Numeric values outside the range the run %s was trained on, in %s: %s "
+                    "(warn_out_of_range_fraction=%s); the model extrapolates there: check the units and the source "
+                    "of these columns", run.run_dir, info.source, text, warn)
+    elif info.out_of_range:
+        log.info("Numeric values outside the training range: %s", info.out_of_range)
 
 
 def _report_inputs(run: LoadedRun, info: ScoreInfo, warn: float, limit: float | None) -> None:

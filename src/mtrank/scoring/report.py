@@ -21,7 +21,7 @@ from mtrank.scoring.predict import write_parquet_atomic
 from mtrank.scoring.score import (
     PREDICTIONS_FILE,
 )
-from mtrank.utils.io import atomic_write, write_text_atomic
+from mtrank.utils.io import atomic_write, nonfinite_to_null, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def _markdown(metrics: Mapping[str, float], tasks: Sequence[str], split: str, ca
     has_true = any(f"{split}/{t}/oracle_auroc" in metrics for t in tasks)
     corrected = any(f"{split}/{t}/ece_corrected" in metrics for t in tasks)
     lines = [f"# Evaluation: {context.get('title', split)}", ""]
+    if context.get("in_sample"):
+        lines += [f"**IN-SAMPLE**: {context['in_sample']}; these figures overstate calibration and ranking.", ""]
     for k in ("checkpoint", "data", "split", "rows", "calibration_file"):
         if context.get(k) is not None:
             lines.append(f"- **{k}**: `{context[k]}`")
@@ -222,7 +224,11 @@ def _report_files(source: pl.DataFrame | Path, figures: SplitFigures, tasks: lis
         "reliability": {"bins": bins, "n_bins": n_bins,
                         "per_task": {t: reliability_table(scores[t], labels[t], n_bins, bins) for t in tasks}},
     }
-    write_text_atomic(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2, default=_json_default))
+    summary, undefined = nonfinite_to_null(json.loads(json.dumps(summary, default=_json_default)))
+    if undefined:
+        log.warning("%s: %d figure(s) are undefined (NaN or infinite), written as null: %s", SUMMARY_JSON,
+                    len(undefined), undefined)
+    write_text_atomic(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2, allow_nan=False))
     write_text_atomic(out_dir / SUMMARY_MD, _markdown(metrics, tasks, split, calibration, context, ks))
     _log_to_loggers(loggers, metrics, png, split)
     return metrics

@@ -79,8 +79,23 @@ class LoadedRun:
         return PipelineConfig.from_mapping(self.preprocessing.metadata["config"])
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def _resolve_ckpt(path: Path) -> tuple[Path, Path]:
-    """(checkpoint, run folder) from a checkpoint file or a run folder."""
+    """(checkpoint, run folder) from a checkpoint file or a run folder.
+
+    A run folder is self-contained and may be moved or copied: its checkpoint is looked for inside it only (the
+    best checkpoint named by ``metrics.json``, by its name under ``checkpoints/`` or its path relative to the run
+    folder, then the newest ``checkpoints/*.ckpt``, then ``last.ckpt``). An absolute path in ``metrics.json``
+    that points outside the folder (the folder it was copied from) is never loaded: when nothing is inside, the
+    error names it.
+    """
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return path, run_dir
@@ -89,18 +104,39 @@ def _resolve_ckpt(path: Path) -> tuple[Path, Path]:
     run_dir = path
     ckpt_dir = run_dir / "checkpoints"
     metrics = run_dir / "metrics.json"
+    best = None
     if metrics.exists():
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best:
-            for cand in (Path(best), ckpt_dir / Path(best).name):  # the run folder may have moved
-                if cand.is_file():
-                    return cand, run_dir
+        try:
+            best = json.loads(metrics.read_text()).get("best_checkpoint")
+        except ValueError:
+            log.warning("%s is not valid JSON: its best checkpoint is unknown, looking in %s", metrics, ckpt_dir)
+    outside = None
+    if best:
+        named = Path(best)
+        cands = [ckpt_dir / named.name]
+        if not named.is_absolute():
+            cands.insert(0, run_dir / named)
+        elif _inside(named, run_dir):
+            cands.insert(0, named)
+        else:
+            outside = named
+        for cand in cands:
+            if cand.is_file():
+                return cand, run_dir
     found = sorted((p for p in ckpt_dir.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found and (ckpt_dir / "last.ckpt").is_file():
+        found = [ckpt_dir / "last.ckpt"]
     if found:
+        if best:
+            log.warning("%s names the best checkpoint %s, which is not in %s: loading %s instead", metrics, best,
+                        ckpt_dir, found[-1])
         return found[-1], run_dir
-    if (ckpt_dir / "last.ckpt").is_file():
-        return ckpt_dir / "last.ckpt", run_dir
-    raise FileNotFoundError(f"run folder {run_dir} holds no checkpoint (looked in {ckpt_dir})")
+    hint = ""
+    if outside is not None:
+        hint = (f"; its metrics.json names {outside}, outside this folder (the run folder it was copied from?), "
+                f"which is not loaded: pass ckpt_path={outside} to score with that checkpoint"
+                + ("" if outside.is_file() else " (it does not exist either)"))
+    raise FileNotFoundError(f"run folder {run_dir} holds no checkpoint (looked in {ckpt_dir}){hint}")
 
 
 def _processed_from_config(cfg: DictConfig, run_dir: Path) -> ProcessedData | None:
@@ -128,6 +164,9 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
         pre = ProcessedData.load(run_dir / PREPROCESSING_DIR)
     elif train_cfg is not None and "data" in train_cfg:
         pre = _processed_from_config(train_cfg, run_dir)
+        if pre is not None:
+            log.warning("%s has no %s/: reading the preprocessing from %s, outside the run folder (found from its "
+                        "config.yaml and run_info.json)", run_dir, PREPROCESSING_DIR, pre.directory)
     try:
         model = RankingModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except Exception as exc:
@@ -143,7 +182,9 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
     elif calibration is None and (run_dir / CALIBRATION_FILE).exists():
         calibration = Calibration.load(run_dir / CALIBRATION_FILE)
     elif calibration is None:
-        log.info("%s has no %s: applying the downsampling correction from the checkpoint only", run_dir, CALIBRATION_FILE)
+        log.warning("%s has no %s: applying only the downsampling correction recorded in the checkpoint (Eq. 3 with "
+                    "its β_t), no post-hoc calibrator; the probabilities differ from the run's calibrated ones if it "
+                    "fitted any. Pass calibration_file= to apply one", run_dir, CALIBRATION_FILE)
     model.set_calibration(calibration)
     return LoadedRun(model, ckpt, run_dir, model.calibration, train_cfg, pre)
 

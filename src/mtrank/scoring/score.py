@@ -47,12 +47,18 @@ class ScoreInfo:
     unseen_fraction: dict[str, float] = field(default_factory=dict)  # unseen / rows per categorical column
     duplicates: dict[str, int] = field(default_factory=dict)  # file -> rows that are exact copies of an earlier row
     extra_columns: list[str] = field(default_factory=list)  # columns the training files did not have (ignored)
+    numeric_missing_filled: dict[str, int] = field(default_factory=dict)  # null/NaN numerics filled (train mean)
+    out_of_range: dict[str, int] = field(default_factory=dict)  # numeric values outside the training [min, max]
+    out_of_range_fraction: dict[str, float] = field(default_factory=dict)  # out_of_range / rows
+    training_range: dict[str, list[float]] = field(default_factory=dict)  # [min, max] of the train values
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "oov_unseen": self.unseen, "oov_unseen_fraction": self.unseen_fraction,
                 "oov_null": self.nulls, "duplicate_rows": sum(self.duplicates.values()),
                 "duplicate_rows_per_file": self.duplicates, "extra_columns": self.extra_columns,
-                "has_labels": self.has_labels, "has_p_true": self.has_p_true, "source": self.source}
+                "has_labels": self.has_labels, "has_p_true": self.has_p_true, "source": self.source,
+                "numeric_missing_filled": self.numeric_missing_filled, "out_of_range": self.out_of_range,
+                "out_of_range_fraction": self.out_of_range_fraction}
 
 
 @torch.inference_mode()
@@ -107,6 +113,19 @@ def _scored_frames(run: LoadedRun, batches: Iterable[Mapping[str, torch.Tensor]]
     if empty:
         z = np.zeros((0, T))
         yield _frame(run.tasks, np.zeros(0, np.int64), np.zeros(0, np.int64), z, z, None, None)
+
+
+def check_finite_predictions(frame: pl.DataFrame, tasks: Sequence[str], source: str) -> None:
+    """No NaN or infinite probability is ever written: raise naming the columns and the rows."""
+    cols = [c for t in tasks for c in (f"p_raw_{t}", f"p_{t}") if c in frame.columns]
+    bad = {c: int(n) for c in cols if (n := (~frame[c].is_finite() | frame[c].is_null()).sum())}
+    if bad:
+        first = next(iter(bad))
+        rows = frame.with_row_index("__r").filter(~pl.col(first).is_finite() | pl.col(first).is_null())["__r"].head(5)
+        raise DataValidationError(
+            f"scoring {source} gave non-finite probabilities: {bad} (of {frame.height} rows; e.g. rows "
+            f"{rows.to_list()} of {first}); nothing is written. Check the input values of those rows"
+        )
 
 
 def score_batches(run: LoadedRun, batches: Iterable[Mapping[str, torch.Tensor]], device: str) -> pl.DataFrame:

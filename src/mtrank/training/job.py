@@ -25,7 +25,7 @@ from mtrank.scoring.run import LoadedRun, save_preprocessing
 from mtrank.scoring.score import fit_calibration, iter_score_split
 from mtrank.training.checkpoints import resolve_ckpt_path
 from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
-from mtrank.utils.io import write_json_atomic
+from mtrank.utils.io import nonfinite_to_null, write_json_atomic
 from mtrank.utils.run_info import resolved_config, write_run_info
 from mtrank.validation import validate_train_config
 
@@ -86,9 +86,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             _write_test_report(cfg, model, datamodule, best, output_dir, loggers)
     _log_summary(metrics, model)
     if trainer.is_global_zero:
-        summary = {"best_checkpoint": best or None, "metrics": metrics}
-        write_json_atomic(output_dir / "metrics.json", summary, sort_keys=True)
+        write_metrics_json(output_dir, best, metrics)
     return metrics
+
+
+def write_metrics_json(output_dir: Path, best: str | None, metrics: dict[str, Any]) -> Path:
+    """``metrics.json``: valid JSON always; an undefined figure (NaN, e.g. the AUROC of a head whose val labels
+    are one class) is written as null, listed under ``undefined_metrics`` and named in a warning."""
+    clean, undefined = nonfinite_to_null(dict(metrics))
+    if undefined:
+        log.warning("metrics.json: %d metric(s) are undefined (NaN or infinite), written as null: %s",
+                    len(undefined), undefined)
+    summary = {"best_checkpoint": best or None, "metrics": clean, "undefined_metrics": undefined}
+    return write_json_atomic(Path(output_dir) / "metrics.json", summary, sort_keys=True, allow_nan=False)
 
 
 def _loaded_run(cfg: DictConfig, model, datamodule, best: str, output_dir: Path):

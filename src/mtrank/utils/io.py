@@ -4,12 +4,13 @@ name, so a reader finds the old file or the whole new one, never a half-written 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "write_text_atomic", "write_json_atomic"]
+__all__ = ["atomic_write", "write_text_atomic", "write_json_atomic", "nonfinite_to_null"]
 
 
 def _umask() -> int:
@@ -43,3 +44,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
     dumps_kwargs.setdefault("indent", 2)
     return write_text_atomic(path, json.dumps(obj, **dumps_kwargs))
+
+
+def nonfinite_to_null(obj: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``obj`` with every NaN / ±inf float replaced by None (JSON ``null``: bare ``NaN`` is not JSON), and the
+    keys (``a/b/c`` paths into the mappings, ``[i]`` into lists) where that happened."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [path or "<value>"]
+    if isinstance(obj, dict):
+        out, where = {}, []
+        for k, v in obj.items():
+            out[k], w = nonfinite_to_null(v, f"{path}/{k}" if path else str(k))
+            where += w
+        return out, where
+    if isinstance(obj, (list, tuple)):
+        items = [nonfinite_to_null(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+        return [v for v, _ in items], [w for _, ws in items for w in ws]
+    return obj, []

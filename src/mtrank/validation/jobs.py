@@ -55,7 +55,29 @@ def validate_predict_config(cfg: DictConfig) -> None:
     _check_scoring(cfg, p)
     _fraction(p, cfg, "warn_unseen_fraction")
     _fraction(p, cfg, "max_unseen_fraction")
+    _fraction(p, cfg, "warn_out_of_range_fraction")
     p.raise_if_any("predict")
+
+
+def in_sample_message(fit_split: str, split: str) -> str:
+    return (f"calibration.fit_split = {fit_split} and split = {split}: the calibrators would be fitted on the split "
+            "they are evaluated on, an in-sample evaluation (ECE near 0, AUROC inflated by isotonic ties); fit on "
+            f"another split (e.g. calibration.fit_split=val split=test), or set allow_in_sample=true to evaluate "
+            "anyway with the report labelled IN-SAMPLE")
+
+
+def _check_in_sample(cfg: DictConfig, p: Problems) -> None:
+    """An evaluation whose calibrators are fitted on the evaluated split is refused unless ``allow_in_sample``."""
+    method = config_value(cfg, "calibration.method", p)
+    if method in (None, UNRESOLVED, "none") or config_value(cfg, "inputs", p):
+        return
+    fit_split = config_value(cfg, "calibration.fit_split", p, default="val")
+    split = config_value(cfg, "split", p, default="test")
+    allow = config_value(cfg, "allow_in_sample", p, default=False)
+    if allow not in (True, False, UNRESOLVED):
+        p.add("allow_in_sample", f"allow_in_sample = {allow!r}: expected true or false")
+    elif fit_split == split and allow is False:
+        p.add("calibration.fit_split", in_sample_message(str(fit_split), str(split)))
 
 
 def validate_eval_config(cfg: DictConfig) -> None:
@@ -63,5 +85,6 @@ def validate_eval_config(cfg: DictConfig) -> None:
     p = Problems()
     _check_scoring(cfg, p)
     check_calibration(cfg, p, None)
+    _check_in_sample(cfg, p)
     check_report(cfg, p)
     p.raise_if_any("eval")

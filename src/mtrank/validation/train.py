@@ -242,6 +242,31 @@ def _check_model(cfg: DictConfig, p: Problems, tasks: Sequence[str], objective: 
             p.add(f"{key}.{k}", f"{key}.{k} = {v!r}: expected a finite number")
 
 
+def _check_optimizer(cfg: DictConfig, p: Problems) -> None:
+    """``model.optimizer.lr`` must be a positive finite number: 0 trains nothing (the run ends with the initial
+    weights and no word), a negative rate climbs the loss."""
+    key = "model.optimizer.lr"
+    if config_value(cfg, "model.optimizer", p) in (None, UNRESOLVED):
+        return
+    lr = config_value(cfg, key, p)
+    if lr is None or lr is UNRESOLVED:
+        return
+    if not is_number(lr) or float(lr) <= 0:
+        p.add(key, f"{key} = {lr!r}: expected a positive finite learning rate (e.g. 0.002); 0 would leave the model "
+                   "untrained and a negative rate would climb the loss")
+
+
+def _check_stream(cfg: DictConfig, p: Problems) -> None:
+    """``data.shuffle_buffer``: an integer ≥ 1 (rows permuted together when training)."""
+    key = "data.shuffle_buffer"
+    v = config_value(cfg, key, p)
+    if v is None or v is UNRESOLVED:
+        return
+    if not is_number(v) or not float(v).is_integer() or v < 1:
+        p.add(key, f"{key} = {v!r}: expected an integer ≥ 1, the number of train rows permuted together (whole "
+                   "batches; e.g. 65536); 0 would not shuffle across batches")
+
+
 def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> None:
     """``calibration.method``, ``fit_split``, ``downsampling`` (reweight needs the multi-task objective)."""
     from mtrank.calibration.calibrators import METHODS
@@ -318,6 +343,8 @@ def validate_train_config(cfg: DictConfig) -> MetricCatalog:
     p = Problems()
     tasks = _check_tasks(cfg, p)
     _check_data(cfg, p)
+    _check_stream(cfg, p)
+    _check_optimizer(cfg, p)
     objective = _check_loss(cfg, p, tasks) if tasks else None
     if tasks:
         _check_model(cfg, p, tasks, objective or "multitask")
