@@ -83,3 +83,18 @@ def downsampling_from_metadata(metadata: Mapping[str, Any], mode: str = "correct
     if not counts.get("per_task"):
         return {"beta": beta, "effective_beta": {t: beta for t in metadata["tasks"]}, "mode": mode}
     return {"beta": beta, "effective_beta": effective_betas(counts, metadata["tasks"]), "mode": mode}
+
+
+def per_task_betas(beta: float, effective_beta: Mapping[str, float], tasks: Sequence[str]) -> dict[str, float]:
+    """A head per task (multi-task): head t learned from the rows kept for task t, so Eq. 3 uses that task's
+    effective keep rate (β where none was measured)."""
+    return {t: float(effective_beta.get(t, beta)) for t in tasks}
+
+
+def shared_beta(beta: float, effective_beta: Mapping[str, float], tasks: Sequence[str]) -> dict[str, float]:
+    """One head for every task (the binary model): its one label was downsampled at β, so every task uses β."""
+    return {t: float(beta) for t in tasks}
+
+
+# the Eq. 3 keep rate of each task, by the objective's name (``loss.objective``)
+BETA_RULES = {"multitask": per_task_betas, "binary": shared_beta}

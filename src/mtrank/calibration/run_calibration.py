@@ -20,11 +20,11 @@ from mtrank.calibration.calibrators import (
     calibrator_from_dict,
 )
 from mtrank.calibration.downsampling import (
+    BETA_RULES,
     DOWNSAMPLING_MODES,
     check_beta,
     correct,
 )
-from mtrank.training.objectives import TaskObjective, objective_class
 from mtrank.utils.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -171,11 +171,14 @@ class Calibration:
 
     @classmethod
     def from_downsampling(cls, downsampling: Mapping[str, Any], tasks: Sequence[str],
-                          objective: str | TaskObjective) -> "Calibration":
+                          objective: Any) -> "Calibration":
         """The correction-only calibration of a model: the β per task of its objective (``loss.objective``, a name
-        or the objective itself; :meth:`TaskObjective.task_betas`: β_t per task for multitask, β for all for
-        binary); 1 for all when the loss reweighted the sampled rows (``mode: reweight``)."""
-        kind = objective if isinstance(objective, TaskObjective) else objective_class(objective)
+        or the objective itself, :class:`mtrank.training.objectives.TaskObjective`: β_t per task for multitask, β for
+        all for binary, see :data:`~mtrank.calibration.downsampling.BETA_RULES`); 1 for all when the loss reweighted
+        the sampled rows (``mode: reweight``)."""
+        name = objective if isinstance(objective, str) else objective.name
+        if name not in BETA_RULES:
+            raise ValueError(f"objective '{name}': expected one of {sorted(BETA_RULES)}")
         beta = float(downsampling.get("beta", 1.0))
         mode = downsampling.get("mode", "correct")
         if mode not in DOWNSAMPLING_MODES:
@@ -184,5 +187,5 @@ class Calibration:
         if mode == "reweight":
             betas = {t: 1.0 for t in tasks}
         else:
-            betas = kind.task_betas(beta, eff, tasks)
-        return cls(tasks=list(tasks), betas=betas, info={"beta": beta, "objective": kind.name, "mode": mode})
+            betas = BETA_RULES[name](beta, eff, tasks)
+        return cls(tasks=list(tasks), betas=betas, info={"beta": beta, "objective": name, "mode": mode})

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from mtrank.calibration.downsampling import per_task_betas, shared_beta
 from mtrank.training.losses import (
     IMPORTANCE_RULES,
     UncertaintyWeighting,
@@ -131,7 +132,7 @@ class MultiTaskObjective(TaskObjective):
 
     @classmethod
     def task_betas(cls, beta: float, effective_beta: Mapping[str, float], tasks: Sequence[str]) -> dict[str, float]:
-        return {t: float(effective_beta.get(t, beta)) for t in tasks}
+        return per_task_betas(beta, effective_beta, tasks)
 
     def head_betas(self, betas: Mapping[str, float], beta: float) -> list[float]:
         return [float(betas[t]) for t in self.tasks]
@@ -194,7 +195,7 @@ class BinaryObjective(TaskObjective):
 
     @classmethod
     def task_betas(cls, beta: float, effective_beta: Mapping[str, float], tasks: Sequence[str]) -> dict[str, float]:
-        return {t: float(beta) for t in tasks}
+        return shared_beta(beta, effective_beta, tasks)
 
     def head_betas(self, betas: Mapping[str, float], beta: float) -> list[float]:
         return [float(beta)]
