@@ -28,8 +28,8 @@ def child(n: int, data_dir: str, log_dir: str, train: bool, overrides: list[str]
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from mtrank.training.job import build
-    from mtrank.training.job import train as run_training
+    from mtrank.jobs.train import build
+    from mtrank.jobs.train import train as run_training
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("train", overrides=[

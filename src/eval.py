@@ -11,7 +11,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from mtrank.scoring.evaluate import evaluate
+    from mtrank.jobs.evaluate import evaluate
     from mtrank.validation import validate_eval_config
 
     validate_eval_config(cfg)  # ConfigError naming the key, before anything is read

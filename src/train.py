@@ -20,7 +20,7 @@ OmegaConf.register_new_resolver("mtrank_run_dir", _run_dir, replace=True)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from mtrank.training.job import train
+    from mtrank.jobs.train import train
     from mtrank.utils.hydra_utils import metric_for_sweeper
 
     metrics = train(cfg)

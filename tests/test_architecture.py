@@ -123,6 +123,25 @@ def test_no_import_cycles():
     assert cycles(import_graph()) == []
 
 
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between the library's packages (``mtrank.<package>``)."""
+    packages: dict[str, set[str]] = {}
+    for mod, deps in graph.items():
+        if not mod.startswith(LIBRARY + "."):
+            continue
+        package = ".".join(mod.split(".")[:2])
+        packages.setdefault(package, set()).update(
+            ".".join(d.split(".")[:2]) for d in deps if d.startswith(LIBRARY + ".")
+        )
+        packages[package].discard(package)
+    return packages
+
+
+def test_no_import_cycles_between_packages():
+    """The packages form layers (README "Layout"): jobs on top, then validation, online, tuning, ..., data, utils."""
+    assert cycles(package_graph(import_graph())) == []
+
+
 def test_the_library_imports_neither_entry_points_nor_plugins():
     """Imports point down: entry scripts (src/*.py) and the Hydra plugin use the library, never the reverse."""
     upward = {

@@ -4,8 +4,8 @@ The bad files themselves are in the corpus, tests/corpus/data (tests/test_corpus
 and crashes that need monkeypatching."""
 
 import pytest
-from conftest import pipeline_mapping
 
+from conftest import pipeline_mapping
 from mtrank.data.config import PipelineConfig
 from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import process

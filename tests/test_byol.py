@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from conftest import make_log, pipeline_mapping
 
+from conftest import make_log, pipeline_mapping
 from mtrank.data.config import PipelineConfig
 from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import process

@@ -6,8 +6,8 @@ import os
 import time
 
 import pytest
-from helpers import compose_config
 
+from helpers import compose_config
 from mtrank.training.checkpoints import resolve_ckpt_path, resume_run_dir
 
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import hydra
 import pytest
-from helpers import CONF, compose_config
 from omegaconf import OmegaConf
+
+from helpers import CONF, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF) / "experiment").glob("*.yaml"))
 

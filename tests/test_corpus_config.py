@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from helpers import CONF, compose_config
 from omegaconf import OmegaConf, open_dict
 
+from helpers import CONF, compose_config
 from mtrank.validation import (
     ConfigError,
     validate_eval_config,
@@ -149,7 +149,7 @@ def test_every_problem_is_reported_at_once():
 
 def test_a_bad_run_stops_before_any_data_is_made(tmp_path, monkeypatch):
     from mtrank.data import datamodule
-    from mtrank.training.job import train
+    from mtrank.jobs.train import train
 
     def forbidden(*a, **k):
         raise AssertionError("data was generated or processed before the config was checked")

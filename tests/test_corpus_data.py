@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import pipeline_mapping
 
+from conftest import pipeline_mapping
 from mtrank.data.config import PipelineConfig
 from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import process

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import compose_config
-from validation_helpers import trained_run
 
+from helpers import compose_config
 from mtrank.data.errors import DataValidationError
-from mtrank.scoring.predict import predict
+from mtrank.jobs.predict import predict
 from mtrank.scoring.raw_logs import score_logs
 from mtrank.scoring.run import PREPROCESSING_DIR, load_run
+from mtrank.scoring.schema import RAW_SCHEMA_FILE, compatible, dtype_family
 from mtrank.validation import validate_train_config
-from mtrank.validation.scoring import RAW_SCHEMA_FILE, compatible, dtype_family
+from validation_helpers import trained_run
 
 CORPUS = Path(__file__).parent / "corpus" / "predict"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())["cases"]
@@ -162,7 +162,7 @@ def test_the_runs_metrics_json_is_valid_json(run):
 def test_eval_on_the_split_its_calibrators_were_fitted_on(run, tmp_path):
     """The run's Platt calibrators were fitted on val: evaluating val with them is in-sample, refused unless
     allow_in_sample=true, which labels the report."""
-    from mtrank.scoring.evaluate import evaluate
+    from mtrank.jobs.evaluate import evaluate
 
     cal = json.loads((run[0] / "calibration.json").read_text())
     assert cal["method"] == "platt" and cal["info"]["fitted_on"]["split"] == "val"

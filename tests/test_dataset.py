@@ -1,9 +1,9 @@
 import polars as pl
 import pytest
 import torch
-from conftest import pipeline_mapping
 from torch.utils.data import DataLoader
 
+from conftest import pipeline_mapping
 from mtrank.data.config import PipelineConfig
 from mtrank.data.dataset import (
     ShardStream,

@@ -7,14 +7,15 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from helpers import FAST_RUN, compose_config
 
+from helpers import FAST_RUN, compose_config
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.errors import DataValidationError
-from mtrank.scoring.evaluate import evaluate
-from mtrank.scoring.predict import predict, predict_frame
+from mtrank.jobs.evaluate import evaluate
+from mtrank.jobs.predict import predict
+from mtrank.jobs.train import train
+from mtrank.scoring.predict import predict_frame
 from mtrank.scoring.run import load_run
-from mtrank.training.job import train
 
 TASKS = ["save", "click", "long_click", "closeup"]
 FAST = [*FAST_RUN, "trainer.max_epochs=1", "logger=csv", "report.ks=[5]", "report.n_bins=8"]

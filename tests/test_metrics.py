@@ -129,12 +129,12 @@ def test_metrics_json_holds_no_bare_nan(tmp_path, caplog):
     """metrics.json is valid JSON: an undefined figure is null, listed and named in a warning."""
     import json
 
-    from mtrank.training.job import write_metrics_json
+    from mtrank.jobs.train import write_metrics_json
 
     def refuse(constant):
         raise ValueError(f"bare {constant} in metrics.json")
 
-    with caplog.at_level(logging.WARNING, logger="mtrank.training.job"):
+    with caplog.at_level(logging.WARNING, logger="mtrank.jobs.train"):
         path = write_metrics_json(tmp_path, "", {"val/save/auroc": 0.7, "val/click/auroc": float("nan"),
                                                  "test/click/logloss": float("inf")})
     data = json.loads(path.read_text(), parse_constant=refuse)

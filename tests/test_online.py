@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers import FAST_RUN, compose_config
 from omegaconf import OmegaConf
 
+from helpers import FAST_RUN, compose_config
 from mtrank.data.simulator_config import SimulatorConfig
 from mtrank.data.world import World
 from mtrank.online.experiment import TrafficConfig, run_experiment
@@ -206,7 +206,7 @@ FAST = [*FAST_RUN, "trainer.max_epochs=1", "callbacks.early_stopping=null", "rep
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    from mtrank.training.job import train
+    from mtrank.jobs.train import train
 
     out = {}
     data = tmp_path_factory.mktemp("ab_data")

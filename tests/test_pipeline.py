@@ -3,8 +3,8 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from conftest import TASKS, make_log, pipeline_mapping
 
+from conftest import TASKS, make_log, pipeline_mapping
 from mtrank.data.config import PipelineConfig
 from mtrank.data.downsample import downsample
 from mtrank.data.pipeline import ProcessedData, process

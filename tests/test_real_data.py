@@ -10,9 +10,9 @@ import math
 
 import polars as pl
 import pytest
+
 from conftest import SHARED_DATA
 from helpers import compose_config
-
 from mtrank.data.config import PipelineConfig
 from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import process
@@ -141,7 +141,7 @@ def test_census_pipeline_on_a_slice(tmp_path, census_slice):
     ids=["single_task", "logistic"],
 )
 def test_census_baselines_train_on_a_slice(tmp_path, census_slice, overrides):
-    from mtrank.training.job import train
+    from mtrank.jobs.train import train
 
     _, path = census_slice
     cfg = compose_config(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import FAST_RUN
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,9 @@ import json
 import math
 
 import pytest
-from helpers import FAST_RUN, compose_config
 
-from mtrank.training.job import train
+from helpers import FAST_RUN, compose_config
+from mtrank.jobs.train import train
 
 FAST = [*FAST_RUN, "trainer.max_epochs=2", "logger=csv"]
 

@@ -35,7 +35,7 @@ def trained_run(tmp_path_factory) -> tuple[Path, object, dict[str, float]]:
     if done.exists():
         metrics = json.loads(done.read_text())["metrics"]
     else:
-        from mtrank.training.job import train
+        from mtrank.jobs.train import train
 
         metrics = train(cfg)
     return base / "run", cfg, metrics

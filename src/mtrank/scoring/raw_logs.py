@@ -15,13 +15,13 @@ from mtrank.data.encoding import FeatureEncoder
 from mtrank.data.errors import DataValidationError
 from mtrank.data.spec import ITEM_COL, REQUEST_COL, ROW_INDEX
 from mtrank.scoring.run import PREPROCESSING_DIR, LoadedRun
-from mtrank.scoring.score import ScoreInfo, check_finite_predictions, frame_batches, score_batches
-from mtrank.validation.scoring import (
+from mtrank.scoring.schema import (
     RAW_SCHEMA_FILE,
     check_columns,
     extra_columns,
     unseen_problems,
 )
+from mtrank.scoring.score import ScoreInfo, check_finite_predictions, frame_batches, score_batches
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def score_logs(
     """Score raw logs (Parquet/CSV files, folders or globs) with the run's preprocessing.
 
     Columns are checked as the pipeline checks them (:mod:`mtrank.data.validation`) and against the columns the
-    run was trained on (:mod:`mtrank.validation.scoring`: a missing or retyped column is an error, an extra one
+    run was trained on (:mod:`mtrank.scoring.schema`: a missing or retyped column is an error, an extra one
     is ignored and logged); label columns are optional; an empty file is an error. Duplicated rows are counted
     and scored like the others (a warning says how many). Values never seen in training go to the OOV bucket
     (index 0): their count and share of the rows per column are in the returned :class:`ScoreInfo`, logged as

@@ -25,11 +25,11 @@ from mtrank.data.encoding import FeatureEncoder
 from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import METADATA_FILE, ProcessedData
 from mtrank.data.spec import FeatureSpec
-from mtrank.training.module import RankingModule
-from mtrank.validation.scoring import (
+from mtrank.scoring.schema import (
     RAW_SCHEMA_FILE,
     raw_schema,
 )
+from mtrank.training.module import RankingModule
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
 def save_preprocessing(processed: ProcessedData, run_dir: Path | str) -> Path:
     """Copy the processed data's metadata.json and vocabularies into ``run_dir/preprocessing`` (no shards),
     so that a run folder alone can score raw logs; with them ``raw_schema.json``, the columns and dtypes of the
-    raw files it was made from (:func:`mtrank.validation.scoring.raw_schema`), against which scored logs are
+    raw files it was made from (:func:`mtrank.scoring.schema.raw_schema`), against which scored logs are
     checked for drift."""
     import shutil
 

@@ -8,7 +8,7 @@
 * :class:`MetricCatalog` / :func:`catalog_for_train_config`: the metric names a training run logs.
 
 Input data is checked where it is read: :mod:`mtrank.data.validation` (the pipeline) and, for raw logs scored
-by a trained run, :mod:`mtrank.validation.scoring` (schema drift against the training files, unseen ids), used
+by a trained run, :mod:`mtrank.scoring.schema` (schema drift against the training files, unseen ids), used
 by :mod:`mtrank.scoring.score`.
 """
 

@@ -31,7 +31,7 @@ __all__ = ["MetricCatalog", "catalog_for_train_config", "GATE_CALLBACK"]
 MEAN_METRIC_NAMES = ("auroc", "pr_auc")  # "<stage>/mean/<metric>": MultiHeadMetrics' means over heads
 ORACLE_METRIC = "oracle_auroc"  # when the data has the simulator's true probabilities
 CORRECTED_SUFFIX = "_corrected"  # after Eq. 3 alone, logged while post-hoc calibrators are attached (test)
-FIT_SECONDS = "time/fit_seconds"  # mtrank.training.job adds it to metrics.json
+FIT_SECONDS = "time/fit_seconds"  # mtrank.jobs.train adds it to metrics.json
 GATE_CALLBACK = "mtrank.training.callbacks.GateStatistics"
 
 

@@ -1,0 +1,1 @@
+"""The jobs behind the entry points in src/: each validates its config, then composes the library."""
