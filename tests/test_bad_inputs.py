@@ -22,25 +22,25 @@ def _assert_clean_cache(tmp_path):
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(DataValidationError, match=r"data\.inputs: path .*nowhere\.parquet does not exist"):
+    with pytest.raises(DataValidationError, match=r"data\.pipeline\.inputs: path .*nowhere\.parquet does not exist"):
         _run(tmp_path, tmp_path / "nowhere.parquet")
 
 
 @pytest.mark.parametrize(
     "overrides, pattern",
     [
-        ({"tasks": ["save", "purchase"]}, r"task\(s\) \['purchase'\] have no label column in data\.columns\.labels"),
-        ({"downsample": {"beta": 0.0}}, r"data\.downsample\.beta = 0\.0: expected a keep rate in \(0, 1\]"),
-        ({"split": {"by": "week"}}, r"data\.split\.by = 'week': expected one of \['time', 'request', 'random'\]"),
-        ({"encoding": {"nan_policy": "drop"}}, r"data\.encoding\.nan_policy = 'drop'"),
-        ({"shuffle": True}, r"unknown config key\(s\) data\.shuffle"),
+        ({"tasks": ["save", "purchase"]}, r"task\(s\) \['purchase'\] have no label column in data\.pipeline\.columns\.labels"),
+        ({"downsample": {"beta": 0.0}}, r"data\.pipeline\.downsample\.beta = 0\.0: expected a keep rate in \(0, 1\]"),
+        ({"split": {"by": "week"}}, r"data\.pipeline\.split\.by = 'week': expected one of \['time', 'request', 'random'\]"),
+        ({"encoding": {"nan_policy": "drop"}}, r"data\.pipeline\.encoding\.nan_policy = 'drop'"),
+        ({"shuffle": True}, r"unknown config key\(s\) data\.pipeline\.shuffle"),
         ({"duplicates": {"policy": "dedupe"}},
-         r"data\.duplicates\.policy = 'dedupe': expected one of \['keep', 'drop', 'error'\]"),
-        ({"duplicates": "drop"}, r"config key data\.duplicates must be a mapping with keys policy \(keep\|drop\|error\)"),
-        ({"duplicates": {"key": []}}, r"data\.duplicates\.key = \[\]: expected distinct column names, or null"),
-        ({"duplicates": {"keys": ["request_id"]}}, r"unknown config key\(s\) data\.duplicates\.keys"),
+         r"data\.pipeline\.duplicates\.policy = 'dedupe': expected one of \['keep', 'drop', 'error'\]"),
+        ({"duplicates": "drop"}, r"config key data\.pipeline\.duplicates must be a mapping with keys policy \(keep\|drop\|error\)"),
+        ({"duplicates": {"key": []}}, r"data\.pipeline\.duplicates\.key = \[\]: expected distinct column names, or null"),
+        ({"duplicates": {"keys": ["request_id"]}}, r"unknown config key\(s\) data\.pipeline\.duplicates\.keys"),
         ({"encoding": {"max_oov_fraction": 1.5}},
-         r"data\.encoding\.max_oov_fraction = 1\.5: expected a fraction in \[0, 1\], or null for no limit"),
+         r"data\.pipeline\.encoding\.max_oov_fraction = 1\.5: expected a fraction in \[0, 1\], or null for no limit"),
     ],
 )
 def test_bad_data_config_names_the_key(tmp_path, log_file, overrides, pattern):
@@ -68,7 +68,7 @@ def test_crash_mid_build_leaves_no_half_written_cache(tmp_path, log_file, monkey
 
 
 def test_duplicate_key_column_missing_from_a_file(tmp_path, log_file):
-    with pytest.raises(DataValidationError, match=r"log\.parquet is missing column\(s\) 'impression_id' \(data\.duplicates\.key\)"):
+    with pytest.raises(DataValidationError, match=r"log\.parquet is missing column\(s\) 'impression_id' \(data\.pipeline\.duplicates\.key\)"):
         _run(tmp_path, log_file, duplicates={"policy": "error", "key": ["request_id", "impression_id"]})
     _assert_clean_cache(tmp_path)
 

@@ -176,19 +176,19 @@ def _expect(tmp_path, mapping, pattern):
 def test_missing_feature_column_names_file_column_and_key(tmp_path, log_file):
     m = pipeline_mapping(log_file)
     m["columns"]["numeric"] = ["price", "discount"]
-    _expect(tmp_path, m, r"log\.parquet is missing column\(s\) 'discount' \(data\.columns\.numeric/log_numeric\)")
+    _expect(tmp_path, m, r"log\.parquet is missing column\(s\) 'discount' \(data\.pipeline\.columns\.numeric/log_numeric\)")
 
 
 def test_missing_time_column(tmp_path, log_file):
     m = pipeline_mapping(log_file)
     m["columns"]["time"] = "ts"
-    _expect(tmp_path, m, r"missing column\(s\) 'ts' \(data\.columns\.time\)")
+    _expect(tmp_path, m, r"missing column\(s\) 'ts' \(data\.pipeline\.columns\.time\)")
 
 
 def test_string_label_column(tmp_path):
     path = tmp_path / "log.parquet"
     make_log().with_columns(pl.when(pl.col("click") == 1).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("click")).write_parquet(path)
-    _expect(tmp_path, pipeline_mapping(path), r"column 'click' \(data\.columns\.labels\.click\) in file .*log\.parquet has dtype String; expected a numeric")
+    _expect(tmp_path, pipeline_mapping(path), r"column 'click' \(data\.pipeline\.columns\.labels\.click\) in file .*log\.parquet has dtype String; expected a numeric")
 
 
 def test_excluded_column_cannot_be_a_feature(tmp_path, log_file):
@@ -200,24 +200,24 @@ def test_excluded_column_cannot_be_a_feature(tmp_path, log_file):
 
 def test_side_table_path_does_not_exist(tmp_path, log_file):
     m = _with_users(tmp_path, log_file, path=str(tmp_path / "nope.parquet"))
-    _expect(tmp_path, m, r"data\.side_tables\.users\.path: path .*nope\.parquet does not exist")
+    _expect(tmp_path, m, r"data\.pipeline\.side_tables\.users\.path: path .*nope\.parquet does not exist")
 
 
 def test_side_table_misses_its_key(tmp_path, log_file):
     m = _with_users(tmp_path, log_file, _users().rename({"user_id": "uid"}))
-    _expect(tmp_path, m, r"users\.parquet is missing column\(s\) 'user_id' \(data\.side_tables\.users\.on\)")
+    _expect(tmp_path, m, r"users\.parquet is missing column\(s\) 'user_id' \(data\.pipeline\.side_tables\.users\.on\)")
 
 
 def test_side_table_misses_a_feature(tmp_path, log_file):
     m = _with_users(tmp_path, log_file, categorical=["segment", "country"])
-    _expect(tmp_path, m, r"users\.parquet is missing column\(s\) 'country' \(data\.side_tables\.users\.categorical\)")
+    _expect(tmp_path, m, r"users\.parquet is missing column\(s\) 'country' \(data\.pipeline\.side_tables\.users\.categorical\)")
 
 
 def test_impressions_miss_the_side_table_key(tmp_path, log_file):
     m = _with_users(tmp_path, log_file, on="account_id")
     users = _users().rename({"user_id": "account_id"})
     users.write_parquet(tmp_path / "users.parquet")
-    _expect(tmp_path, m, r"log\.parquet is missing column\(s\) 'account_id' \(data\.side_tables\.users\.on\)")
+    _expect(tmp_path, m, r"log\.parquet is missing column\(s\) 'account_id' \(data\.pipeline\.side_tables\.users\.on\)")
 
 
 def test_side_table_duplicated_key(tmp_path, log_file):
@@ -229,7 +229,7 @@ def test_side_table_column_also_in_impressions(tmp_path, log_file):
     # the log's request_id column is read (as the request id); a side-table feature of that name would clash
     users = _users().with_columns(pl.lit(1).alias("request_id"))
     m = _with_users(tmp_path, log_file, users, categorical=["segment", "request_id"])
-    _expect(tmp_path, m, r"column 'request_id' of side table .*users\.parquet \(data\.side_tables\.users\) is also read from the impression files")
+    _expect(tmp_path, m, r"column 'request_id' of side table .*users\.parquet \(data\.pipeline\.side_tables\.users\) is also read from the impression files")
 
 
 def test_no_key_matches(tmp_path, log_file):
@@ -251,11 +251,11 @@ def test_float_categorical_with_fractions(tmp_path, log_file):
 
 def test_side_table_config_typo_and_missing_path(tmp_path, log_file):
     m = _with_users(tmp_path, log_file, categoricals=["segment"])
-    with pytest.raises(DataValidationError, match=r"unknown config key\(s\) data\.side_tables\.users\.categoricals"):
+    with pytest.raises(DataValidationError, match=r"unknown config key\(s\) data\.pipeline\.side_tables\.users\.categoricals"):
         PipelineConfig.from_mapping(m)
     m = _with_users(tmp_path, log_file)
     del m["side_tables"]["users"]["path"]
-    with pytest.raises(DataValidationError, match=r"data\.side_tables\.users\.path is missing"):
+    with pytest.raises(DataValidationError, match=r"data\.pipeline\.side_tables\.users\.path is missing"):
         PipelineConfig.from_mapping(m)
 
 
@@ -263,36 +263,36 @@ def test_unparsable_time_strings(tmp_path):
     df = make_log().with_columns(pl.format("day {}", pl.col("timestamp")).alias("timestamp"))
     path = tmp_path / "log.csv"
     df.write_csv(path)
-    _expect(tmp_path, pipeline_mapping(path), r"column 'timestamp' \(data\.columns\.time\) in file .*log\.csv has 200 value\(s\) that are not ISO dates.*'day 0'")
+    _expect(tmp_path, pipeline_mapping(path), r"column 'timestamp' \(data\.pipeline\.columns\.time\) in file .*log\.csv has 200 value\(s\) that are not ISO dates.*'day 0'")
 
 
 def test_date_cut_point_on_plain_number_time(tmp_path, log_file):
     m = pipeline_mapping(log_file, split={"by": "time", "val_start": "2024-01-15", "test_start": "2024-01-18"})
-    _expect(tmp_path, m, r"data\.split\.val_start = '2024-01-15' is a date, but the time column 'timestamp' holds plain numbers")
+    _expect(tmp_path, m, r"data\.pipeline\.split\.val_start = '2024-01-15' is a date, but the time column 'timestamp' holds plain numbers")
 
 
 def test_cut_points_out_of_order_and_half_given(tmp_path, log_file):
-    with pytest.raises(DataValidationError, match=r"data\.split\.val_start = 300 is after data\.split\.test_start = 200"):
+    with pytest.raises(DataValidationError, match=r"data\.pipeline\.split\.val_start = 300 is after data\.pipeline\.split\.test_start = 200"):
         PipelineConfig.from_mapping(pipeline_mapping(log_file, split={"by": "time", "val_start": 300, "test_start": 200}))
-    with pytest.raises(DataValidationError, match=r"data\.split\.val_start is not set but data\.split\.test_start is"):
+    with pytest.raises(DataValidationError, match=r"data\.pipeline\.split\.val_start is not set but data\.pipeline\.split\.test_start is"):
         PipelineConfig.from_mapping(pipeline_mapping(log_file, split={"by": "time", "test_start": 200}))
-    with pytest.raises(DataValidationError, match=r"cut points in time but data\.split\.by = 'random'"):
+    with pytest.raises(DataValidationError, match=r"cut points in time but data\.pipeline\.split\.by = 'random'"):
         PipelineConfig.from_mapping(pipeline_mapping(log_file, split={"by": "random", "val_start": 1, "test_start": 2}))
 
 
 def test_cut_point_past_the_data_empties_a_split(tmp_path, log_file):
     m = pipeline_mapping(log_file, split={"by": "time", "val_start": 300, "test_start": 10_000})
-    _expect(tmp_path, m, r"the test split is empty after splitting; move data\.split\.test_start")
+    _expect(tmp_path, m, r"the test split is empty after splitting; move data\.pipeline\.split\.test_start")
 
 
 def test_bad_time_unit_and_zone(tmp_path, log_file):
     m = pipeline_mapping(log_file)
     m["columns"]["time_unit"] = "minutes"
-    with pytest.raises(DataValidationError, match=r"data\.columns\.time_unit = 'minutes': expected one of \['s', 'ms', 'us', 'ns'\]"):
+    with pytest.raises(DataValidationError, match=r"data\.pipeline\.columns\.time_unit = 'minutes': expected one of \['s', 'ms', 'us', 'ns'\]"):
         PipelineConfig.from_mapping(m)
     m = pipeline_mapping(log_file)
     m["columns"]["time_zone"] = "Mars/Olympus"
-    with pytest.raises(DataValidationError, match=r"data\.columns\.time_zone = 'Mars/Olympus': expected an IANA time zone"):
+    with pytest.raises(DataValidationError, match=r"data\.pipeline\.columns\.time_zone = 'Mars/Olympus': expected an IANA time zone"):
         PipelineConfig.from_mapping(m)
 
 
@@ -311,12 +311,12 @@ def test_time_dtype_differs_between_files(tmp_path):
     df.slice(0, 160).write_parquet(train)
     df.slice(160, 40).with_columns(pl.lit("2024-01-01").alias("timestamp")).write_csv(test)
     m = pipeline_mapping(train, split_inputs={"test": [str(test)]})
-    _expect(tmp_path, m, r"the time column 'timestamp' \(data\.columns\.time\) has incompatible dtypes across files")
+    _expect(tmp_path, m, r"the time column 'timestamp' \(data\.pipeline\.columns\.time\) has incompatible dtypes across files")
 
 
 def test_split_inputs_without_train_needs_inputs(tmp_path, log_file):
     m = pipeline_mapping([], split_inputs={"test": [str(log_file)]})
-    with pytest.raises(DataValidationError, match=r"data\.split_inputs has keys \['test'\]"):
+    with pytest.raises(DataValidationError, match=r"data\.pipeline\.split_inputs has keys \['test'\]"):
         PipelineConfig.from_mapping(m)
 
 

@@ -192,7 +192,7 @@ def test_time_fractions_without_request_ids_rank_rows_by_time(tmp_path, log_file
     m["columns"] = {**m["columns"], "request_id": None}
     processed = process(PipelineConfig.from_mapping(m), tmp_path / "p")
     n = make_log().height  # rows are in time order, four per timestamp
-    train_end, val_end = 1.0 - 0.2 - 0.2, 1.0 - 0.2  # rank / n below these (as floats, as data.split reads them)
+    train_end, val_end = 1.0 - 0.2 - 0.2, 1.0 - 0.2  # rank / n below these (as floats, as data.pipeline.split reads them)
     expected = {"train": [r for r in range(n) if r / n < train_end],
                 "val": [r for r in range(n) if train_end <= r / n < val_end],
                 "test": [r for r in range(n) if r / n >= val_end]}
@@ -278,7 +278,7 @@ def test_oov_fraction_is_logged_and_limited(tmp_path, caplog):
     from mtrank.data.errors import DataValidationError
 
     with pytest.raises(DataValidationError, match=r"categorical column 'item_id' .* maps 100\.0% of the test split .* "
-                       r"expected at most data\.encoding\.max_oov_fraction=0\.4 \(also over: 'item_id' in val: 55\.6%\)"):
+                       r"expected at most data\.pipeline\.encoding\.max_oov_fraction=0\.4 \(also over: 'item_id' in val: 55\.6%\)"):
         process(PipelineConfig.from_mapping(pipeline_mapping(log_file, encoding={"max_oov_fraction": 0.4})), tmp_path / "no")
 
 

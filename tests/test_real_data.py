@@ -99,7 +99,7 @@ def test_kuairand_test_file_and_side_tables_overridable(tmp_path, kuairand_slice
     assert processed.metadata["source"]["files"]["test"] == [str(other)]
     assert processed.metadata["source"]["side_tables"][0] == str(users)
     assert processed.rows("test") == pl.read_parquet(other).height
-    # with the test split from its own file, data.inputs gives train (before 04-29) and val (from 04-29 on)
+    # with the test split from its own file, data.pipeline.inputs gives train (before 04-29) and val (from 04-29 on)
     assert processed.rows("train") + processed.rows("val") == part.height
 
 

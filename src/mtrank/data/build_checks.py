@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def present_splits(cfg: PipelineConfig, imp: reading.Impressions) -> list[str]:
-    """The splits of this data set, in SPLITS order: those cut from data.inputs and those given as files."""
+    """The splits of this data set, in SPLITS order: those cut from data.pipeline.inputs and those given as files."""
     have = set(cfg.produced_splits if "all" in imp.frames else ()) | {s for s in imp.frames if s != "all"}
     return [s for s in SPLITS if s in have]
 
@@ -43,7 +43,7 @@ def impression_rows(
     cols = cfg.columns
     parts = []
     offset = 0
-    # "all" (the files split by data.split) first, so that its row numbers do not depend on data.split_inputs
+    # "all" (the files split by data.pipeline.split) first, so that its row numbers do not depend on data.pipeline.split_inputs
     for s in sorted(imp.frames, key=lambda k: k != "all"):
         raw = reading.join_side_tables(imp.frames[s], side).with_row_index(ROW_INDEX, offset=offset)
         raw = raw.with_columns(
@@ -81,14 +81,14 @@ def check_positives(cfg: PipelineConfig, summary: Mapping[str, Mapping[str, int]
         if summary["train"][f"ds:pos:{t}"] == 0:
             raise DataValidationError(
                 f"task '{t}' has no positive label in the train split: label column '{col}' "
-                f"(data.columns.labels.{t}) is 0 on all {summary['train']['rows']} train rows, so its head cannot "
-                f"learn; drop '{t}' from tasks.names, or check the label column and data.split"
+                f"(data.pipeline.columns.labels.{t}) is 0 on all {summary['train']['rows']} train rows, so its head cannot "
+                f"learn; drop '{t}' from tasks.names, or check the label column and data.pipeline.split"
             )
         if summary["train"][f"ds:pos:{t}"] == summary["train"]["rows"]:
             raise DataValidationError(
                 f"task '{t}' has no negative label in the train split: label column '{col}' "
-                f"(data.columns.labels.{t}) is 1 on all {summary['train']['rows']} train rows, so its head cannot "
-                f"learn to rank; drop '{t}' from tasks.names, or check the label column and data.split"
+                f"(data.pipeline.columns.labels.{t}) is 1 on all {summary['train']['rows']} train rows, so its head cannot "
+                f"learn to rank; drop '{t}' from tasks.names, or check the label column and data.pipeline.split"
             )
         empty = [s for s in present if s != "train" and summary[s][f"ds:pos:{t}"] == 0]
         if empty:
@@ -108,24 +108,24 @@ def _feature_key(cfg: PipelineConfig, col: str) -> str:
     for t in cfg.side_tables:
         if col in t.features:
             return f"{t.key}.categorical"
-    return "data.columns.categorical"
+    return "data.pipeline.columns.categorical"
 
 
 def check_vocabularies(cfg: PipelineConfig, encoder: FeatureEncoder) -> None:
     for c in encoder.categorical:
         if encoder.vocabularies[c].height == 0:
-            limit = f" within data.encoding.max_vocab={cfg.encoding.max_vocab}" if cfg.encoding.max_vocab is not None else ""
+            limit = f" within data.pipeline.encoding.max_vocab={cfg.encoding.max_vocab}" if cfg.encoding.max_vocab is not None else ""
             raise DataValidationError(
                 f"categorical column '{c}' ({_feature_key(cfg, c)}) has an empty vocabulary: none of its train values "
-                f"is seen at least data.encoding.min_count={cfg.encoding.min_count} times{limit} (or every train "
-                "value is null), so every row would get the out-of-vocabulary index; lower data.encoding.min_count "
+                f"is seen at least data.pipeline.encoding.min_count={cfg.encoding.min_count} times{limit} (or every train "
+                "value is null), so every row would get the out-of-vocabulary index; lower data.pipeline.encoding.min_count "
                 f"or drop '{c}' from {_feature_key(cfg, c)}"
             )
 
 
 def check_oov(cfg: PipelineConfig, splits_meta: Mapping[str, Mapping[str, Any]]) -> None:
     """Log the out-of-vocabulary fraction of every categorical column in val / test; error above
-    ``data.encoding.max_oov_fraction``."""
+    ``data.pipeline.encoding.max_oov_fraction``."""
     frac = {
         s: {c: m["oov"][c] / m["rows"] for c in cfg.categorical}
         for s, m in splits_meta.items()
@@ -144,16 +144,16 @@ def check_oov(cfg: PipelineConfig, splits_meta: Mapping[str, Mapping[str, Any]])
         raise DataValidationError(
             f"categorical column '{c}' ({_feature_key(cfg, c)}) maps {x:.1%} of the {s} split "
             f"({splits_meta[s]['oov'][c]} of {splits_meta[s]['rows']} rows) to the out-of-vocabulary index (values "
-            f"never seen in train, seen fewer than data.encoding.min_count={cfg.encoding.min_count} times, beyond "
-            f"data.encoding.max_vocab, or null); expected at most data.encoding.max_oov_fraction={limit}"
+            f"never seen in train, seen fewer than data.pipeline.encoding.min_count={cfg.encoding.min_count} times, beyond "
+            f"data.pipeline.encoding.max_vocab, or null); expected at most data.pipeline.encoding.max_oov_fraction={limit}"
             + (f" (also over: {', '.join(others)})" if others else "")
-            + f". Its {s} ids are mostly unknown to the model: check data.split, drop the column, or raise the limit"
+            + f". Its {s} ids are mostly unknown to the model: check data.pipeline.split, drop the column, or raise the limit"
         )
 
 
 def check_disjoint_requests(cfg: PipelineConfig, rows_lf: pl.LazyFrame, groups: list[str]) -> None:
     """No request id in two splits. Without a request id column every impression is its own request (row
-    numbers never repeat); time and request splits of data.inputs keep requests whole by construction, so only
+    numbers never repeat); time and request splits of data.pipeline.inputs keep requests whole by construction, so only
     explicit split files and ``split.by=random`` are checked (a pass over one row per request)."""
     if not cfg.columns.request_id or (groups == ["all"] and cfg.split.by != "random"):
         return
@@ -164,9 +164,9 @@ def check_disjoint_requests(cfg: PipelineConfig, rows_lf: pl.LazyFrame, groups: 
         n = int(both[f"{a}|{b}"][0])
         if n:
             hint = (
-                "data.split.by=random splits rows, not requests: use split.by=request"
+                "data.pipeline.split.by=random splits rows, not requests: use split.by=request"
                 if cfg.split.by == "random" and "all" in groups
-                else "check data.split_inputs"
+                else "check data.pipeline.split_inputs"
             )
             raise DataValidationError(
                 f"{n} request id(s) appear in both the {a} and the {b} split; "
@@ -184,20 +184,20 @@ def check_numeric_stats(cfg: PipelineConfig, encoder: FeatureEncoder) -> None:
     map every row to 0); a column flattened by a few extreme values gets a warning that names it."""
     for c in encoder.numeric_all:
         st, sp = encoder.stats[c], encoder.spread.get(c, {})
-        key = "data.columns.log_numeric" if c in encoder.log_numeric else "data.columns.numeric"
+        key = "data.pipeline.columns.log_numeric" if c in encoder.log_numeric else "data.pipeline.columns.numeric"
         if not (math.isfinite(st["mean"]) and math.isfinite(st["std"])):
             raise DataValidationError(
                 f"numeric column '{c}' ({key}) has train values too large for its statistics (min {sp.get('min')}, "
                 f"max {sp.get('max')}; mean {st['mean']}, std {st['std']} overflow float64): after z-scoring every "
                 "row would be 0. Expected values of a usable magnitude: remove or clip the extreme values, or list "
-                "the column in data.columns.log_numeric"
+                "the column in data.pipeline.columns.log_numeric"
             )
         mad = sp.get("mad")
         if mad and st["std"] > 0 and mad / st["std"] < COLLAPSED_SPREAD:
             log.warning(
                 "Numeric column '%s' (%s) is nearly constant after z-scoring: its train values span min %.6g to max "
                 "%.6g, std %.6g, but half of the rows lie within %.6g of the median (%.3g std), so a few extreme values "
-                "set the scale; clip or clean them, or list the column in data.columns.log_numeric",
+                "set the scale; clip or clean them, or list the column in data.pipeline.columns.log_numeric",
                 c, key, sp.get("min"), sp.get("max"), st["std"], mad, mad / st["std"],
             )
 
@@ -216,7 +216,7 @@ def log_split_sizes(cfg: PipelineConfig, summary: Mapping[str, Mapping[str, int]
 
 
 def warn_ignored_split_keys(cfg: PipelineConfig) -> list[str]:
-    """Warn for every configured split fraction or cut point that ``data.split_inputs`` makes the pipeline ignore,
+    """Warn for every configured split fraction or cut point that ``data.pipeline.split_inputs`` makes the pipeline ignore,
     naming the key; returns the keys."""
     from mtrank.data.config import SplitConfig
 
@@ -231,24 +231,24 @@ def warn_ignored_split_keys(cfg: PipelineConfig) -> list[str]:
             continue
         frac, start = getattr(cfg.split, f"{s}_fraction"), getattr(cfg.split, f"{s}_start")
         if start is not None:
-            ignored.append((f"data.split.{s}_start", start))
+            ignored.append((f"data.pipeline.split.{s}_start", start))
         # with every split given as files a default fraction is not a choice the user made; with some given, the
         # fraction they may think applies is dropped and the others take its share
         if not cfg.split.cut_points and frac and (produced or frac != getattr(default, f"{s}_fraction")):
-            ignored.append((f"data.split.{s}_fraction", frac))
+            ignored.append((f"data.pipeline.split.{s}_fraction", frac))
     names = [k for k, _ in ignored]
     for k, v in ignored:
-        split = k.split(".")[2].split("_")[0]
+        split = k.rsplit(".", 1)[1].split("_")[0]
         if produced:
             rest = ", ".join(f"{p}" for p in produced)
             how = (
-                f"data.inputs is cut into {rest} only"
-                + (f" (data.split.val_fraction = {cfg.split.val_fraction} of data.inputs, the rest train)"
+                f"data.pipeline.inputs is cut into {rest} only"
+                + (f" (data.pipeline.split.val_fraction = {cfg.split.val_fraction} of data.pipeline.inputs, the rest train)"
                    if produced == ("train", "val") and not cfg.split.cut_points else "")
-                + (f" (val from data.split.val_start = {cfg.split.val_start!r} to the end of data.inputs)"
+                + (f" (val from data.pipeline.split.val_start = {cfg.split.val_start!r} to the end of data.pipeline.inputs)"
                    if produced == ("train", "val") and cfg.split.cut_points else "")
             )
         else:
-            how = "data.split_inputs gives every split as files, data.inputs and data.split are not used"
-        log.warning("%s = %r is ignored: the %s split comes from data.split_inputs.%s, so %s", k, v, split, split, how)
+            how = "data.pipeline.split_inputs gives every split as files, data.pipeline.inputs and data.pipeline.split are not used"
+        log.warning("%s = %r is ignored: the %s split comes from data.pipeline.split_inputs.%s, so %s", k, v, split, split, how)
     return names

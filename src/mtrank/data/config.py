@@ -56,7 +56,7 @@ class SideTable:
     @property
     def key(self) -> str:
         """The config key of this table, for messages."""
-        return f"data.side_tables.{self.name}" if self.name else "data.side_tables"
+        return f"data.pipeline.side_tables.{self.name}" if self.name else "data.pipeline.side_tables"
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -154,7 +154,7 @@ class PipelineConfig:
         check_pipeline_config(self)
 
     @classmethod
-    def from_mapping(cls, m: Mapping[str, Any], key: str = "data") -> "PipelineConfig":
+    def from_mapping(cls, m: Mapping[str, Any], key: str = "data.pipeline") -> "PipelineConfig":
         m = dict(m)
         allowed = {f.name for f in fields(cls)}
         unknown = sorted(set(m) - allowed)
@@ -260,6 +260,15 @@ def _side_tables(value: Any, key: str) -> tuple[SideTable, ...]:
     return tuple(out)
 
 
+def check_downsample_beta(beta: Any) -> None:
+    """The negative keep rate β of ``data.pipeline.downsample.beta``: a number in (0, 1]."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 < float(beta) <= 1.0:
+        raise DataValidationError(
+            f"data.pipeline.downsample.beta = {beta!r}: expected a keep rate in (0, 1] (the share of train impressions "
+            "with no engagement that are kept; 1 keeps them all)"
+        )
+
+
 def check_pipeline_config(cfg: PipelineConfig) -> None:
     """Checks that need no data: each message names the config key and the allowed values."""
     if not cfg.tasks:
@@ -269,71 +278,70 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         raise DataValidationError(
             f"task name(s) {reserved} cannot be used: a task names a head, a tower and a metric group, so it must "
             "not contain '.', be empty, be 'mean' (the average over heads) or be an attribute of torch.nn.Module "
-            "(e.g. forward, train, eval); rename it in data.columns.labels and tasks.names (e.g. forward -> share)"
+            "(e.g. forward, train, eval); rename it in data.pipeline.columns.labels and tasks.names (e.g. forward -> share)"
         )
     missing = [t for t in cfg.tasks if t not in cfg.columns.labels]
     if missing:
         raise DataValidationError(
-            f"task(s) {missing} have no label column in data.columns.labels; "
+            f"task(s) {missing} have no label column in data.pipeline.columns.labels; "
             f"tasks this data set can train: {sorted(cfg.columns.labels)}"
         )
-    if not (0.0 < cfg.downsample.beta <= 1.0):
-        raise DataValidationError(f"data.downsample.beta = {cfg.downsample.beta}: expected a keep rate in (0, 1]")
+    check_downsample_beta(cfg.downsample.beta)
     if cfg.split.by not in SPLIT_KINDS:
-        raise DataValidationError(f"data.split.by = '{cfg.split.by}': expected one of {list(SPLIT_KINDS)}")
+        raise DataValidationError(f"data.pipeline.split.by = '{cfg.split.by}': expected one of {list(SPLIT_KINDS)}")
     produced = cfg.produced_splits
     if cfg.split.by == "time" and not cfg.columns.time and len(produced) > 1:
-        raise DataValidationError("data.split.by = 'time' needs data.columns.time; set it or use split.by=request")
+        raise DataValidationError("data.pipeline.split.by = 'time' needs data.pipeline.columns.time; set it or use split.by=request")
     v = cfg.split.val_fraction if "val" in produced else 0.0
     t = cfg.split.test_fraction if "test" in produced else 0.0
     if len(produced) > 1 and not cfg.split.cut_points and (v < 0 or t < 0 or v + t >= 1):
         raise DataValidationError(
-            f"data.split.val_fraction={v} and data.split.test_fraction={t}: expected non-negative fractions summing below 1"
+            f"data.pipeline.split.val_fraction={v} and data.pipeline.split.test_fraction={t}: expected non-negative fractions summing below 1"
         )
     if cfg.encoding.nan_policy not in NAN_POLICIES:
         raise DataValidationError(
-            f"data.encoding.nan_policy = '{cfg.encoding.nan_policy}': expected one of {list(NAN_POLICIES)}"
+            f"data.pipeline.encoding.nan_policy = '{cfg.encoding.nan_policy}': expected one of {list(NAN_POLICIES)}"
         )
     if cfg.duplicates.policy not in DUPLICATE_POLICIES:
         raise DataValidationError(
-            f"data.duplicates.policy = '{cfg.duplicates.policy}': expected one of {list(DUPLICATE_POLICIES)}"
+            f"data.pipeline.duplicates.policy = '{cfg.duplicates.policy}': expected one of {list(DUPLICATE_POLICIES)}"
         )
     if cfg.duplicates.key is not None and (not cfg.duplicates.key or len(set(cfg.duplicates.key)) != len(cfg.duplicates.key)):
         raise DataValidationError(
-            f"data.duplicates.key = {list(cfg.duplicates.key)}: expected distinct column names, or null for every column"
+            f"data.pipeline.duplicates.key = {list(cfg.duplicates.key)}: expected distinct column names, or null for every column"
         )
     m = cfg.encoding.max_oov_fraction
     if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0):
         raise DataValidationError(
-            f"data.encoding.max_oov_fraction = {m!r}: expected a fraction in [0, 1], or null for no limit"
+            f"data.pipeline.encoding.max_oov_fraction = {m!r}: expected a fraction in [0, 1], or null for no limit"
         )
     if cfg.encoding.min_count < 1:
-        raise DataValidationError(f"data.encoding.min_count = {cfg.encoding.min_count}: expected an integer ≥ 1")
+        raise DataValidationError(f"data.pipeline.encoding.min_count = {cfg.encoding.min_count}: expected an integer ≥ 1")
     if not cfg.inputs and not cfg.split_inputs:
-        raise DataValidationError("data.inputs is empty: give the raw log files (or data.split_inputs)")
+        raise DataValidationError("data.pipeline.inputs is empty: give the raw log files (or data.pipeline.split_inputs)")
     if cfg.split_inputs:
         bad = sorted(set(cfg.split_inputs) - {"train", "val", "test"})
         if bad or ("train" not in cfg.split_inputs and not cfg.inputs):
             raise DataValidationError(
-                f"data.split_inputs has keys {sorted(cfg.split_inputs)}: expected 'train' and optionally 'val', 'test' "
-                "(or only 'val' / 'test', with data.inputs giving the rest)"
+                f"data.pipeline.split_inputs has keys {sorted(cfg.split_inputs)}: expected 'train' and optionally 'val', 'test' "
+                "(or only 'val' / 'test', with data.pipeline.inputs giving the rest)"
             )
     _check_time_config(cfg)
     names = [t.name for t in cfg.side_tables]
     if len(set(names)) != len(names):
-        raise DataValidationError(f"data.side_tables has duplicated table names {names}")
+        raise DataValidationError(f"data.pipeline.side_tables has duplicated table names {names}")
     feats = cfg.features
     dup = sorted({f for f in feats if feats.count(f) > 1})
     if dup:
-        raise DataValidationError(f"feature column(s) {dup} are listed more than once in data.columns / side_tables")
+        raise DataValidationError(f"feature column(s) {dup} are listed more than once in data.pipeline.columns / side_tables")
     leaks = sorted(set(feats) & (set(cfg.columns.labels.values()) | set(cfg.columns.exclude)))
     if leaks:
         raise DataValidationError(
             f"column(s) {leaks} are label or excluded (leaking) columns and cannot be features; "
-            "remove them from data.columns.categorical/numeric/log_numeric"
+            "remove them from data.pipeline.columns.categorical/numeric/log_numeric"
         )
     if cfg.rows_per_shard < 1 or cfg.row_group_size < 1:
-        raise DataValidationError("data.rows_per_shard and data.row_group_size must be positive integers")
+        raise DataValidationError("data.pipeline.rows_per_shard and data.pipeline.row_group_size must be positive integers")
 
 
 def reserved_task_name(name: str) -> bool:
@@ -345,9 +353,9 @@ def reserved_task_name(name: str) -> bool:
 def _check_time_config(cfg: PipelineConfig) -> None:
     cols, split = cfg.columns, cfg.split
     if cols.time_unit is not None and cols.time_unit not in TIME_UNITS:
-        raise DataValidationError(f"data.columns.time_unit = '{cols.time_unit}': expected one of {list(TIME_UNITS)} or null")
+        raise DataValidationError(f"data.pipeline.columns.time_unit = '{cols.time_unit}': expected one of {list(TIME_UNITS)} or null")
     if (cols.time_unit or cols.time_zone) and not cols.time:
-        raise DataValidationError("data.columns.time_unit / time_zone are set but data.columns.time is not")
+        raise DataValidationError("data.pipeline.columns.time_unit / time_zone are set but data.pipeline.columns.time is not")
     if cols.time_zone is not None:
         import polars as pl  # its own zone database: the one the pipeline will use
 
@@ -355,25 +363,25 @@ def _check_time_config(cfg: PipelineConfig) -> None:
             pl.Series([0], dtype=pl.Datetime("us")).dt.replace_time_zone(str(cols.time_zone))
         except Exception:
             raise DataValidationError(
-                f"data.columns.time_zone = '{cols.time_zone}': expected an IANA time zone such as UTC or Asia/Shanghai"
+                f"data.pipeline.columns.time_zone = '{cols.time_zone}': expected an IANA time zone such as UTC or Asia/Shanghai"
             ) from None
     if not split.cut_points:
         return
     if split.by != "time":
         raise DataValidationError(
-            f"data.split.val_start / test_start are cut points in time but data.split.by = '{split.by}'; "
-            "set data.split.by=time or remove them"
+            f"data.pipeline.split.val_start / test_start are cut points in time but data.pipeline.split.by = '{split.by}'; "
+            "set data.pipeline.split.by=time or remove them"
         )
     if not cols.time:
-        raise DataValidationError("data.split.val_start / test_start need data.columns.time")
+        raise DataValidationError("data.pipeline.split.val_start / test_start need data.pipeline.columns.time")
     produced = cfg.produced_splits
     for s in ("val", "test"):
         if s in produced and getattr(split, f"{s}_start") is None:
             raise DataValidationError(
-                f"data.split.{s}_start is not set but data.split.{'test' if s == 'val' else 'val'}_start is: "
-                f"with cut points, give one for each split cut from data.inputs ({list(produced)}), "
-                f"or take the {s} split from data.split_inputs.{s}"
+                f"data.pipeline.split.{s}_start is not set but data.pipeline.split.{'test' if s == 'val' else 'val'}_start is: "
+                f"with cut points, give one for each split cut from data.pipeline.inputs ({list(produced)}), "
+                f"or take the {s} split from data.pipeline.split_inputs.{s}"
             )
     v, t = split.val_start, split.test_start
     if "val" in produced and "test" in produced and type(v) is type(t) and v > t:
-        raise DataValidationError(f"data.split.val_start = {v!r} is after data.split.test_start = {t!r}")
+        raise DataValidationError(f"data.pipeline.split.val_start = {v!r} is after data.pipeline.split.test_start = {t!r}")

@@ -5,13 +5,13 @@ Steps:
 1. resolve and scan the raw files (Parquet or CSV) and check each one: columns, dtypes, labels in {0, 1},
    no null ids, whole numbers in float-coded categoricals, the NaN policy for numerics; give every categorical
    column one dtype across all files and splits; put the time column on one scale (epochs with a unit and a time
-   zone, dates, datetimes, ISO strings); find duplicated impressions (``data.duplicates``: repeats of an earlier
+   zone, dates, datetimes, ISO strings); find duplicated impressions (``data.pipeline.duplicates``: repeats of an earlier
    row's key, every column by default) and keep, drop or refuse them, never silently
    (:mod:`mtrank.data.reading`, :mod:`mtrank.data.validation`);
 2. left-join the side tables (user / item features), counting impressions without a matching row;
 3. split train / val / test by time (whole requests, in time order; by fractions or at cut points
    ``split.val_start`` / ``test_start``), by request hash, or per row; or take explicit split files
-   (``data.split_inputs``, all of them or only val / test beside ``data.inputs``); no request is in two splits;
+   (``data.pipeline.split_inputs``, all of them or only val / test beside ``data.pipeline.inputs``); no request is in two splits;
    no split may be empty, and every task needs a positive label in train;
 4. fit the feature encoder on train only (no categorical vocabulary may be empty) and encode all splits
    (:mod:`mtrank.data.encoding`);
@@ -197,12 +197,12 @@ def _log_cached_split_sizes(meta: Mapping[str, Any]) -> None:
     else:  # processed before the sizes were recorded
         log.info("Split rows: %s", {s: m["rows"] for s, m in meta.get("splits", {}).items()})
     for key in meta.get("ignored_split_keys") or []:
-        log.warning("%s is ignored: that split comes from data.split_inputs (see the warning when %s was built)",
+        log.warning("%s is ignored: that split comes from data.pipeline.split_inputs (see the warning when %s was built)",
                     key, meta.get("name", "this data set"))
 
 
 def _resolve_split_files(cfg: PipelineConfig) -> dict[str, list[Path]]:
-    """``{"all": data.inputs}`` (split by data.split) and/or ``{split: data.split_inputs.<split>}``.
+    """``{"all": data.pipeline.inputs}`` (split by data.pipeline.split) and/or ``{split: data.pipeline.split_inputs.<split>}``.
 
     With a train file in ``split_inputs`` the explicit files are the whole data set (``inputs`` is ignored);
     without one, ``inputs`` is split into train and the splits ``split_inputs`` does not give.
@@ -210,12 +210,12 @@ def _resolve_split_files(cfg: PipelineConfig) -> dict[str, list[Path]]:
     given = dict(cfg.split_inputs or {})
     out: dict[str, list[Path]] = {}
     if "train" not in given:
-        out["all"] = sources.resolve_inputs(cfg.inputs, "data.inputs")
+        out["all"] = sources.resolve_inputs(cfg.inputs, "data.pipeline.inputs")
     elif cfg.inputs:
-        log.info("data.split_inputs.train is set: data.inputs is not used")
+        log.info("data.pipeline.split_inputs.train is set: data.pipeline.inputs is not used")
     for s in SPLITS:
         if s in given:
-            out[s] = sources.resolve_inputs(given[s], f"data.split_inputs.{s}")
+            out[s] = sources.resolve_inputs(given[s], f"data.pipeline.split_inputs.{s}")
     return out
 
 
@@ -263,19 +263,19 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
     )
     check_disjoint_requests(cfg, rows_lf, list(imp.frames))
     if rows.get("train", 0) == 0:
-        raise DataValidationError("the train split is empty after splitting; check data.split and data.inputs")
+        raise DataValidationError("the train split is empty after splitting; check data.pipeline.split and data.pipeline.inputs")
     for s, n in rows.items():
         if n == 0:
-            hint = f"move data.split.{s}_start" if cuts else f"raise data.split.{s}_fraction"
+            hint = f"move data.pipeline.split.{s}_start" if cuts else f"raise data.pipeline.split.{s}_fraction"
             raise DataValidationError(
-                f"the {s} split is empty after splitting; {hint} or give data.split_inputs.{s}"
+                f"the {s} split is empty after splitting; {hint} or give data.pipeline.split_inputs.{s}"
             )
     check_positives(cfg, summary, present)
     numeric = list(cfg.numeric + cfg.log_numeric)
     missing = {c: sum(summary[s][f"missing:{c}"] for s in present) for c in numeric}
     if any(missing.values()):
         log.warning(
-            "Numeric null/NaN values filled with the train mean (data.encoding.nan_policy=fill_mean): %s",
+            "Numeric null/NaN values filled with the train mean (data.pipeline.encoding.nan_policy=fill_mean): %s",
             {c: n for c, n in missing.items() if n},
         )
 

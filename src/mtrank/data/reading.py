@@ -1,5 +1,5 @@
 """Reading raw logs for the pipeline: scan and validate every file, find duplicated impressions (and keep, drop or
-refuse them under ``data.duplicates``), give each column one dtype across all files and splits, put the time
+refuse them under ``data.pipeline.duplicates``), give each column one dtype across all files and splits, put the time
 column on one scale, and join the side tables.
 
 Everything here is lazy except the checks, which each make a streaming pass over one file so that an error names
@@ -73,7 +73,7 @@ def cut_point(value: Any, key: str, col: str, dtype: pl.DataType, unit: str | No
         if not clock:
             raise DataValidationError(
                 f"{key} = {value!r} is a date, but the time column '{col}' holds plain numbers ({dtype}); give a "
-                "number on its scale, or set data.columns.time_unit (s | ms | us | ns) if it holds Unix epochs"
+                "number on its scale, or set data.pipeline.columns.time_unit (s | ms | us | ns) if it holds Unix epochs"
             )
         parsed = pl.Series([value]).str.to_datetime(time_unit="us", time_zone=zone or "UTC", strict=False)
         if parsed.null_count():
@@ -105,7 +105,7 @@ class Impressions:
     time_dtype: pl.DataType | None = None
     rows: dict[str, int] = field(default_factory=dict)  # file -> rows in the file
     group_rows: dict[str, int] = field(default_factory=dict)  # key of split_files -> rows in its frame
-    dropped: int = 0  # duplicated rows dropped under data.duplicates.policy=drop
+    dropped: int = 0  # duplicated rows dropped under data.pipeline.duplicates.policy=drop
 
 
 def impression_columns(cfg: PipelineConfig) -> tuple[list[str], list[str]]:
@@ -130,7 +130,7 @@ def read_impressions(cfg: PipelineConfig, split_files: Mapping[str, list[Path]])
 
     dup_key = list(cfg.duplicates.key) if cfg.duplicates.key is not None else None
     for c in dup_key or []:
-        roles.setdefault(c, validation.Role("key", "data.duplicates.key"))
+        roles.setdefault(c, validation.Role("key", "data.pipeline.duplicates.key"))
 
     scanned: dict[str, list[tuple[Path, pl.LazyFrame, Mapping[str, pl.DataType]]]] = {}
     rows: dict[str, int] = {}
@@ -169,7 +169,7 @@ def read_impressions(cfg: PipelineConfig, split_files: Mapping[str, list[Path]])
         if len(kinds) > 1:
             detail = ", ".join(f"{p}: {sc[cols.time]}" for p, _, sc in all_scanned)
             raise DataValidationError(
-                f"the time column '{cols.time}' (data.columns.time) has incompatible dtypes across files ({detail}); "
+                f"the time column '{cols.time}' (data.pipeline.columns.time) has incompatible dtypes across files ({detail}); "
                 "expected the same kind (numbers, or dates / datetimes / date strings) in every file"
             )
         time_dtype = schemas[0][cols.time]
@@ -211,8 +211,8 @@ def read_impressions(cfg: PipelineConfig, split_files: Mapping[str, list[Path]])
 
 def duplicate_key_description(key: Sequence[str] | None) -> str:
     if key is None:
-        return "every column (data.duplicates.key: null, so exact copies)"
-    return f"the key columns {list(key)} (data.duplicates.key)"
+        return "every column (data.pipeline.duplicates.key: null, so exact copies)"
+    return f"the key columns {list(key)} (data.pipeline.duplicates.key)"
 
 
 def _apply_duplicate_policy(cfg: PipelineConfig, dups: validation.DuplicateReport, scans: Mapping[str, pl.LazyFrame]) -> None:
@@ -233,17 +233,17 @@ def _apply_duplicate_policy(cfg: PipelineConfig, dups: validation.DuplicateRepor
         raise DataValidationError(
             f"file {path} has {found[path]} duplicated impression(s), {what} ({sum(found.values())} in all input "
             f"files: {found}); e.g. row {row} (0-based) repeats row {earlier_row} of {where}: {shown}{more}. "
-            "Expected every impression once (data.duplicates.policy=error): remove the copies, or set "
-            "data.duplicates.policy=drop (keep the first copy) or keep (keep them all)"
+            "Expected every impression once (data.pipeline.duplicates.policy=error): remove the copies, or set "
+            "data.pipeline.duplicates.policy=drop (keep the first copy) or keep (keep them all)"
         )
     if policy == "drop":
         log.warning(
-            "%d duplicated impression(s) (%s) are DROPPED, the first copy of each kept (data.duplicates.policy=drop): %s",
+            "%d duplicated impression(s) (%s) are DROPPED, the first copy of each kept (data.pipeline.duplicates.policy=drop): %s",
             sum(found.values()), what, found,
         )
     else:
         log.warning(
-            "%d duplicated impression(s) (%s) are KEPT as separate impressions (data.duplicates.policy=keep; set "
+            "%d duplicated impression(s) (%s) are KEPT as separate impressions (data.pipeline.duplicates.policy=keep; set "
             "drop or error to change this): %s",
             sum(found.values()), what, found,
         )
@@ -350,12 +350,12 @@ def side_table_report(
         if total and nan_policy == "error" and (st.table.numeric or st.table.log_numeric):
             raise DataValidationError(
                 f"{total} impression(s) have no row in side table {st.path} ({st.table.key}, key '{st.table.on}'), "
-                "so their numeric side features would be null, and data.encoding.nan_policy=error"
+                "so their numeric side features would be null, and data.pipeline.encoding.nan_policy=error"
             )
         if total:
             log.warning(
                 "%d impression(s) have no row in side table %s (key '%s'): their side features are null "
-                "(categorical: the out-of-vocabulary index; numeric: filled under data.encoding.nan_policy)",
+                "(categorical: the out-of-vocabulary index; numeric: filled under data.pipeline.encoding.nan_policy)",
                 total, st.path, st.table.on,
             )
         report.append(

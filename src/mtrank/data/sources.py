@@ -32,7 +32,7 @@ def file_format(path: Path) -> str:
     )
 
 
-def resolve_inputs(specs: Sequence[str], key: str = "data.inputs") -> list[Path]:
+def resolve_inputs(specs: Sequence[str], key: str = "data.pipeline.inputs") -> list[Path]:
     """Expand files, directories (their Parquet/CSV files) and globs into a sorted, de-duplicated file list."""
     files: list[Path] = []
     for spec in specs:

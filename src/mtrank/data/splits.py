@@ -130,7 +130,7 @@ def cut_points(cfg: PipelineConfig, time_dtype) -> dict[str, int]:
         return {}
     cols = cfg.columns
     return {
-        s: reading.cut_point(value, f"data.split.{s}_start", cols.time, time_dtype, cols.time_unit, cols.time_zone)
+        s: reading.cut_point(value, f"data.pipeline.split.{s}_start", cols.time, time_dtype, cols.time_unit, cols.time_zone)
         for s in ("val", "test")
         if s in cfg.produced_splits and (value := getattr(cfg.split, f"{s}_start")) is not None
     }

@@ -47,17 +47,17 @@ def column_roles(
     """Which columns the impressions file must hold, and why (side-table columns excluded)."""
     roles: dict[str, Role] = {}
     for c in categorical:
-        roles[c] = Role("categorical", "data.columns.categorical")
+        roles[c] = Role("categorical", "data.pipeline.columns.categorical")
     for c in numeric:
-        roles[c] = Role("numeric", "data.columns.numeric/log_numeric")
+        roles[c] = Role("numeric", "data.pipeline.columns.numeric/log_numeric")
     for t in tasks:
-        roles[columns.labels[t]] = Role("label", f"data.columns.labels.{t}")
+        roles[columns.labels[t]] = Role("label", f"data.pipeline.columns.labels.{t}")
     if columns.time:
-        roles[columns.time] = Role("time", "data.columns.time")
+        roles[columns.time] = Role("time", "data.pipeline.columns.time")
     if columns.request_id:
-        roles.setdefault(columns.request_id, Role("id", "data.columns.request_id"))
+        roles.setdefault(columns.request_id, Role("id", "data.pipeline.columns.request_id"))
     if columns.item_id:
-        roles.setdefault(columns.item_id, Role("id", "data.columns.item_id"))
+        roles.setdefault(columns.item_id, Role("id", "data.pipeline.columns.item_id"))
     return roles
 
 
@@ -112,7 +112,7 @@ def float_code_columns(schema: Mapping[str, pl.DataType], columns: Sequence[str]
     return [c for c in columns if c in schema and schema[c].is_float()]
 
 
-def check_time_strings(path: Path, lf: pl.LazyFrame, col: str, key: str = "data.columns.time") -> None:
+def check_time_strings(path: Path, lf: pl.LazyFrame, col: str, key: str = "data.pipeline.columns.time") -> None:
     """A string time column must parse as ISO dates or datetimes; the message shows a value that does not."""
     parsed = pl.col(col).str.to_datetime(strict=False, time_unit="us")
     bad = pl.col(col).is_not_null() & parsed.is_null()
@@ -127,7 +127,7 @@ def check_time_strings(path: Path, lf: pl.LazyFrame, col: str, key: str = "data.
         )
 
 
-# an epoch time column (data.columns.time with data.columns.time_unit) must fall in these years once converted:
+# an epoch time column (data.pipeline.columns.time with data.pipeline.columns.time_unit) must fall in these years once converted:
 # a value outside is a wrong unit (seconds read as nanoseconds or the reverse), a corrupt value or a sentinel
 TIME_YEARS = (1970, 2200)
 _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
@@ -145,8 +145,8 @@ def _as_year(value: float, unit: str) -> float:
 
 
 def check_time_range(path: Path, lf: pl.LazyFrame, col: str, dtype: pl.DataType, unit: str | None,
-                     key: str = "data.columns.time") -> None:
-    """An epoch time column (integer or float, with ``data.columns.time_unit``) must lie in the years
+                     key: str = "data.pipeline.columns.time") -> None:
+    """An epoch time column (integer or float, with ``data.pipeline.columns.time_unit``) must lie in the years
     ``TIME_YEARS`` once converted; the message gives the min / max found and the unit that would fit."""
     if unit is None or unit not in _PER_SECOND or not (dtype.is_integer() or dtype.is_float()):
         return
@@ -164,7 +164,7 @@ def check_time_range(path: Path, lf: pl.LazyFrame, col: str, dtype: pl.DataType,
         return
     fits = [u for u in _PER_SECOND if _epoch_bounds(u)[0] <= lo and hi <= _epoch_bounds(u)[1]]
     hint = (
-        f"the values fit data.columns.time_unit={' or '.join(fits)}" if fits
+        f"the values fit data.pipeline.columns.time_unit={' or '.join(fits)}" if fits
         else "no unit of [s, ms, us, ns] puts every value in that range: the column holds corrupt or sentinel values"
     )
     def show(v: float) -> str:
@@ -174,7 +174,7 @@ def check_time_range(path: Path, lf: pl.LazyFrame, col: str, dtype: pl.DataType,
         except (OverflowError, ValueError):
             return f"{v:.6g} (year {_as_year(v, unit):.4g})"
     raise DataValidationError(
-        f"time column '{col}' ({key}) in file {path} read with data.columns.time_unit={unit} spans {show(lo)} to "
+        f"time column '{col}' ({key}) in file {path} read with data.pipeline.columns.time_unit={unit} spans {show(lo)} to "
         f"{show(hi)}; expected Unix epochs in {unit} between the years {TIME_YEARS[0]} and {TIME_YEARS[1]} "
         f"(0 to {high:.6g}); {hint}"
     )
@@ -278,18 +278,18 @@ def inspect_file(
             raise DataValidationError(
                 f"numeric column '{c}' in file {path} has {pos + neg} infinite value(s) ({pos} +inf, {neg} -inf); "
                 "expected finite numbers (an infinite value cannot be normalised and would reach the model): "
-                "remove or replace them, e.g. with null, which data.encoding.nan_policy handles"
+                "remove or replace them, e.g. with null, which data.pipeline.encoding.nan_policy handles"
             )
     for c in ptrue_cols:
         if row[f"{c}__pbad"]:
             raise DataValidationError(
-                f"probability column '{c}' (data.columns.p_true_prefix) in file {path} has {row[f'{c}__pbad']} "
+                f"probability column '{c}' (data.pipeline.columns.p_true_prefix) in file {path} has {row[f'{c}__pbad']} "
                 f"value(s) outside [0, 1] or NaN (e.g. {row[f'{c}__pbad_example']}); expected true probabilities "
                 "in [0, 1]"
             )
         if row[f"{c}__pnull"]:
             raise DataValidationError(
-                f"probability column '{c}' (data.columns.p_true_prefix) in file {path} has {row[f'{c}__pnull']} "
+                f"probability column '{c}' (data.pipeline.columns.p_true_prefix) in file {path} has {row[f'{c}__pnull']} "
                 "null value(s); expected a true probability in [0, 1] on every row"
             )
     missing = {c: int(row[f"{c}__missing"]) for c in numeric_cols}
@@ -298,8 +298,8 @@ def inspect_file(
         if bad:
             c, n = next(iter(bad.items()))
             raise DataValidationError(
-                f"numeric column '{c}' in file {path} has {n} null/NaN value(s) and data.encoding.nan_policy=error; "
-                "clean the file or set data.encoding.nan_policy=fill_mean"
+                f"numeric column '{c}' in file {path} has {n} null/NaN value(s) and data.pipeline.encoding.nan_policy=error; "
+                "clean the file or set data.pipeline.encoding.nan_policy=fill_mean"
             )
     return FileReport(int(row["__rows"]), missing, int(row["__duplicates"]) if count_duplicates else None)
 

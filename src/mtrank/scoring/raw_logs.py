@@ -204,7 +204,7 @@ def _report_numerics(run: LoadedRun, info: ScoreInfo, warn: float) -> None:
     """Warn on null/NaN numerics filled with the train mean (as training does) and on numeric columns with more
     than ``warn`` of their rows outside the training range (values in other units, drift)."""
     if info.numeric_missing_filled:
-        log.warning("Numeric null/NaN values filled with the train mean (data.encoding.nan_policy=fill_mean) in %s: %s",
+        log.warning("Numeric null/NaN values filled with the train mean (data.pipeline.encoding.nan_policy=fill_mean) in %s: %s",
                     info.source, info.numeric_missing_filled)
     over = {c: f for c, f in info.out_of_range_fraction.items() if f > warn}
     if over:

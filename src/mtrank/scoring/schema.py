@@ -71,7 +71,7 @@ def raw_schema(pipeline_config: Mapping[str, Any]) -> dict[str, Any]:
     specs = list(pipeline_config.get("inputs") or [])
     for v in (pipeline_config.get("split_inputs") or {}).values():
         specs += list(v or [])
-    files = sources.resolve_inputs([str(s) for s in specs], "data.inputs")
+    files = sources.resolve_inputs([str(s) for s in specs], "data.pipeline.inputs")
     columns: dict[str, list[str]] = {}
     for f in files:
         for c, dt in sources.scan(f).collect_schema().items():
@@ -110,7 +110,7 @@ def check_columns(
         was = " | ".join(trained[c])
         want = ("integer codes" if _CODE_GROUP.get(dtype_family(trained[c][0])) == "integer codes" else "strings") \
             if kind == "categorical" else "integer or string ids" if kind == "id" else "numbers (int, float or bool)"
-        key = roles[c].key if c in roles else f"data.columns.{'labels' if kind == 'label' else 'p_true_prefix'}"
+        key = roles[c].key if c in roles else f"data.pipeline.columns.{'labels' if kind == 'label' else 'p_true_prefix'}"
         raise DataValidationError(
             f"column '{c}' ({key}) in file {path} has dtype {schema[c]}, but the run {run_dir} was trained on "
             f"{was}: a retyped column is not cast (it would not mean the same values); give {want} as in training"

@@ -5,7 +5,7 @@ each names its full config key and what is allowed. What is checked (docs/checks
 
 * ``tasks.names``: non-empty, no repeats, no reserved names, each with a label column in
   ``data.pipeline.columns.labels``;
-* the data config: ``data.pipeline.downsample.beta`` in (0, 1], then the pipeline's own checks
+* the data config: the pipeline config's own checks (:class:`mtrank.data.config.PipelineConfig`)
   (:func:`mtrank.data.config.check_pipeline_config`) and the simulator's, reported under ``data.pipeline`` /
   ``data.simulator``;
 * maps keyed by task: ``loss.task_weights`` (exactly the tasks, with ``task_weighting=fixed`` only),
@@ -131,7 +131,6 @@ def _check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-_DATA_KEY = re.compile(r"(?<![\w.])data\.(?!pipeline\.)")
 _KEY_IN_MESSAGE = re.compile(r"(data\.pipeline(?:\.[A-Za-z_]\w*)+|tasks\.names)")
 
 
@@ -139,11 +138,6 @@ def _check_data(cfg: DictConfig, p: Problems) -> None:
     from mtrank.data.config import PipelineConfig
     from mtrank.data.errors import DataValidationError
 
-    key = "data.pipeline.downsample.beta"
-    beta = config_value(cfg, key, p, default=1.0)
-    if beta is not UNRESOLVED and (not is_number(beta) or not 0.0 < float(beta) <= 1.0):
-        p.add(key, f"{key} = {beta!r}: expected a keep rate in (0, 1] (the share of train impressions with no "
-                   "engagement that are kept; 1 keeps them all)")
     sim = config_value(cfg, "data.simulator", p)
     if isinstance(sim, Mapping):
         from mtrank.data.simulator_config import SimulatorConfig
@@ -157,15 +151,24 @@ def _check_data(cfg: DictConfig, p: Problems) -> None:
         if pipeline is not UNRESOLVED:
             p.add("data.pipeline", "data.pipeline is missing: the data group must define the pipeline")
         return
-    if p.has("tasks") or p.has(key) or p.has("data.pipeline"):
-        return  # the pipeline's own checks would stop at the problem already reported
+    if p.has("tasks") or p.has("data.pipeline"):
+        # the pipeline's own checks would stop at the problem already reported; β is still checked on its own
+        from mtrank.data.config import check_downsample_beta
+
+        beta = config_value(cfg, "data.pipeline.downsample.beta", p, default=1.0)
+        if beta is not UNRESOLVED:
+            try:
+                check_downsample_beta(beta)
+            except DataValidationError as exc:
+                p.add("data.pipeline.downsample.beta", str(exc))
+        return
     m = dict(pipeline)
     if isinstance(sim, Mapping) and not m.get("inputs") and not m.get("split_inputs"):
         m["inputs"] = ["<the simulator's logs>"]  # filled by the DataModule once generated
     try:
         PipelineConfig.from_mapping(m, key="data.pipeline")
     except DataValidationError as exc:
-        text = _DATA_KEY.sub("data.pipeline.", str(exc))
+        text = str(exc)  # the data config names its keys in full (data.pipeline.<key>)
         found = _KEY_IN_MESSAGE.search(text)
         p.add(found.group(1) if found else "data.pipeline", text)
     except (KeyError, TypeError, ValueError) as exc:
