@@ -26,6 +26,7 @@ from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import METADATA_FILE, ProcessedData
 from mtrank.data.spec import FeatureSpec
 from mtrank.training.module import RankingModule
+from mtrank.training.safe_load import DATAMODULE_TARGETS, check_checkpoint, check_config_targets
 from mtrank.validation.scoring import (
     RAW_SCHEMA_FILE,
     raw_schema,
@@ -64,6 +65,7 @@ class LoadedRun:
             )
         import hydra
 
+        check_config_targets(self.train_config.data, "data", DATAMODULE_TARGETS, self.run_dir / "config.yaml")
         dm = hydra.utils.instantiate(self.train_config.data, _recursive_=False)
         dm.prepare_data()
         return dm.processed
@@ -128,6 +130,7 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
         pre = ProcessedData.load(run_dir / PREPROCESSING_DIR)
     elif train_cfg is not None and "data" in train_cfg:
         pre = _processed_from_config(train_cfg, run_dir)
+    check_checkpoint(ckpt)  # UnsafeCheckpointError before anything is instantiated from it
     try:
         model = RankingModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except Exception as exc:
