@@ -115,3 +115,14 @@ def test_a_run_config_may_only_build_the_datamodule(tmp_path, victim):
     with pytest.raises(UnsafeCheckpointError, match=rf"{tmp_path / 'config.yaml'}: data._target_ = 'builtins.open'"):
         run.processed_data()
     assert victim.read_text() == "do not truncate me\n"
+
+
+def test_an_unreadable_or_pickled_checkpoint_is_named(tmp_path):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=rf"could not load the checkpoint {junk} \(weights only"):
+        check_checkpoint(junk)
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"hyper_parameters": {"net": OmegaConf.create({"a": 1})}}, pickled)  # an object, not plain data
+    with pytest.raises(RuntimeError, match=rf"could not load the checkpoint {pickled}"):
+        check_checkpoint(pickled)

@@ -87,7 +87,10 @@ def comparable(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     else:
         raw = dict(cfg)
     raw.pop("hydra", None)
-    resolved = OmegaConf.to_container(OmegaConf.create(_mask(raw)), resolve=True)
+    try:
+        resolved = OmegaConf.to_container(OmegaConf.create(_mask(raw)), resolve=True)
+    except Exception:  # noqa: BLE001 - an unresolvable value stays as written: it then differs, and is named
+        resolved = OmegaConf.to_container(OmegaConf.create(_mask(raw)), resolve=False)
     # volatile values stay as markers, so that the same keys of a run's record are skipped too
     return {k: (_PLACEHOLDER if _PLACEHOLDER in repr(v) else v) for k, v in _flatten(resolved).items()
             if not _ignored(k)}

@@ -141,9 +141,12 @@ def check_checkpoint(path: str | Path) -> None:
     """Load ``path`` with ``weights_only=True`` (no pickled code) and check its hyper-parameters (see module doc)."""
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not a zip archive: mmap is not possible
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # not a zip archive: mmap is not possible
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unreadable, truncated, or pickled code the weights-only loader refuses
+        raise RuntimeError(f"could not load the checkpoint {path} (weights only, no pickled code): {exc}") from exc
     if not isinstance(ckpt, Mapping):
         raise UnsafeCheckpointError(f"{path} is not a Lightning checkpoint (a {type(ckpt).__name__}, not a dict)")
     check_checkpoint_dict(ckpt, path)
