@@ -10,7 +10,12 @@ from helpers import compose_config
 from omegaconf import OmegaConf
 
 from mtrank.training.checkpoints import resolve_ckpt_path, resume_run_dir
-from mtrank.training.resume import ResumeError, comparable, config_differences, select_run
+from mtrank.training.resume import (
+    ResumeError,
+    comparable,
+    config_differences,
+    select_run,
+)
 from mtrank.utils.run_info import resolved_config
 
 
@@ -36,7 +41,7 @@ def test_last_is_the_unfinished_run_with_the_same_config_not_the_newest(tmp_path
     other = compose_config("train", ["ckpt_path=last", "trainer.max_epochs=1"], tmp_path)
     runs = tmp_path / "logs" / "mt" / "runs"
     a = _run(runs, "2026-01-01_00-00-00", age=100, cfg=cfg)  # killed
-    b = _run(runs, "2026-01-02_00-00-00", age=10, cfg=other, finished=True)  # newer, finished, other config
+    _run(runs, "2026-01-02_00-00-00", age=10, cfg=other, finished=True)  # newer, finished, other config
     assert select_run(runs, cfg) == a
     assert resume_run_dir(str(runs), "last", "new", cfg) == str(a)
     assert resolve_ckpt_path("last", tmp_path / "logs", "mt", tmp_path / "elsewhere", cfg=cfg) == str(

@@ -66,8 +66,6 @@ from mtrank.data.config import PipelineConfig
 from mtrank.data.downsample import downsample_counts, keep_expr
 from mtrank.data.encoding import FeatureEncoder
 from mtrank.data.errors import DataValidationError
-from mtrank.utils.tmpdirs import PREFIX as TMP_PREFIX
-from mtrank.utils.tmpdirs import make_tmp_dir, remove_stale
 from mtrank.data.shards import (
     SHUFFLE_KEY,
     SHUFFLE_SALT,
@@ -89,6 +87,8 @@ from mtrank.data.splits import (
     cut_points,
     split_code,
 )
+from mtrank.utils.tmpdirs import PREFIX as TMP_PREFIX
+from mtrank.utils.tmpdirs import make_tmp_dir, remove_stale
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _ignored(key: str) -> bool:
-    return any(key == p or key.startswith(p + ".") or key.startswith(p + "[") for p in IGNORED_ON_RESUME)
+    return any(key == p or key.startswith((p + ".", p + "[")) for p in IGNORED_ON_RESUME)
 
 
 def _mask(node: Any, path: str = "", ignored: bool = False) -> Any:
@@ -188,8 +188,8 @@ def select_run(runs_dir: str | Path, cfg: DictConfig | Mapping[str, Any]) -> Pat
     raise ResumeError(
         f"ckpt_path=last: {why}, so no run is resumed and nothing was written. Runs of this task with a "
         f"last.ckpt under {runs_dir} (newest first):\n" + "\n".join(c.line() for c in found) + "\n"
-        f"Pick one with ckpt_path=<run folder>/checkpoints/last.ckpt (it continues in a new run folder, the old one "
-        f"is left as it is), rerun with the config of the run to resume, or drop ckpt_path to start afresh."
+        "Pick one with ckpt_path=<run folder>/checkpoints/last.ckpt (it continues in a new run folder, the old one "
+        "is left as it is), rerun with the config of the run to resume, or drop ckpt_path to start afresh."
     )
 
 
