@@ -54,12 +54,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) as configured; returns every logged metric as a float."""
     output_dir = Path(cfg.paths.output_dir)
     ckpt = None
-    if cfg.get("train", True):
+    if cfg.get("train", True):  # reads only: which checkpoint, if any
         ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, output_dir, cfg=cfg)
     # resuming into a run's own folder: nothing is written there until the resume is known to be valid
     in_place = bool(ckpt) and Path(ckpt).resolve().parent.parent == output_dir.resolve()
-    if not in_place and rank_zero_only.rank == 0:
-        write_hydra_record(output_dir, cfg)
     with deferred_run_logs(output_dir) if in_place else contextlib.nullcontext():
         validate_train_config(cfg)  # ConfigError naming the key, before any data is read or generated
         if cfg.get("seed") is not None:
@@ -70,8 +68,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             check_state_dict(ckpt, model)  # ResumeError naming the checkpoint and the keys / shapes
         if in_place:
             previous_data = check_resume(cfg, output_dir, ckpt, model, datamodule.metadata)
-            if rank_zero_only.rank == 0:
-                write_hydra_record(output_dir, cfg)
+    if rank_zero_only.rank == 0:
+        write_hydra_record(output_dir, cfg)  # what Hydra wrote before the job (hydra.output_subdir is null)
     write_run_info(output_dir, cfg, datamodule.metadata)
     if previous_data is not None and rank_zero_only.rank == 0:
         _record_data_change(output_dir, previous_data)
