@@ -1,6 +1,7 @@
 """Train a multi-task ranker: ``python src/train.py experiment=multitask`` (see conf/train.yaml)."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -9,10 +10,16 @@ from omegaconf import DictConfig, OmegaConf
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 
-def _run_dir(runs_dir: str, ckpt_path, new_name: str) -> str:
-    from mtrank.training.checkpoints import resume_run_dir
+def _run_dir(runs_dir: str, ckpt_path, new_name: str, *, _root_: DictConfig) -> str:
+    """``hydra.run.dir``: with ``ckpt_path=last``, the folder of the run with this config (decided before Hydra
+    creates or writes into any folder; a refusal exits here with its message)."""
+    from mtrank.training.resume import ResumeError, resume_run_dir
 
-    return resume_run_dir(runs_dir, ckpt_path, new_name)
+    try:
+        return resume_run_dir(runs_dir, ckpt_path, new_name, _root_)
+    except ResumeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 OmegaConf.register_new_resolver("mtrank_run_dir", _run_dir, replace=True)

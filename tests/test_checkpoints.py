@@ -6,9 +6,17 @@ import os
 import time
 
 import pytest
+from omegaconf import OmegaConf
 
 from helpers import compose_config
 from mtrank.training.checkpoints import resolve_ckpt_path, resume_run_dir
+from mtrank.training.resume import (
+    ResumeError,
+    comparable,
+    config_differences,
+    select_run,
+)
+from mtrank.utils.run_info import resolved_config
 
 
 def _last(runs, name, age):
@@ -20,16 +28,48 @@ def _last(runs, name, age):
     return ckpt
 
 
-def test_last_is_the_newest_last_checkpoint_of_the_task_and_its_folder(tmp_path):
+def _run(runs, name, age, cfg, finished=False):
+    ckpt = _last(runs, name, age)
+    (ckpt.parent.parent / "config.yaml").write_text(OmegaConf.to_yaml(resolved_config(cfg)))
+    if finished:
+        (ckpt.parent.parent / "metrics.json").write_text("{}")
+    return ckpt.parent.parent
+
+
+def test_last_is_the_unfinished_run_with_the_same_config_not_the_newest(tmp_path):
+    cfg = compose_config("train", ["ckpt_path=last"], tmp_path)
+    other = compose_config("train", ["ckpt_path=last", "trainer.max_epochs=1"], tmp_path)
     runs = tmp_path / "logs" / "mt" / "runs"
-    _last(runs, "2026-01-02_00-00-00", age=100)
-    newest = _last(runs, "2026-01-01_00-00-00", age=10)  # by time written, not by name
-    assert resolve_ckpt_path("last", tmp_path / "logs", "mt") == str(newest)
-    assert resume_run_dir(str(runs), "last", "new") == str(newest.parent.parent)
-    assert resume_run_dir(str(runs), None, "new") == str(runs / "new")
+    a = _run(runs, "2026-01-01_00-00-00", age=100, cfg=cfg)  # killed
+    _run(runs, "2026-01-02_00-00-00", age=10, cfg=other, finished=True)  # newer, finished, other config
+    assert select_run(runs, cfg) == a
+    assert resume_run_dir(str(runs), "last", "new", cfg) == str(a)
+    assert resolve_ckpt_path("last", tmp_path / "logs", "mt", tmp_path / "elsewhere", cfg=cfg) == str(
+        a / "checkpoints" / "last.ckpt")
+    assert resume_run_dir(str(runs), None, "new", cfg) == str(runs / "new")
+    # the same config on other data: that run (its data fingerprint is checked when it resumes)
+    assert select_run(runs, compose_config("train", ["ckpt_path=last", "data.simulator.seed=5"], tmp_path)) == a
+    # b's config: b has finished, nothing to resume
+    with pytest.raises(ResumeError, match=r"(?s)have finished.*2026-01-02_00-00-00  last.ckpt .*finished \(metrics"):
+        select_run(runs, other)
+    # two unfinished runs with the same config: which one is meant is not known
+    _run(runs, "2026-01-03_00-00-00", age=5, cfg=cfg)
+    with pytest.raises(ResumeError, match=r"2 unfinished runs have this config"):
+        select_run(runs, cfg)
     with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no .*other/runs/\*/checkpoints/last.ckpt"):
-        resolve_ckpt_path("last", tmp_path / "logs", "other")
-    assert resume_run_dir(str(tmp_path / "logs" / "other" / "runs"), "last", "new").endswith("new")
+        resolve_ckpt_path("last", tmp_path / "logs", "other", cfg=cfg)
+    assert resume_run_dir(str(tmp_path / "logs" / "other" / "runs"), "last", "new", cfg).endswith("new")
+
+
+def test_the_comparison_leaves_out_paths_and_what_may_change(tmp_path):
+    cfg = compose_config("train", [], tmp_path)
+    moved = compose_config("train", ["trainer.enable_progress_bar=false", "callbacks.early_stopping.patience=9",
+                                     "data.num_workers=2", "tags=[x]"], tmp_path / "elsewhere")
+    saved = {k: v for k, v in comparable(cfg).items()}
+    assert "paths.log_dir" not in saved and "data.raw_dir" in saved  # the key stays, its path value does not count
+    assert config_differences(comparable(moved), saved) == []
+    changed = compose_config("train", ["model.optimizer.lr=0.5"], tmp_path)
+    assert config_differences(comparable(changed), saved) == [("model.optimizer.lr", 0.002, 0.5)]
 
 
 def test_auto_resumes_only_from_the_run_folders_own_checkpoint(tmp_path):

@@ -21,7 +21,7 @@ def test_ddp_cpu_reads_every_row_once_and_ranks_agree(tmp_path):
         "experiment=multitask", "debug=fast", "trainer=ddp_cpu",
         "data.simulator.n_impressions=12000", "data.batch_size=500", "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.throughput=null",
-        f"+callbacks.audit._target_=mtrank.training.audit.RowAudit", f"+callbacks.audit.out_dir={audit}",
+        "+callbacks.audit._target_=mtrank.training.audit.RowAudit", f"+callbacks.audit.out_dir={audit}",
         f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

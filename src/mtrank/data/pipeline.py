@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,6 +90,8 @@ from mtrank.data.splits import (
     cut_points,
     split_code,
 )
+from mtrank.utils.tmpdirs import PREFIX as TMP_PREFIX
+from mtrank.utils.tmpdirs import make_tmp_dir, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ def process(cfg: PipelineConfig, processed_root: Path | str, force: bool = False
         _log_cached_split_sizes(data.metadata)
         return data
     processed_root.mkdir(parents=True, exist_ok=True)
-    tmp = processed_root / f".tmp-{cfg.name}-{key}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    remove_stale(processed_root, (f"{TMP_PREFIX}{cfg.name}-*",))  # left by killed runs
+    tmp = make_tmp_dir(processed_root, f"{cfg.name}-{key}")
     try:
         meta = _build(cfg, split_files, side_files, tmp)
         meta["key"] = key
@@ -180,7 +181,14 @@ def process(cfg: PipelineConfig, processed_root: Path | str, force: bool = False
             else:
                 shutil.rmtree(tmp)
                 return ProcessedData.load(final)
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # a concurrent run renamed its copy into place between the check and the rename
+            if force or not (final / METADATA_FILE).exists():
+                raise
+            shutil.rmtree(tmp)
+            log.info("Processed data %s was written meanwhile by another run: using it", final)
+            return ProcessedData.load(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

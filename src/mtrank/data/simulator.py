@@ -79,9 +79,9 @@ Public API: :data:`TASKS`, :class:`SimulatorConfig`, :class:`World`, :func:`simu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +89,11 @@ import polars as pl
 
 from mtrank.data.simulator_config import SimulatorConfig
 from mtrank.data.world import World
+from mtrank.utils.tmpdirs import PREFIX as TMP_PREFIX
+from mtrank.utils.tmpdirs import SEP as TMP_SEP
+from mtrank.utils.tmpdirs import make_tmp_dir, remove_stale
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "simulator_config.json"
 
@@ -114,16 +119,28 @@ def write_logs(
     Requests are never split between files (files hold about equal numbers of requests). Files are
     named ``impressions-00000.parquet`` ...; a ``simulator_config.json`` (the config, when given,
     and the file list) is written next to them. The write is atomic: everything goes to a temporary
-    sibling directory that is then ``os.replace``-d onto ``out_dir``, which must not exist or be
-    empty (otherwise :class:`FileExistsError`).
+    sibling directory (:func:`mtrank.utils.tmpdirs.make_tmp_dir`) that is then ``os.replace``-d onto
+    ``out_dir``, which must not exist or be empty (otherwise :class:`FileExistsError`).
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"refusing to write logs into non-empty {out_dir}")
+    tmp, names = _write_tmp(df, out_dir, n_files, cfg)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FileExistsError(f"refusing to write logs into non-empty {out_dir} (written meanwhile)") from exc
+    return [out_dir / n for n in names]
+
+
+def _write_tmp(
+    df: pl.DataFrame, out_dir: Path, n_files: int, cfg: SimulatorConfig | None
+) -> tuple[Path, list[str]]:
+    """Write the files of ``out_dir`` into a new temporary sibling folder; returns it and the file names."""
     n_files = int(n_files)
     if n_files < 1:
         raise ValueError("n_files must be >= 1")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"refusing to write logs into non-empty {out_dir}")
-
     req = df.get_column("request_id").to_numpy()
     ts = df.get_column("timestamp").to_numpy()
     if len(req) and (np.any(np.diff(ts) < 0)):
@@ -136,8 +153,7 @@ def write_logs(
     chunks = np.array_split(np.arange(len(starts)), n_files)
     bounds = [int(starts[c[0]]) for c in chunks] + [len(req)]
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_tmp_dir(out_dir.parent, out_dir.name)
     try:
         names = []
         for i in range(n_files):
@@ -147,11 +163,10 @@ def write_logs(
         payload = {"config": cfg.to_dict() if cfg is not None else None, "files": names}
         (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
-        os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return [out_dir / n for n in names]
+    return tmp, names
 
 
 def _existing_log(cfg: SimulatorConfig, out_dir: Path) -> list[Path] | None:
@@ -171,9 +186,16 @@ def _existing_log(cfg: SimulatorConfig, out_dir: Path) -> list[Path] | None:
 
 
 def generate_logs(cfg: SimulatorConfig, out_dir: str | os.PathLike) -> list[Path]:
-    """``simulate`` + ``write_logs``; reuses ``out_dir`` when it already holds a complete log written
-    with the same config (raises :class:`FileExistsError` if it holds anything else)."""
+    """``simulate`` + write; reuses ``out_dir`` when it already holds a complete log written with the same config
+    (raises :class:`FileExistsError` if it holds anything else).
+
+    Safe for concurrent runs: each writes into its own temporary folder and renames it into place; a run that
+    finds ``out_dir`` written meanwhile by another discards its copy and uses the other's once it checked that it
+    is complete. Stale temporary folders of killed runs beside ``out_dir`` are removed first
+    (:func:`mtrank.utils.tmpdirs.remove_stale`)."""
     out_dir = Path(out_dir)
+    # this folder's own temporary copies only (the new naming, and mkdtemp's of older versions)
+    remove_stale(out_dir.parent, (f"{TMP_PREFIX}{out_dir.name}{TMP_SEP}*", f".{out_dir.name}.tmp-*"))
     existing = _existing_log(cfg, out_dir)
     if existing is not None:
         return existing
@@ -181,4 +203,17 @@ def generate_logs(cfg: SimulatorConfig, out_dir: str | os.PathLike) -> list[Path
         raise FileExistsError(
             f"{out_dir} is not empty and does not hold a complete log for this simulator config"
         )
-    return write_logs(simulate(cfg), out_dir, cfg.n_files, cfg=cfg)
+    tmp, names = _write_tmp(simulate(cfg), out_dir, cfg.n_files, cfg)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError as exc:  # another run renamed its copy into place first
+        shutil.rmtree(tmp, ignore_errors=True)
+        existing = _existing_log(cfg, out_dir)
+        if existing is None:
+            raise FileExistsError(
+                f"{out_dir} was written meanwhile by another process but does not hold a complete log for this "
+                f"simulator config (missing or different {CONFIG_FILE} or files)"
+            ) from exc
+        log.info("%s was written meanwhile by another run: using it", out_dir)
+        return existing
+    return [out_dir / n for n in names]

@@ -8,6 +8,7 @@ post-hoc calibrators of ``calibration=…``, fitted on the validation split afte
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -18,15 +19,17 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 
 from mtrank.calibration.downsampling import downsampling_from_metadata
 from mtrank.scoring.report import write_report
 from mtrank.scoring.run import LoadedRun, save_preprocessing
 from mtrank.scoring.score import fit_calibration, iter_score_split
 from mtrank.training.checkpoints import resolve_ckpt_path
+from mtrank.training.resume import check_resume, check_state_dict, deferred_run_logs
 from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from mtrank.utils.io import nonfinite_to_null, write_json_atomic
-from mtrank.utils.run_info import resolved_config, write_run_info
+from mtrank.utils.run_info import resolved_config, write_hydra_record, write_run_info
 from mtrank.validation import validate_train_config
 
 log = logging.getLogger(__name__)
@@ -49,12 +52,27 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) as configured; returns every logged metric as a float."""
-    validate_train_config(cfg)  # ConfigError naming the key, before any data is read or generated
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    datamodule, model = build(cfg)
+    ckpt = None
+    if cfg.get("train", True):  # reads only: which checkpoint, if any
+        ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, output_dir, cfg=cfg)
+    # resuming into a run's own folder: nothing is written there until the resume is known to be valid
+    in_place = bool(ckpt) and Path(ckpt).resolve().parent.parent == output_dir.resolve()
+    with deferred_run_logs(output_dir) if in_place else contextlib.nullcontext():
+        validate_train_config(cfg)  # ConfigError naming the key, before any data is read or generated
+        if cfg.get("seed") is not None:
+            pl.seed_everything(cfg.seed, workers=True)
+        datamodule, model = build(cfg)
+        previous_data = None
+        if ckpt:
+            check_state_dict(ckpt, model)  # ResumeError naming the checkpoint and the keys / shapes
+        if in_place:
+            previous_data = check_resume(cfg, output_dir, ckpt, model, datamodule.metadata)
+    if rank_zero_only.rank == 0:
+        write_hydra_record(output_dir, cfg)  # what Hydra wrote before the job (hydra.output_subdir is null)
     write_run_info(output_dir, cfg, datamodule.metadata)
+    if previous_data is not None and rank_zero_only.rank == 0:
+        _record_data_change(output_dir, previous_data)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -63,7 +81,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
-        ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, output_dir)
         if ckpt:
             log.info("Resuming training from %s", ckpt)
         t0 = time.perf_counter()
@@ -99,6 +116,17 @@ def write_metrics_json(output_dir: Path, best: str | None, metrics: dict[str, An
                     len(undefined), undefined)
     summary = {"best_checkpoint": best or None, "metrics": clean, "undefined_metrics": undefined}
     return write_json_atomic(Path(output_dir) / "metrics.json", summary, sort_keys=True, allow_nan=False)
+
+
+def _record_data_change(output_dir: Path, previous: dict) -> None:
+    """run_info.json of a run resumed on other data (``resume_allow_data_change=true``) keeps the fingerprint
+    its first part was trained on."""
+    import json
+
+    path = output_dir / "run_info.json"
+    info = json.loads(path.read_text())
+    info.setdefault("data", {})["resumed_from_data"] = previous
+    write_json_atomic(path, info, default=str)
 
 
 def _loaded_run(cfg: DictConfig, model, datamodule, best: str, output_dir: Path):

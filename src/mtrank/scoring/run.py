@@ -30,6 +30,7 @@ from mtrank.scoring.schema import (
     raw_schema,
 )
 from mtrank.training.module import RankingModule
+from mtrank.training.safe_load import DATAMODULE_TARGETS, check_checkpoint, check_config_targets
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class LoadedRun:
             )
         import hydra
 
+        check_config_targets(self.train_config.data, "data", DATAMODULE_TARGETS, self.run_dir / "config.yaml")
         dm = hydra.utils.instantiate(self.train_config.data, _recursive_=False)
         dm.prepare_data()
         return dm.processed
@@ -167,6 +169,7 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
         if pre is not None:
             log.warning("%s has no %s/: reading the preprocessing from %s, outside the run folder (found from its "
                         "config.yaml and run_info.json)", run_dir, PREPROCESSING_DIR, pre.directory)
+    check_checkpoint(ckpt)  # UnsafeCheckpointError before anything is instantiated from it
     try:
         model = RankingModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except Exception as exc:

@@ -11,9 +11,9 @@
   random number generators (:meth:`RankingModule.on_save_checkpoint`): a run resumed from it trains on the
   same remaining batches in the same order as the uninterrupted run, so it ends with the same weights and
   metrics (mid-epoch exact; ``tests/test_resume.py`` kills a run with SIGKILL to check it).
-* ``ckpt_path=last`` resumes from the newest ``last.ckpt`` of the task name, in that run's own folder
-  (:func:`resume_run_dir` is the ``hydra.run.dir`` resolver), so its checkpoints, logs and metrics stay in one
-  place; ``ckpt_path=auto`` resumes from the run folder's own ``last.ckpt`` when there is one (requeued SLURM
+* ``ckpt_path=last`` resumes the unfinished run of the task name whose config matches, in that run's own folder
+  (:func:`mtrank.training.resume.resume_run_dir` is the ``hydra.run.dir`` resolver; it refuses when no run or
+  several runs could be meant), so its checkpoints, logs and metrics stay in one place; ``ckpt_path=auto`` resumes from the run folder's own ``last.ckpt`` when there is one (requeued SLURM
   jobs, relaunched multirun jobs) and starts afresh otherwise.
 """
 
@@ -27,6 +27,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
+from mtrank.training.resume import resume_run_dir, select_run
 from mtrank.utils.io import atomic_write
 
 LAST = "last.ckpt"
@@ -102,9 +103,11 @@ def find_last(runs_dir: str | Path) -> Path | None:
 
 
 def resolve_ckpt_path(
-    ckpt_path: str | None, log_dir: str | Path, task_name: str, output_dir: str | Path | None = None
+    ckpt_path: str | None, log_dir: str | Path, task_name: str, output_dir: str | Path | None = None,
+    cfg: Any = None,
 ) -> str | None:
-    """``"last"``: the newest ``last.ckpt`` among the runs of this task name (an error if there is none);
+    """``"last"``: the ``last.ckpt`` of the run this config resumes (:func:`mtrank.training.resume.select_run`: the
+    unfinished run with the same config; the run folder ``src/train.py`` continues in, when it is that run);
     ``"auto"``: this run folder's own ``last.ckpt`` if there is one, else start from scratch (a SLURM job
     requeued after preemption, or a multirun job relaunched into its fixed ``hydra.sweep.dir``);
     any other value is a checkpoint path."""
@@ -115,16 +118,18 @@ def resolve_ckpt_path(
         if ckpt_path and not Path(ckpt_path).exists():
             raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
         return ckpt_path
-    last = find_last(Path(log_dir, task_name, "runs"))
-    if last is None:
-        raise FileNotFoundError(
-            f"ckpt_path=last: no {Path(log_dir, task_name, 'runs')}/*/checkpoints/{LAST} to resume from"
-        )
-    return str(last)
+    runs_dir = Path(log_dir, task_name, "runs")
+    if output_dir is not None:
+        own = Path(output_dir, "checkpoints", LAST)
+        if own.is_file() and Path(output_dir).resolve().parent == runs_dir.resolve():
+            return str(own)  # the resolver of hydra.run.dir chose this run
+    if cfg is None:
+        raise ValueError("ckpt_path=last needs the run's config to find the run with the same config")
+    chosen = select_run(runs_dir, cfg)
+    if chosen is None:
+        raise FileNotFoundError(f"ckpt_path=last: no {runs_dir}/*/checkpoints/{LAST} to resume from")
+    return str(chosen / "checkpoints" / LAST)
 
 
-def resume_run_dir(runs_dir: str, ckpt_path: Any, new_name: str) -> str:
-    """``hydra.run.dir`` of a training run: with ``ckpt_path=last`` the folder of the run being resumed
-    (when there is one), otherwise a new folder ``<runs_dir>/<new_name>``."""
-    last = find_last(runs_dir) if str(ckpt_path) == "last" else None
-    return str(last.parent.parent) if last is not None else str(Path(runs_dir) / new_name)
+__all__ = ["LAST", "RNG_KEY", "ResumeCheckpoint", "AtomicCheckpointIO", "rng_states", "set_rng_states", "find_last",
+           "resolve_ckpt_path", "resume_run_dir"]

@@ -70,6 +70,10 @@ class _Wandb:
             return
         import wandb
 
+        if str(w.get("mode", "offline")) != "online":
+            from mtrank.utils.offline import use_wandb_offline
+
+            use_wandb_offline()  # no socket, no DNS query unless the user opts in online
         self.run = wandb.init(
             project=w.get("project", "mtrank"), name=cfg.get("task_name"), dir=str(output_dir),
             mode=w.get("mode", "offline"), tags=list(cfg.get("tags") or []),

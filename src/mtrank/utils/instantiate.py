@@ -9,6 +9,8 @@ from omegaconf import DictConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger
 
+from mtrank.utils.offline import is_offline_wandb_logger, use_wandb_offline
+
 log = logging.getLogger(__name__)
 
 
@@ -21,6 +23,8 @@ def instantiate_group(cfg: DictConfig | None, kind: type) -> list:
         raise TypeError(f"expected a config group mapping names to {kind.__name__} configs, got {type(cfg).__name__}")
     for name, conf in cfg.items():
         if isinstance(conf, DictConfig) and "_target_" in conf:
+            if is_offline_wandb_logger(conf):
+                use_wandb_offline()  # offline means no socket, no DNS query (mtrank.utils.offline)
             obj = hydra.utils.instantiate(conf)
             if not isinstance(obj, kind):
                 raise TypeError(f"{name}: {conf._target_} is not a {kind.__name__}")

@@ -52,3 +52,20 @@ def write_run_info(output_dir: Path | str, cfg: DictConfig, data_metadata: Mappi
             "splits": {s: v["rows"] for s, v in data_metadata.get("splits", {}).items()},
         }
     write_json_atomic(out / "run_info.json", info, default=str)
+
+
+def write_hydra_record(output_dir: Path | str, cfg: DictConfig) -> Path | None:
+    """``<output_dir>/.hydra/{config,hydra,overrides}.yaml``, as Hydra writes them (the job's config unresolved,
+    Hydra's own config, the command-line overrides); written by the training job itself (``hydra.output_subdir``
+    is null in ``conf/hydra/train.yaml``) so that a refused resume writes nothing. None outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.instance().cfg
+    out = Path(output_dir) / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_text_atomic(out / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+    write_text_atomic(out / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task))
+    return out
