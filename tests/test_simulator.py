@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mtrank.data.simulator import generate_logs, simulate, write_logs
+from mtrank.data.simulator import RNG_BLOCK, ROW_GROUP_ROWS, generate_logs, iter_log, simulate, write_logs
 from mtrank.data.simulator_config import TASKS, SimulatorConfig
 from mtrank.data.world import World
 
@@ -169,6 +169,33 @@ def test_generate_logs_reuses(tmp_path, cfg):
     assert again == files and [f.stat().st_mtime_ns for f in again] == mtimes
     with pytest.raises(FileExistsError):
         generate_logs(SimulatorConfig(**{**SMALL, "seed": 9}), out)
+
+
+def test_streamed_generation_does_not_depend_on_the_chunk_size(tmp_path):
+    """generate_logs writes the log chunk by chunk: the files are byte-identical for any chunk size, hold whole
+    requests in time order, and their rows are the in-memory log's."""
+    cfg = SimulatorConfig(**{**SMALL, "n_impressions": 3 * RNG_BLOCK * 20 + 400, "n_files": 3})
+    small = generate_logs(cfg, tmp_path / "small", chunk_requests=1)  # one random-stream block at a time
+    large = generate_logs(cfg, tmp_path / "large", chunk_requests=10 * RNG_BLOCK)  # everything at once
+    assert [f.read_bytes() for f in small] == [f.read_bytes() for f in large]
+    whole = simulate(cfg)
+    parts = [pl.read_parquet(f) for f in small]
+    assert pl.concat(parts).equals(whole)
+    assert whole["request_id"].to_list() == sorted(whole["request_id"].to_list())
+    assert whole["timestamp"].is_sorted() and whole["request_id"].n_unique() == cfg.n_requests
+    assert abs(parts[0].height - parts[-1].height) <= cfg.candidates_per_request  # about equal files
+    chunks = list(iter_log(cfg, chunk_requests=RNG_BLOCK))
+    assert len(chunks) == 4 and pl.concat(chunks).equals(whole)
+
+
+def test_written_files_have_fixed_row_groups(tmp_path):
+    import pyarrow.parquet as pq
+
+    cfg = SimulatorConfig(**{**SMALL, "n_impressions": 2 * ROW_GROUP_ROWS + 1000, "n_files": 1, "n_users": 500})
+    (path,) = generate_logs(cfg, tmp_path / "one", chunk_requests=3000)
+    meta = pq.ParquetFile(path).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes[:-1] == [ROW_GROUP_ROWS] * (len(sizes) - 1) and sum(sizes) == cfg.n_requests * 20
 
 
 def test_from_mapping():

@@ -83,11 +83,14 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from mtrank.data.simulator_config import SimulatorConfig
+from mtrank.data.simulator_config import EPOCH_START, SECONDS_PER_DAY, SimulatorConfig
 from mtrank.data.world import World
 from mtrank.utils.tmpdirs import PREFIX as TMP_PREFIX
 from mtrank.utils.tmpdirs import SEP as TMP_SEP
@@ -96,19 +99,115 @@ from mtrank.utils.tmpdirs import make_tmp_dir, remove_stale
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "simulator_config.json"
-
-
 FILE_PATTERN = "impressions-{:05d}.parquet"
+RNG_BLOCK = 4_096  # requests drawn from one random stream: the unit the log is made of
+CHUNK_REQUESTS = 65_536  # requests generated and held at once by generate_logs (memory only, not the output)
+ROW_GROUP_ROWS = 131_072  # rows per Parquet row group of the written files
 
 
 # ---------------------------------------------------------------------- whole logs
-def simulate(cfg: SimulatorConfig) -> pl.DataFrame:
-    """The whole log: ``cfg.n_impressions // K`` whole requests (so ``n_requests * K`` rows, which is
-    ``n_impressions`` rounded down to a multiple of ``K``), features, labels and ``p_true_*``."""
-    world = World.build(cfg)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(cfg.seed), 1])))
-    frame = world.sample_requests(cfg.n_requests, rng)
+def _block(world: World, b: int) -> pl.DataFrame:
+    """Requests ``[b * RNG_BLOCK, (b + 1) * RNG_BLOCK)`` of the log, drawn from their own random stream (seeded by
+    ``(seed, 1, b)``) over their share of the time span, so the log is the same however many blocks are drawn at a
+    time."""
+    cfg = world.cfg
+    n = cfg.n_requests
+    first, stop = b * RNG_BLOCK, min(n, (b + 1) * RNG_BLOCK)
+    span = cfg.n_days * SECONDS_PER_DAY
+    lo = EPOCH_START + span * first // n
+    hi = max(lo + 1, EPOCH_START + span * stop // n)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(cfg.seed), 1, b])))
+    frame = world.sample_requests(stop - first, rng, start_request_id=first, time_range=(lo, hi))
     return world.draw_labels(frame, rng)
+
+
+def iter_log(cfg: SimulatorConfig, chunk_requests: int = CHUNK_REQUESTS) -> Iterator[pl.DataFrame]:
+    """The log in time order, about ``chunk_requests`` whole requests (a multiple of :data:`RNG_BLOCK`) at a time:
+    memory stays flat however long the log is, and the rows do not depend on ``chunk_requests``."""
+    if int(chunk_requests) < 1:
+        raise ValueError(f"chunk_requests must be >= 1, got {chunk_requests}")
+    world = World.build(cfg)
+    per_chunk = max(1, -(-int(chunk_requests) // RNG_BLOCK))
+    n_blocks = -(-cfg.n_requests // RNG_BLOCK)
+    for first in range(0, n_blocks, per_chunk):
+        blocks = [_block(world, b) for b in range(first, min(n_blocks, first + per_chunk))]
+        yield blocks[0] if len(blocks) == 1 else pl.concat(blocks)
+
+
+def simulate(cfg: SimulatorConfig) -> pl.DataFrame:
+    """The whole log in memory: ``cfg.n_impressions // K`` whole requests (so ``n_requests * K`` rows, which is
+    ``n_impressions`` rounded down to a multiple of ``K``), features, labels and ``p_true_*``. For long logs use
+    :func:`generate_logs`, which writes them chunk by chunk."""
+    return pl.concat(list(iter_log(cfg)))
+
+
+def file_bounds(n_requests: int, n_files: int) -> list[int]:
+    """The first request of each file (and ``n_requests``): files hold about equal numbers of whole requests."""
+    if n_requests < n_files:
+        raise ValueError(f"cannot split {n_requests} requests into {n_files} non-empty files")
+    sizes = [len(c) for c in np.array_split(np.arange(n_requests), n_files)]
+    return [int(x) for x in np.concatenate([[0], np.cumsum(sizes)])]
+
+
+class _RowGroupWriter:
+    """A Parquet file written in row groups of exactly ``ROW_GROUP_ROWS`` rows (the last one shorter), whatever
+    the sizes of the frames appended: the bytes depend on the rows alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+
+    def append(self, frame: pl.DataFrame) -> None:
+        self._pending.append(frame.to_arrow())
+        self._rows += frame.height
+        while self._rows >= ROW_GROUP_ROWS:
+            self._flush(ROW_GROUP_ROWS)
+
+    def _flush(self, n: int) -> None:
+        table = pa.concat_tables(self._pending).combine_chunks()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd", write_statistics=True)
+        self._writer.write_table(table.slice(0, n), row_group_size=n)
+        rest = table.slice(n)
+        self._pending, self._rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> None:
+        if self._rows:
+            self._flush(self._rows)
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _write_stream_tmp(cfg: SimulatorConfig, out_dir: Path, chunk_requests: int) -> tuple[Path, list[str]]:
+    """Generate the log chunk by chunk straight into its files in a new temporary sibling folder."""
+    bounds = file_bounds(cfg.n_requests, cfg.n_files)
+    k = cfg.candidates_per_request
+    names = [FILE_PATTERN.format(i) for i in range(cfg.n_files)]
+    tmp = make_tmp_dir(out_dir.parent, out_dir.name)
+    try:
+        f, writer, start = 0, _RowGroupWriter(tmp / names[0]), 0  # start: first request of the next chunk
+        for chunk in iter_log(cfg, chunk_requests):
+            stop = start + chunk.height // k
+            at = start
+            while at < stop:
+                cut = min(stop, bounds[f + 1])
+                writer.append(chunk.slice((at - start) * k, (cut - at) * k))
+                at = cut
+                if at == bounds[f + 1] and f + 1 < cfg.n_files:
+                    writer.close()
+                    f += 1
+                    writer = _RowGroupWriter(tmp / names[f])
+            start = stop
+        writer.close()
+        payload = {"config": cfg.to_dict(), "files": names}
+        (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o755)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp, names
 
 
 def write_logs(
@@ -185,8 +284,11 @@ def _existing_log(cfg: SimulatorConfig, out_dir: Path) -> list[Path] | None:
     return files
 
 
-def generate_logs(cfg: SimulatorConfig, out_dir: str | os.PathLike) -> list[Path]:
-    """``simulate`` + write; reuses ``out_dir`` when it already holds a complete log written with the same config
+def generate_logs(
+    cfg: SimulatorConfig, out_dir: str | os.PathLike, chunk_requests: int = CHUNK_REQUESTS
+) -> list[Path]:
+    """The log written chunk by chunk (:func:`iter_log`: memory flat in its length, files identical for any
+    ``chunk_requests``); reuses ``out_dir`` when it already holds a complete log written with the same config
     (raises :class:`FileExistsError` if it holds anything else).
 
     Safe for concurrent runs: each writes into its own temporary folder and renames it into place; a run that
@@ -203,7 +305,7 @@ def generate_logs(cfg: SimulatorConfig, out_dir: str | os.PathLike) -> list[Path
         raise FileExistsError(
             f"{out_dir} is not empty and does not hold a complete log for this simulator config"
         )
-    tmp, names = _write_tmp(simulate(cfg), out_dir, cfg.n_files, cfg)
+    tmp, names = _write_stream_tmp(cfg, out_dir, chunk_requests)
     try:
         os.replace(tmp, out_dir)
     except OSError as exc:  # another run renamed its copy into place first

@@ -34,7 +34,7 @@ FEATURE_COLUMNS = (
 
 
 # Bump when the engagement model or the world's construction changes: cached logs are keyed by it.
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3  # 3: requests drawn in blocks of their own random stream (streamed generation)
 
 
 # Weights on (aff, rel, -pos, lp, g, act) per task; long_click and checkout are conditional on click.

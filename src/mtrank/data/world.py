@@ -124,11 +124,16 @@ class World:
 
     # ------------------------------------------------------------------ requests
     def sample_requests(
-        self, n_requests: int, rng: np.random.Generator, start_request_id: int = 0
+        self,
+        n_requests: int,
+        rng: np.random.Generator,
+        start_request_id: int = 0,
+        time_range: tuple[int, int] | None = None,
     ) -> pl.DataFrame:
         """``n_requests * K`` candidate rows with every observed feature column (no labels).
 
-        Columns: :data:`FEATURE_COLUMNS`. Timestamps are uniform over the config's ``n_days``;
+        Columns: :data:`FEATURE_COLUMNS`. Timestamps are uniform over ``time_range`` (seconds, ``[lo, hi)``;
+        default: the config's ``n_days``);
         request ids ``start_request_id ...`` are assigned in time order; rows are sorted by
         (timestamp, request_id, position) and ``position`` ranks by decreasing ``retrieval_score``.
         """
@@ -157,7 +162,8 @@ class World:
         cand = np.take_along_axis(cand, order, axis=1)
         score = np.take_along_axis(score, order, axis=1)
 
-        ts = np.sort(rng.integers(EPOCH_START, EPOCH_START + cfg.n_days * SECONDS_PER_DAY, size=R))
+        lo, hi = time_range if time_range is not None else (EPOCH_START, EPOCH_START + cfg.n_days * SECONDS_PER_DAY)
+        ts = np.sort(rng.integers(lo, hi, size=R))
         req_ids = np.arange(start_request_id, start_request_id + R, dtype=np.int64)
 
         users_r = np.repeat(users, K)
@@ -229,17 +235,7 @@ class World:
         Needs ``user_id``, ``query_id``, ``candidate_id`` and ``position``; the position effect is
         recomputed from the frame's ``position`` column (so re-ranked frames are handled).
         """
-        c = self.conditional_probabilities(frame)
-        not_hidden = 1.0 - c["hide"]
-        p_click = not_hidden * c["click"]
-        return {
-            "save": not_hidden * c["save"],
-            "click": p_click,
-            "long_click": p_click * c["long_click"],
-            "closeup": not_hidden * c["closeup"],
-            "hide": c["hide"],
-            "checkout": p_click * c["checkout"],
-        }
+        return _marginals(self.conditional_probabilities(frame))
 
     def draw_labels(self, frame: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
         """``frame`` plus Int8 label columns (one per task) and Float64 ``p_true_<task>`` columns."""
@@ -255,8 +251,22 @@ class World:
         checkout = click & (u[5] < c["checkout"])
         labels = {"save": save, "click": click, "long_click": long_click, "closeup": closeup,
                   "hide": hide, "checkout": checkout}
-        p = self.true_probabilities(frame)
+        p = _marginals(c)
         return frame.with_columns(
             [pl.Series(t, labels[t].astype(np.int8), dtype=pl.Int8) for t in TASKS]
             + [pl.Series(f"p_true_{t}", p[t], dtype=pl.Float64) for t in TASKS]
         )
+
+
+def _marginals(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The exact marginal probability of each task's label from the model's conditional probabilities."""
+    not_hidden = 1.0 - c["hide"]
+    p_click = not_hidden * c["click"]
+    return {
+        "save": not_hidden * c["save"],
+        "click": p_click,
+        "long_click": p_click * c["long_click"],
+        "closeup": not_hidden * c["closeup"],
+        "hide": c["hide"],
+        "checkout": p_click * c["checkout"],
+    }
