@@ -12,7 +12,7 @@ import polars as pl
 
 from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import ProcessedData
-from mtrank.data.spec import CAT_PREFIX, LABEL_PREFIX, NUM_PREFIX
+from mtrank.data.spec import CAT_PREFIX, LABEL_PREFIX, NUM_PREFIX, PTRUE_PREFIX
 
 __all__ = ["SplitArrays", "load_split"]
 
@@ -20,7 +20,8 @@ __all__ = ["SplitArrays", "load_split"]
 @dataclass(frozen=True)
 class SplitArrays:
     """One split: ``categorical`` int64 [N, C] (0 = out of vocabulary), ``numeric`` float32 [N, K],
-    ``labels`` float32 [N, T] with columns in ``tasks`` order."""
+    ``labels`` float32 [N, T] with columns in ``tasks`` order; ``p_true`` float32 [N, T], the simulator's true
+    probabilities (for the nets' ``oracle_auroc``), when the data has them, else None."""
 
     split: str
     categorical: np.ndarray
@@ -30,6 +31,7 @@ class SplitArrays:
     cardinalities: tuple[int, ...]
     numeric_names: tuple[str, ...]
     tasks: tuple[str, ...]
+    p_true: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -54,13 +56,14 @@ def load_split(processed: ProcessedData, split: str, tasks: Sequence[str] | None
     cat_cols = [CAT_PREFIX + f.name for f in spec.categorical]
     num_cols = [NUM_PREFIX + n for n in spec.numeric]
     lab_cols = [LABEL_PREFIX + t for t in tasks]
+    pt_cols = [PTRUE_PREFIX + t for t in tasks] if spec.has_p_true else []
     frames = []
     for path, _ in files:
         df = pl.read_parquet(path)
-        missing = [c for c in cat_cols + num_cols + lab_cols if c not in df.columns]
+        missing = [c for c in cat_cols + num_cols + lab_cols + pt_cols if c not in df.columns]
         if missing:
             raise DataValidationError(f"processed shard {path} is missing column(s) {missing}")
-        frames.append(df.select(cat_cols + num_cols + lab_cols))
+        frames.append(df.select(cat_cols + num_cols + lab_cols + pt_cols))
     df = pl.concat(frames, how="vertical")
     cards = tuple(int(f.cardinality) for f in spec.categorical)
     cat = df.select(cat_cols).to_numpy().astype(np.int64) if cat_cols else np.zeros((df.height, 0), np.int64)
@@ -72,5 +75,6 @@ def load_split(processed: ProcessedData, split: str, tasks: Sequence[str] | None
                                       "metadata.json")
     num = df.select(num_cols).to_numpy().astype(np.float32) if num_cols else np.zeros((df.height, 0), np.float32)
     labels = df.select(lab_cols).to_numpy().astype(np.float32)
+    p_true = df.select(pt_cols).to_numpy().astype(np.float32) if pt_cols else None
     return SplitArrays(split, cat, num, labels, tuple(f.name for f in spec.categorical), cards, tuple(spec.numeric),
-                       tasks)
+                       tasks, p_true)

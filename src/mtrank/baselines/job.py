@@ -3,7 +3,8 @@ metrics on val and test → the run folder.
 
 The run folder (``hydra.run.dir``, by default ``logs/<task_name>/baselines/<baseline.name>/<time>/``) gets
 ``metrics.json`` (``{"baseline": ..., "metrics": {...}, "models": {task: ...}}``; ``metrics`` holds
-``val|test/<task>/<auroc|pr_auc|ece|brier|logloss|n_pos>`` and ``val|test/mean/<auroc|pr_auc>``, computed by
+``val|test/<task>/<auroc|pr_auc|ece|brier|logloss|n_pos>`` (and ``oracle_auroc`` on simulated data) and
+``val|test/mean/<auroc|pr_auc>``, computed by
 :func:`mtrank.metrics.compute_head_metrics` exactly as the nets compute them, and ``time/fit_seconds``;
 ``models`` what was chosen per task: LightGBM's best round, the logistic regression's C and its val log-loss
 for every C), ``config.yaml`` and ``run_info.json`` (as :mod:`mtrank.training` writes them) and, for LightGBM
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 def split_metrics(probs: np.ndarray, data: SplitArrays, cfg: DictConfig) -> dict[str, float]:
     """The nets' per-head metrics of ``probs`` on ``data`` under ``<split>/<task>/<metric>``."""
     m = cfg.get("metrics") or {}
-    return compute_head_metrics(probs, data.labels, data.tasks, prefix=data.split,
+    return compute_head_metrics(probs, data.labels, data.tasks, p_true=data.p_true, prefix=data.split,
                                 thresholds=m.get("thresholds", 40000), ece_bins=int(m.get("ece_bins", 15)))
 
 
@@ -60,6 +61,19 @@ def _fit(cfg: DictConfig, train: SplitArrays, val: SplitArrays, tasks: list[str]
                         tol=float(b["tol"]))
 
 
+# what a baseline run reads; config.yaml records these (the nets' groups are composed only so that experiments compose)
+RECORDED_KEYS = ("task_name", "tags", "seed", "data", "tasks", "baseline", "metrics", "paths")
+
+
+def recorded_config(cfg: DictConfig) -> DictConfig:
+    """The keys of :data:`RECORDED_KEYS`, with ``metrics`` resolved first (it reads ``model.metrics``)."""
+    metrics = OmegaConf.to_container(cfg.metrics, resolve=True) if "metrics" in cfg else None
+    out = OmegaConf.masked_copy(cfg, [k for k in RECORDED_KEYS if k in cfg])
+    if metrics is not None:
+        out.metrics = metrics
+    return out
+
+
 def run_baseline(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured baseline on the processed train split, score val and test; returns the metrics."""
     tasks = validate_baseline_config(cfg)  # ConfigError naming the key, before any data is read
@@ -67,7 +81,7 @@ def run_baseline(cfg: DictConfig) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(cfg.data, _recursive_=False)
     datamodule.prepare_data()  # the same processed cache as src/train.py with the same data and tasks
     processed = datamodule.processed
-    write_run_info(output_dir, cfg, processed.metadata)
+    write_run_info(output_dir, recorded_config(cfg), processed.metadata)
     train, val, test = (load_split(processed, s, tasks) for s in ("train", "val", "test"))
     name = str(cfg.baseline.name)
     log.info("%s on %s: %d train, %d val, %d test rows; %d categorical and %d numeric features; tasks %s", name,
