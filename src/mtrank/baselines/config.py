@@ -52,6 +52,8 @@ def _check_lightgbm(b: Mapping[str, Any], p: Problems) -> None:
     if mc is not None:
         _int_at_least(p, "baseline.categorical_max_cardinality", mc, 2,
                       "or null: larger vocabularies are given as numbers, not as categorical columns")
+    if not isinstance(b.get("save_models", False), bool):
+        p.add("baseline.save_models", f"baseline.save_models = {b.get('save_models')!r}: expected true or false")
     params = b.get("params")
     if params is None:
         return
@@ -74,7 +76,8 @@ def _check_logistic(b: Mapping[str, Any], p: Problems) -> None:
         if bad:
             p.add("baseline.c_grid", f"baseline.c_grid = {fmt_list(grid)}: {fmt_list(bad)} not positive finite "
                                      "number(s)")
-        dup = sorted({float(c) for c in grid if is_number(c) and [float(x) for x in grid if is_number(x)].count(float(c)) > 1})
+        values = [float(c) for c in grid if is_number(c)]
+        dup = sorted({c for c in values if values.count(c) > 1})
         if dup:
             p.add("baseline.c_grid", f"baseline.c_grid = {fmt_list(grid)} lists {fmt_list(dup)} more than once")
     _int_at_least(p, "baseline.max_iter", b.get("max_iter"), 1, "lbfgs iterations per fit")
