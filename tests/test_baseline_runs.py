@@ -69,6 +69,10 @@ def test_run_folder_holds_the_nets_metric_names(tmp_path, data_dir, baseline):
     for t in tasks:
         assert metrics[f"test/{t}/n_pos"] == positives[t]
     assert 0.6 < metrics["test/click/auroc"] <= 1.0 and 0.6 < metrics["test/mean/auroc"] <= 1.0
+    # train is downsampled (β = 0.1), val and test are not: probabilities are corrected by Eq. 3 as the nets' are
+    # (uncorrected, LightGBM's test ECE on click is about 0.09 here; corrected about 0.01)
+    assert json.loads((processed / "metadata.json").read_text())["beta"] == 0.1
+    assert metrics["test/click/ece"] < 0.05 and metrics["val/click/ece"] < 0.05, metrics["test/click/ece"]
     assert (out / "config.yaml").exists()
     models = saved["models"]
     assert set(models) == set(tasks)

@@ -83,8 +83,11 @@ def fit_lightgbm(
     early_stopping_metric: str = "binary_logloss",
     categorical_max_cardinality: int | None = None,
     seed: int = 0,
+    betas: Mapping[str, float] | None = None,
 ) -> LightGBMModels:
-    """One booster per task, early-stopped on ``val`` (see the module docstring)."""
+    """One booster per task, early-stopped on ``val`` (see the module docstring). ``betas``: each task's downsampling
+    keep rate β_t of the train split; the val metric is then that of the Eq. 3-corrected probabilities (val scores
+    start at log β_t), since val is not downsampled. :meth:`LightGBMModels.predict` gives uncorrected probabilities."""
     lgb = import_lightgbm()
     x_train, x_val = design_matrix(train), design_matrix(val)
     names = [f"cat__{n}" for n in train.categorical_names] + [f"num__{n}" for n in train.numeric_names]
@@ -95,7 +98,9 @@ def fit_lightgbm(
         y_train, y_val = train.label(task), val.label(task)
         dtrain = lgb.Dataset(x_train, y_train, feature_name=names, categorical_feature=cats, free_raw_data=False,
                              params={"verbosity": full.get("verbosity", -1)})
-        dval = lgb.Dataset(x_val, y_val, reference=dtrain, free_raw_data=False)
+        beta = float((betas or {}).get(task, 1.0))
+        init = np.full(len(y_val), np.log(beta)) if beta < 1.0 else None
+        dval = lgb.Dataset(x_val, y_val, reference=dtrain, free_raw_data=False, init_score=init)
         history: dict[str, Any] = {}
         booster = lgb.train(
             full, dtrain, num_boost_round=num_boost_round, valid_sets=[dval], valid_names=["val"],

@@ -6,6 +6,7 @@ The run folder (``hydra.run.dir``, by default ``logs/<task_name>/baselines/<base
 ``val|test/<task>/<auroc|pr_auc|ece|brier|logloss|n_pos>`` (and ``oracle_auroc`` on simulated data) and
 ``val|test/mean/<auroc|pr_auc>``, computed by
 :func:`mtrank.metrics.compute_head_metrics` exactly as the nets compute them, and ``time/fit_seconds``;
+probabilities corrected by Eq. 3 with each head's β_t when the train split was downsampled, as the nets' are;
 ``models`` what was chosen per task: LightGBM's best round, the logistic regression's C and its val log-loss
 for every C), ``config.yaml`` and ``run_info.json`` (as :mod:`mtrank.training` writes them) and, for LightGBM
 with ``save_models``, ``models/<task>.txt``.
@@ -23,6 +24,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mtrank.baselines.config import validate_baseline_config
+from mtrank.calibration import correct, downsampling_from_metadata
 from mtrank.baselines.data import SplitArrays, load_split
 from mtrank.metrics import compute_head_metrics
 from mtrank.utils.io import write_json_atomic
@@ -33,14 +35,18 @@ __all__ = ["run_baseline", "split_metrics"]
 log = logging.getLogger(__name__)
 
 
-def split_metrics(probs: np.ndarray, data: SplitArrays, cfg: DictConfig) -> dict[str, float]:
-    """The nets' per-head metrics of ``probs`` on ``data`` under ``<split>/<task>/<metric>``."""
+def split_metrics(probs: np.ndarray, data: SplitArrays, cfg: DictConfig,
+                  betas: dict[str, float] | None = None) -> dict[str, float]:
+    """The nets' per-head metrics of ``probs`` on ``data`` under ``<split>/<task>/<metric>``; with ``betas`` (train
+    downsampled), each head's probabilities are first corrected by Eq. 3, as the nets' are."""
+    if betas and any(betas[t] < 1.0 for t in data.tasks):
+        probs = correct(probs, np.array([betas[t] for t in data.tasks])).astype(np.float32)
     m = cfg.get("metrics") or {}
     return compute_head_metrics(probs, data.labels, data.tasks, p_true=data.p_true, prefix=data.split,
                                 thresholds=m.get("thresholds", 40000), ece_bins=int(m.get("ece_bins", 15)))
 
 
-def _fit(cfg: DictConfig, train: SplitArrays, val: SplitArrays, tasks: list[str]):
+def _fit(cfg: DictConfig, train: SplitArrays, val: SplitArrays, tasks: list[str], betas: dict[str, float]):
     b = OmegaConf.to_container(cfg.baseline, resolve=True)
     if b["name"] == "lightgbm":
         from mtrank.baselines.gbdt import fit_lightgbm
@@ -49,7 +55,7 @@ def _fit(cfg: DictConfig, train: SplitArrays, val: SplitArrays, tasks: list[str]
             train, val, tasks, params=b.get("params") or {}, num_boost_round=int(b["num_boost_round"]),
             early_stopping_rounds=int(b["early_stopping_rounds"]),
             early_stopping_metric=str(b["early_stopping_metric"]),
-            categorical_max_cardinality=b.get("categorical_max_cardinality"), seed=int(cfg.seed),
+            categorical_max_cardinality=b.get("categorical_max_cardinality"), seed=int(cfg.seed), betas=betas,
         )
     from mtrank.baselines.logistic import fit_logistic
 
@@ -58,7 +64,7 @@ def _fit(cfg: DictConfig, train: SplitArrays, val: SplitArrays, tasks: list[str]
         return out[f"{task}/logloss"]
 
     return fit_logistic(train, val, tasks, c_grid=b["c_grid"], val_logloss=val_logloss, max_iter=int(b["max_iter"]),
-                        tol=float(b["tol"]))
+                        tol=float(b["tol"]), betas=betas)
 
 
 # what a baseline run reads; config.yaml records these (the nets' groups are composed only so that experiments compose)
@@ -87,11 +93,13 @@ def run_baseline(cfg: DictConfig) -> dict[str, Any]:
     log.info("%s on %s: %d train, %d val, %d test rows; %d categorical and %d numeric features; tasks %s", name,
              processed.directory.name, train.rows, val.rows, test.rows, len(train.categorical_names),
              len(train.numeric_names), tasks)
+    # β_t of every head when train was downsampled (val and test are not): Eq. 3 as the nets apply it
+    betas = {t: float(b) for t, b in downsampling_from_metadata(processed.metadata)["effective_beta"].items()}
     t0 = time.perf_counter()
-    fitted = _fit(cfg, train, val, tasks)
+    fitted = _fit(cfg, train, val, tasks, betas)
     metrics: dict[str, float] = {"time/fit_seconds": time.perf_counter() - t0}
     for data in (val, test):
-        metrics.update(split_metrics(fitted.predict(data), data, cfg))
+        metrics.update(split_metrics(fitted.predict(data), data, cfg, betas))
     if name == "lightgbm" and cfg.baseline.get("save_models", False):
         fitted.save(output_dir)
     for stage in ("val", "test"):

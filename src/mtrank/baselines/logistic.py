@@ -15,7 +15,7 @@ import copy
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,8 +81,14 @@ def fit_logistic(
     val_logloss: Callable[[np.ndarray, np.ndarray, str], float],
     max_iter: int = 1000,
     tol: float = 1e-6,
+    betas: Mapping[str, float] | None = None,
 ) -> LogisticModels:
-    """Per task, the C of ``c_grid`` with the lowest ``val_logloss(probs, labels, task)`` (see the module docstring)."""
+    """Per task, the C of ``c_grid`` with the lowest ``val_logloss(probs, labels, task)`` (see the module docstring).
+    ``betas``: each task's downsampling keep rate β_t of the train split; val probabilities are then corrected by
+    Eq. 3 before their log-loss is taken (val is not downsampled). :meth:`LogisticModels.predict` gives uncorrected
+    probabilities."""
+    from mtrank.calibration import correct
+
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -104,7 +110,9 @@ def fit_logistic(
                 warnings.simplefilter("always", ConvergenceWarning)
                 m.fit(x_train, y_train)
             converged[c] = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-            scores[c] = float(val_logloss(m.predict_proba(x_val)[:, 1], y_val, task))
+            p_val = m.predict_proba(x_val)[:, 1]
+            beta = float((betas or {}).get(task, 1.0))
+            scores[c] = float(val_logloss(correct(p_val, beta) if beta < 1.0 else p_val, y_val, task))
             fitted[c] = copy.deepcopy(m)
         best = min(grid, key=lambda c: (scores[c], c))
         if not converged[best]:
