@@ -217,10 +217,10 @@ def render(results: list[RunResult], names: list[str], commands: str, splits: di
     tables = markdown_tables(table, models, tasks=order, task_labels=labels)
     parts = []
     for n in names:
-        where = f" ({splits[n]})" if splits and n in splits else ""
+        where = f". Splits: {splits[n]}" if splits and n in splits else ""
         for metric, title in (("auroc", "test AUROC"), ("pr_auc", "test PR-AUC (average precision)")):
             if (n, metric) in tables:
-                parts.append(f"**{DATASETS[n].title}{where}: {title}**, mean ± sd over seeds\n\n{tables[(n, metric)]}\n")
+                parts.append(f"**{DATASETS[n].title}: {title}**, mean ± sd over seeds{where}\n\n{tables[(n, metric)]}\n")
     parts.append(f"Produced by:\n\n```\n{commands}\n```\n")
     return "\n".join(parts)
 

@@ -74,7 +74,7 @@ def test_table_has_a_column_per_system(script):
     runs = [RunResult("census", script.VARIANTS[v][0], s, {"test/income/auroc": a + s / 1000, "test/income/n_pos": 601})
             for v, a in (("lightgbm", 0.95), ("sklearn_logistic", 0.94), ("shared_bottom", 0.93)) for s in (0, 1, 2)]
     text = script.render(runs, ["census"], "cmd", {"census": "random split"})
-    assert "**Census-income (KDD) (random split): test AUROC**" in text
+    assert "**Census-income (KDD): test AUROC**, mean ± sd over seeds. Splits: random split" in text
     header = next(line for line in text.splitlines() if line.startswith("| task"))
     assert "LightGBM" in header and "logistic regression (scikit-learn)" in header and "shared bottom" in header
     assert "**0.951 ± 0.001**" in text  # the best mean of the row in bold
