@@ -227,11 +227,12 @@ def render(results: list[RunResult], names: list[str], commands: str, splits: di
 
 def shown_path(path: str) -> str:
     """A path for the "Produced by" line: relative to the repository when inside it, else as given."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(ROOT))
-    except ValueError:
-        return path
+    for p in (Path(os.path.abspath(path)), Path(path).resolve()):  # as written, then with links followed
+        try:
+            return str(p.relative_to(ROOT))
+        except ValueError:
+            pass
+    return path
 
 
 def produced_by(args: argparse.Namespace) -> str:
