@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 ifneq ($(strip $(TORCH_SPEC)),)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 endif
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,baselines]"
 	@touch $(STAMP)
 
 train: $(STAMP)

@@ -14,7 +14,7 @@ from mtrank.utils.io import write_json_atomic, write_text_atomic
 
 PACKAGES = (
     "mtrank", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "polars", "numpy",
-    "ax-platform", "wandb",
+    "ax-platform", "wandb", "scikit-learn", "lightgbm",
 )
 
 

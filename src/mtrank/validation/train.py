@@ -95,7 +95,7 @@ def check_task_map(
 # ---------------------------------------------------------------------------------------------- groups
 
 
-def _check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
+def check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
     """``tasks.names`` against the label columns of the data config; returns the usable task names."""
     from mtrank.data.config import reserved_task_name
 
@@ -134,7 +134,7 @@ def _check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
 _KEY_IN_MESSAGE = re.compile(r"(data\.pipeline(?:\.[A-Za-z_]\w*)+|tasks\.names)")
 
 
-def _check_data(cfg: DictConfig, p: Problems) -> None:
+def check_data(cfg: DictConfig, p: Problems) -> None:
     from mtrank.data.config import PipelineConfig
     from mtrank.data.errors import DataValidationError
 
@@ -344,8 +344,8 @@ def validate_train_config(cfg: DictConfig) -> MetricCatalog:
     Returns the :class:`MetricCatalog` of what the run will log.
     """
     p = Problems()
-    tasks = _check_tasks(cfg, p)
-    _check_data(cfg, p)
+    tasks = check_tasks(cfg, p)
+    check_data(cfg, p)
     _check_stream(cfg, p)
     _check_optimizer(cfg, p)
     objective = _check_loss(cfg, p, tasks) if tasks else None
