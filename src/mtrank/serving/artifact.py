@@ -370,7 +370,9 @@ class RankingArtifact:
         if self.item_id_column and self.item_id_column in cols:
             v = cols[self.item_id_column]
             ids = v.to_list() if isinstance(v, pl.Series) else list(v)
-            if not frame:
+            if not frame and all(x is _MISSING for x in ids):
+                ids = None  # no candidate carries an item id: the response gives positions only
+            elif not frame:
                 for i, x in enumerate(ids):
                     if x is _MISSING or isinstance(x, bool) or not isinstance(x, (int, str)):
                         raise RequestError((*loc, i, self.item_id_column),

@@ -38,6 +38,7 @@ from mtrank.serving.artifact import (
     UTILITY_FILE,
     ArtifactError,
     RankingArtifact,
+    _load_network,
     sha256_file,
 )
 
@@ -78,6 +79,10 @@ def export_network(run: LoadedRun, path: Path) -> None:
     """Export ``run.model.net`` with a dynamic batch dimension, save it to ``path`` and check that the saved
     program gives the eager network's logits."""
     net = run.model.net.to("cpu").eval()
+    for module in net.modules():  # buffers that are views of one tensor (triu_indices rows) get their own storage,
+        for name, buf in list(module._buffers.items()):  # which torch.export's archive writer expects
+            if buf is not None:
+                module._buffers[name] = buf.clone()
     wrapper = _Inputs(net).eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 24)
     example = _example_inputs(run, 8)
@@ -85,7 +90,7 @@ def export_network(run: LoadedRun, path: Path) -> None:
         program = torch.export.export(wrapper, example, dynamic_shapes={"categorical": {0: batch}, "numeric": {0: batch}},
                                       strict=False)
     torch.export.save(program, str(path))
-    loaded = torch.export.load(str(path)).module()
+    loaded = _load_network(path, torch.device("cpu"))
     cat, num = _example_inputs(run, _EXPORT_CHECK_ROWS, seed=1)
     with torch.inference_mode():
         want, got = wrapper(cat, num), loaded(cat, num)
