@@ -1,0 +1,60 @@
+"""Serve an exported artifact over HTTP: ``python src/serve.py artifact=<artifact or run folder> port=8080`` (see
+conf/serve.yaml and README "Serving"). A run folder without an artifact is exported first (``src/export.py`` in a
+child process, so that the service itself never imports the training stack)."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+log = logging.getLogger("mtrank.serve")
+
+
+def _artifact_dir(cfg: DictConfig) -> Path:
+    from mtrank.serving.app import resolve_artifact
+
+    if not cfg.get("artifact"):
+        raise ValueError("artifact is required: an artifact folder (python src/export.py) or a training run folder")
+    given = Path(str(cfg.artifact)).expanduser()
+    if not given.exists():
+        raise FileNotFoundError(f"artifact={given} does not exist")
+    target = resolve_artifact(given)
+    if not (target / "manifest.json").is_file():
+        if not (given / "checkpoints").is_dir():
+            raise FileNotFoundError(f"artifact={given} is neither an artifact folder (no manifest.json) nor a training "
+                                    "run folder (no checkpoints/)")
+        weights = OmegaConf.to_container(cfg.utility.weights, resolve=True)
+        args = [sys.executable, str(Path(__file__).with_name("export.py")), f"ckpt_path={given}", f"output={target}",
+                f"utility.weights={{{', '.join(f'{k}: {v}' for k, v in weights.items())}}}",
+                f"hydra.run.dir={Path(cfg.paths.output_dir) / 'export'}"]
+        log.info("%s has no artifact: exporting it to %s", given, target)
+        subprocess.run(args, check=True)
+    else:
+        log.info("serving %s", target)
+    return target
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
+def main(cfg: DictConfig) -> None:
+    import torch
+    import uvicorn
+
+    from mtrank.serving.app import ServeSettings, create_app
+
+    torch.set_num_threads(int(cfg.threads))
+    settings = ServeSettings(artifact=str(_artifact_dir(cfg)), device=str(cfg.device),
+                             max_body_bytes=int(cfg.max_body_bytes), max_candidates=int(cfg.max_candidates),
+                             max_batch_requests=int(cfg.max_batch_requests), allow_reload=bool(cfg.allow_reload))
+    app = create_app(settings)
+    # log_config=None: keep Hydra's logging (console + the run folder's serve.log)
+    uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_config=None, log_level=str(cfg.log_level),
+                access_log=bool(cfg.access_log))
+
+
+if __name__ == "__main__":
+    main()
