@@ -78,10 +78,6 @@ class WeightsBody(BaseModel):
     weights: dict[str, float]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def _error(status: int, loc: list, msg: str, kind: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": [{"loc": loc, "msg": msg, "type": kind}]})
 
@@ -106,31 +102,29 @@ class _BodyLimit:
                     resp = _error(413, ["body"], f"the request body has {value.decode(errors='replace')} bytes; "
                                   f"the limit is max_body_bytes={self.limit}", "too_large")
                     return await resp(scope, receive, send)
-        seen = 0
-        started = False
-
-        async def counted():
-            nonlocal seen
+        # no (or a small) Content-Length: read the body here, counting, and hand it on whole
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                resp = _error(413, ["body"], f"the request body is over max_body_bytes={self.limit}", "too_large")
+                return await resp(scope, receive, send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        sent = False
 
-        async def tracked_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, counted, tracked_send)
-        except _TooLarge:
-            if started:
-                raise
-            resp = _error(413, ["body"], f"the request body is over max_body_bytes={self.limit}", "too_large")
-            await resp(scope, receive, send)
+        await self.app(scope, replay, send)
 
 
 class _State:
