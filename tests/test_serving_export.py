@@ -159,17 +159,19 @@ def test_bad_candidates_name_the_field(exported):
     _, _, art_dir, _ = exported
     art = load_artifact(art_dir)
     good = _row(art)
-    cases = {
-        "candidates": [],
-        "candidates[1].price": [good, {k: v for k, v in good.items() if k != "price"}],
-        "candidates[0].retrieval_score": [{**good, "retrieval_score": "high"}],
-        "candidates[0].position": [{**good, "position": 2.5}],
-        "candidates[0].user_segment": [{**good, "user_segment": "a"}],
-        "candidates[0].colour": [{**good, "colour": 1}],
-        "candidates[0].price": [{**good, "price": float("inf")}],
-        "candidates[2]": [good, good, 7],
-    }
-    for field, candidates in cases.items():
+    cases = [
+        ("candidates", []),
+        ("candidates[1].price", [good, {k: v for k, v in good.items() if k != "price"}]),
+        ("candidates[0].retrieval_score", [{**good, "retrieval_score": "high"}]),
+        ("candidates[0].position", [{**good, "position": 2.5}]),
+        ("candidates[0].user_segment", [{**good, "user_segment": "a"}]),
+        ("candidates[0].colour", [{**good, "colour": 1}]),
+        ("candidates[0].price", [{**good, "price": float("inf")}]),
+        ("candidates[2]", [good, good, 7]),
+        ("candidates[1].user_segment", [good, {**good, "user_segment": 2**70}]),
+        ("candidates[0].retrieval_score", [{**good, "retrieval_score": 10**400}]),
+    ]
+    for field, candidates in cases:
         with pytest.raises(RequestError) as err:
             art.rank(candidates)
         assert err.value.field == field, (field, str(err.value))

@@ -128,6 +128,8 @@ def test_bad_requests_get_4xx_naming_the_field(server):
         ({**good, "candidates": [{**cand, "price": "cheap"}]}, 422, "body.candidates.0.price"),     # wrong type
         ({**good, "candidates": [{**cand, "position": 1.5}]}, 422, "body.candidates.0.position"),  # not a category
         ({**good, "candidates": [{**cand, "price": [1]}]}, 422, "body.candidates.0.price"),       # not a scalar
+        ({**good, "candidates": [{**cand, "price": 10**400}]}, 422, "body.candidates.0.price"),   # not finite
+        ({**good, "candidates": [{**cand, "position": 2**64}]}, 422, "body.candidates.0.position"),  # not int64
         ({**good, "candidates": []}, 422, "body.candidates"),                                      # empty
         ({**good, "candidates": [{**cand, "colour": "red"}]}, 422, "body.candidates.0.colour"),    # unknown column
         ({**good, "colour": "red"}, 422, "body.colour"),                                           # unknown field

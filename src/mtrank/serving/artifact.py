@@ -231,7 +231,7 @@ class RankingArtifact:
         for k, v in weights.items():
             if k not in self.tasks:
                 raise _err(error, (*loc, str(k)), f"unknown task '{k}'; the artifact's tasks are {self.tasks}")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
                 raise _err(error, (*loc, str(k)), f"must be a finite number, got {v!r}")
             out[k] = float(v)
         missing = [t for t in self.tasks if t not in out]
@@ -287,9 +287,9 @@ class RankingArtifact:
             if not types <= {int, float, type(None)}:
                 i = next(i for i, v in enumerate(values) if type(v) not in (int, float, type(None)))
                 raise bad(i, f"numeric column '{col.name}' takes a number or null, got {values[i]!r}")
-            if float in types:
+            if float in types or int in types:
                 for i, v in enumerate(values):
-                    if type(v) is float and math.isinf(v):
+                    if (type(v) is float and math.isinf(v)) or (type(v) is int and not _finite(v)):
                         raise bad(i, f"numeric column '{col.name}' must be finite, got {v!r}")
             if self.nan_policy == "error" and (type(None) in types or any(v != v for v in values if type(v) is float)):
                 i = next(i for i, v in enumerate(values) if v is None or v != v)
@@ -305,6 +305,9 @@ class RankingArtifact:
                     elif type(v) not in (int, type(None)):
                         raise bad(i, f"categorical column '{col.name}' takes an integer or null (its vocabulary holds "
                                      f"integers), got {v!r}")
+            for i, v in enumerate(values):
+                if type(v) is int and not _I64_MIN <= v <= _I64_MAX:
+                    raise bad(i, f"categorical column '{col.name}': {v} is outside the 64-bit integer range")
             return pl.Series(col.name, values, dtype=pl.Int64)
         # a string vocabulary: integers are looked up as their text, as when scoring logs
         if not types <= {str, type(None)}:
@@ -488,6 +491,16 @@ class RankingArtifact:
             if sha256_file(path) != digest:
                 raise ArtifactError(f"artifact {self.directory}: file {rel} does not match the sha256 in "
                                     f"{MANIFEST_FILE} (changed or corrupted after export)")
+
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _finite(v: int | float) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _err(cls: type[Exception], loc: tuple, message: str) -> Exception:
