@@ -226,3 +226,24 @@ def test_export_entry_point(exported, tmp_path):
     art = load_artifact(out)
     assert art.default_weights == {"save": 0.5, "click": 0.5, "long_click": 0.0, "closeup": 0.0}
     assert json.loads((out / "utility.json").read_text())["source"] == "related_products"
+
+
+def test_a_failed_export_leaves_the_previous_artifact(exported, tmp_path, monkeypatch):
+    import mtrank.serving.export as ex
+
+    _, run, _, _ = exported
+    out = tmp_path / "art"
+    export_run(run, out, weights=WEIGHTS)
+    before = json.loads((out / "manifest.json").read_text())["artifact_id"]
+
+    def broken(run, path):
+        path.write_bytes(b"half a network")
+        raise ex.ExportCheckError("the exported network's logits differ")
+
+    monkeypatch.setattr(ex, "export_network", broken)
+    with pytest.raises(ex.ExportCheckError):
+        export_run(run, out, weights={**WEIGHTS, "click": 1.0})
+    assert load_artifact(out).artifact_id == before and load_artifact(out).default_weights == WEIGHTS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no temporary folder left
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_run(run, out, weights=WEIGHTS, overwrite=False)
