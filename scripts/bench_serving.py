@@ -196,7 +196,7 @@ def main() -> None:
     print(f"\nartifact {art.artifact_id} ({art.manifest['network']['format']}), tasks {art.tasks}, device cpu, "
           f"torch threads 1, {os.cpu_count()} CPUs; load average before {load_before[0]:.2f} / {load_before[1]:.2f} / "
           f"{load_before[2]:.2f}, after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
-    print(f"\n| case | requests × candidates per call | p50 ms | p99 ms | candidates/s | target p99 | met |")
+    print("\n| case | requests × candidates per call | p50 ms | p99 ms | candidates/s | target p99 | met |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         target = r["target_p99_ms"]

@@ -27,7 +27,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -460,6 +460,8 @@ class RankingArtifact:
         parts, ws = [], []
         for i, r in enumerate(requests):
             prefix = ("requests", i) if many else ()
+            if not isinstance(r, Mapping):
+                raise RequestError(("requests", i), f"a request must be a mapping with 'candidates', got {type(r).__name__}")
             try:
                 cat, num, ids = self._encode(r.get("candidates"), r.get("request"), ignore_unknown)
                 w = self.check_weights(r.get("weights"))
@@ -545,8 +547,3 @@ def _load_network(path: Path, device: torch.device) -> torch.nn.Module:
 def load_artifact(directory: str | Path, *, device: str = "cpu", verify: bool = True) -> RankingArtifact:
     """Load an exported artifact (see :class:`RankingArtifact`)."""
     return RankingArtifact(directory, device=device, verify=verify)
-
-
-def iter_rows(frame: pl.DataFrame) -> Iterable[dict]:
-    """The rows of a frame as dicts (what a JSON client sends), e.g. to build a request from logs."""
-    return frame.iter_rows(named=True)

@@ -26,8 +26,7 @@ from typing import Any, Mapping
 
 import torch
 
-# what the export reads of a trained run (the lead re-points these after the scoring/calibration refactor)
-from mtrank.calibration import CALIBRATION_FILE as RUN_CALIBRATION_FILE  # noqa: F401 - documented: the run's file
+# what the export reads of a trained run: the run loader of src/eval.py and src/predict.py
 from mtrank.prediction import LoadedRun, load_run
 from mtrank.serving.artifact import (
     ARTIFACT_FORMAT,
