@@ -27,7 +27,8 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -249,7 +250,7 @@ class RankingArtifact:
     def _columns_from_rows(self, rows: Sequence[Any], request: Mapping[str, Any], ignore_unknown: bool,
                            loc: tuple) -> dict[str, list]:
         for i, r in enumerate(rows):
-            if not isinstance(r, Mapping):
+            if type(r) is not dict and not isinstance(r, Mapping):
                 raise RequestError((*loc, i), f"a candidate must be an object of column → value, got {type(r).__name__}")
         if not ignore_unknown:
             seen: set = set().union(*rows)
