@@ -35,8 +35,29 @@ def _artifact_dir(cfg: DictConfig) -> Path:
         log.info("%s has no artifact: exporting it to %s", given, target)
         subprocess.run(args, check=True)
     else:
-        log.info("serving %s", target)
+        _warn_if_stale(given, target)
     return target
+
+
+def _warn_if_stale(run: Path, artifact: Path) -> None:
+    """A run folder whose best checkpoint is not the one its artifact was exported from (trained on since)."""
+    import json
+
+    from mtrank.serving.artifact import sha256_file
+
+    metrics = run / "metrics.json"
+    if not metrics.is_file() or target_is_artifact(run):
+        return
+    best = json.loads(metrics.read_text()).get("best_checkpoint")
+    source = json.loads((artifact / "manifest.json").read_text()).get("source", {})
+    ckpt = run / "checkpoints" / Path(best).name if best else None
+    if ckpt is not None and ckpt.is_file() and sha256_file(ckpt) != source.get("checkpoint_sha256"):
+        log.warning("%s was exported from another checkpoint than the run's best one (%s): re-export it with "
+                    "`python src/export.py ckpt_path=%s` to serve the newer model", artifact, ckpt, run)
+
+
+def target_is_artifact(path: Path) -> bool:
+    return (path / "manifest.json").is_file()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")

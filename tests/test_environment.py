@@ -67,7 +67,8 @@ def test_installed_versions_are_the_locked_ones():
     lock = _lock()
     installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions()}
     drift = {n: (installed[n], v) for n, v in lock.items() if n in installed and installed[n].split("+")[0] != v}
-    assert drift == {}, f"installed ≠ locked (installed, locked): {drift}; run `make setup`"
+    assert drift == {}, f"installed ≠ locked (installed, locked): {drift}; reinstall from the lock: " \
+                           "`rm .venv/.mtrank-installed && make setup`"
     missing = sorted(n for n in ("fastapi", "uvicorn", "httpx", "hydra-joblib-launcher", "polars") if n not in installed)
     assert missing == []
 

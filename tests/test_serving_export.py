@@ -247,3 +247,23 @@ def test_a_failed_export_leaves_the_previous_artifact(exported, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no temporary folder left
     with pytest.raises(FileExistsError, match="overwrite"):
         export_run(run, out, weights=WEIGHTS, overwrite=False)
+
+
+def test_serve_warns_when_the_run_has_a_newer_checkpoint(exported, tmp_path, caplog):
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("serve_entry", ROOT / "src" / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    _, run, art_dir, _ = exported
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with caplog.at_level("WARNING", logger="mtrank.serve"):
+        serve._warn_if_stale(copy, copy / "artifact")
+    assert not caplog.records  # exported from the run's best checkpoint
+    best = json.loads((copy / "metrics.json").read_text())["best_checkpoint"]
+    (copy / "checkpoints" / Path(best).name).write_bytes(b"trained on since")
+    with caplog.at_level("WARNING", logger="mtrank.serve"):
+        serve._warn_if_stale(copy, copy / "artifact")
+    assert "re-export" in caplog.text
