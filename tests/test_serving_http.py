@@ -166,6 +166,12 @@ def test_bad_requests_get_4xx_naming_the_field(server):
     assert resp.status_code == 422 and "body.requests.1.candidates.0.price" in _fields(resp), resp.text
     resp = client.post("/rank/batch", json={"requests": [{**good, "candidates": [without]}]})
     assert resp.status_code == 422 and "body.requests.0.candidates.0.price" in _fields(resp), resp.text
+    resp = client.post("/rank/batch", json={"requests": [good, {**good, "candidates": [cand] * 1001}]})
+    assert resp.status_code == 422 and "body.requests.1.candidates" in _fields(resp), resp.text
+    resp = client.post("/rank/batch", json={"requests": [good] * 65})
+    assert resp.status_code == 422 and "body.requests" in _fields(resp) and "max_batch_requests" in resp.text
+    resp = client.post("/rank/batch", json={"requests": []})
+    assert resp.status_code == 422 and "body.requests" in _fields(resp), resp.text
     assert client.get("/health").status_code == 200  # still serving
     assert "Traceback" not in server["log"].read_text()
 

@@ -158,10 +158,10 @@ def _result(r: Ranking, artifact: RankingArtifact, request_id: Any) -> dict[str,
     return out
 
 
-def _check_sizes(bodies: list[RankBody], settings: ServeSettings, prefix: list) -> None:
+def _check_sizes(bodies: list[RankBody], settings: ServeSettings, batched: bool) -> None:
     for i, b in enumerate(bodies):
         if len(b.candidates) > settings.max_candidates:
-            raise RequestError((*prefix[:1], *([i] if prefix else []), "candidates"),
+            raise RequestError(("requests", i, "candidates") if batched else ("candidates",),
                                f"{len(b.candidates)} candidates; the limit is max_candidates={settings.max_candidates}",
                                "too_long")
 
@@ -234,7 +234,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.post("/rank")
     def rank(body: RankBody) -> Response:
         art = state.artifact
-        _check_sizes([body], settings, [])
+        _check_sizes([body], settings, batched=False)
         r = art.rank_many([{"candidates": body.candidates, "request": body.request, "weights": body.weights}])[0]
         return _json(_result(r, art, body.request_id))
 
@@ -246,7 +246,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if len(body.requests) > settings.max_batch_requests:
             raise RequestError(("requests",), f"{len(body.requests)} requests; the limit is "
                                f"max_batch_requests={settings.max_batch_requests}", "too_long")
-        _check_sizes(body.requests, settings, ["requests"])
+        _check_sizes(body.requests, settings, batched=True)
         items = [{"candidates": b.candidates, "request": b.request, "weights": b.weights} for b in body.requests]
         if len(items) == 1:  # rank_many names fields requests[i]... only for several requests
             try:
