@@ -28,9 +28,10 @@ def _artifact_dir(cfg: DictConfig) -> Path:
         if not (given / "checkpoints").is_dir():
             raise FileNotFoundError(f"artifact={given} is neither an artifact folder (no manifest.json) nor a training "
                                     "run folder (no checkpoints/)")
-        weights = OmegaConf.to_container(cfg.utility.weights, resolve=True)
+        chosen = cfg.weights if cfg.get("weights") is not None else cfg.utility.weights
+        weights = OmegaConf.to_container(chosen, resolve=True)
         args = [sys.executable, str(Path(__file__).with_name("export.py")), f"ckpt_path={given}", f"output={target}",
-                f"utility.weights={{{', '.join(f'{k}: {v}' for k, v in weights.items())}}}",
+                f"weights={{{', '.join(f'{k}: {v}' for k, v in weights.items())}}}",
                 f"hydra.run.dir={Path(cfg.paths.output_dir) / 'export'}"]
         log.info("%s has no artifact: exporting it to %s", given, target)
         subprocess.run(args, check=True)

@@ -219,13 +219,19 @@ def test_export_entry_point(exported, tmp_path):
     out = tmp_path / "cli_artifact"
     proc = subprocess.run([sys.executable, "src/export.py", f"ckpt_path={run}", f"output={out}",
                            f"hydra.run.dir={tmp_path / 'hydra'}",
-                           "utility.weights={save: 0.5, click: 0.5, long_click: 0.0, closeup: 0.0}"],
+                           "weights={save: 0.5, click: 0.5, long_click: 0.0, closeup: 0.0}"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"artifact: {out}" in proc.stdout
     art = load_artifact(out)
     assert art.default_weights == {"save": 0.5, "click": 0.5, "long_click": 0.0, "closeup": 0.0}
-    assert json.loads((out / "utility.json").read_text())["source"] == "related_products"
+    assert json.loads((out / "utility.json").read_text())["source"] == "weights"
+    # without weights=: the utility config's (conf/utility/related_products.yaml)
+    proc = subprocess.run([sys.executable, "src/export.py", f"ckpt_path={run}", f"output={out}",
+                           f"hydra.run.dir={tmp_path / 'hydra2'}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert load_artifact(out).default_weights == WEIGHTS
+    assert json.loads((out / "utility.json").read_text())["source"] == "utility=related_products"
 
 
 def test_a_failed_export_leaves_the_previous_artifact(exported, tmp_path, monkeypatch):

@@ -101,7 +101,7 @@ def export_network(run: LoadedRun, path: Path) -> None:
 
 def _utility_weights(weights: Mapping[str, Any] | None, tasks: list[str]) -> dict[str, float]:
     if weights is None:
-        raise ValueError(f"utility weights are needed: pass utility=<name> (conf/utility/) or utility.weights={{...}} "
+        raise ValueError(f"utility weights are needed: pass utility=<name> (conf/utility/) or weights={{...}} "
                          f"naming the run's tasks {tasks}")
     weights = {str(k): v for k, v in dict(weights).items()}
     unknown = sorted(set(weights) - set(tasks))
@@ -109,7 +109,7 @@ def _utility_weights(weights: Mapping[str, Any] | None, tasks: list[str]) -> dic
     if unknown or missing:
         raise ValueError(f"utility.weights name {sorted(weights)} but the run's tasks are {tasks}"
                          + (f"; unknown: {unknown}" if unknown else "") + (f"; missing: {missing}" if missing else "")
-                         + " (for the six-task runs use utility=related_products_ext)")
+                         + " (six-task runs: utility=related_products_ext; or weights={task: weight, ...})")
     out = {}
     for t in tasks:
         v = weights[t]
