@@ -213,6 +213,23 @@ def test_weights_change_without_retraining(server):
     export_run(run, art_dir, weights={**only, "click": 1.0})
 
 
+def test_benchmark_script_prints_its_figures_against_the_targets(server, tmp_path):
+    logs = sorted((server["tmp"] / "data" / "raw").glob("simulated-*/*.parquet"))
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench_serving.py", "--artifact", str(server["run"] / "artifact"), "--logs", *map(str, logs),
+         "--candidates", "50", "--batch", "2", "--iters", "8", "--warmup", "2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| in-process") or line.startswith("| HTTP")]
+    assert len(rows) == 4 and "≤ 20 ms" in rows[0] and "≤ 50 ms" in rows[2], proc.stdout
+    assert "load average before" in proc.stdout
+    figures = json.loads(out.read_text())["rows"]
+    assert [(r["case"], r["requests_per_call"]) for r in figures] == [("in-process", 1), ("in-process", 2),
+                                                                       ("HTTP", 1), ("HTTP", 2)]
+    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["candidates_per_s"] > 0 for r in figures)
+
+
 def test_server_stops_cleanly(server):
     proc, client = server["proc"], server["client"]
     assert client.get("/health").status_code == 200
