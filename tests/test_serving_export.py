@@ -201,6 +201,16 @@ def test_broken_artifacts_are_refused(exported, tmp_path):
     (copy / "utility.json").write_text(json.dumps({"weights": {"save": 1.0}}))
     with pytest.raises(ArtifactError, match="utility.json does not match the sha256"):
         load_artifact(copy)
+    manifest = json.loads((art_dir / "manifest.json").read_text())
+    shutil.copy(art_dir / "utility.json", copy / "utility.json")
+    del manifest["head_betas"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="malformed.*head_betas"):
+        load_artifact(copy)
+    manifest["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="format_version 99"):
+        load_artifact(copy)
     with pytest.raises(ArtifactError, match="no manifest.json"):
         load_artifact(tmp_path)
     with pytest.raises(ArtifactError, match="does not exist"):

@@ -165,6 +165,13 @@ class RankingArtifact:
             raise ArtifactError(f"artifact {self.directory}: format_version {fmt}, this mtrank reads {ARTIFACT_FORMAT}")
         if verify:
             self._verify_files()
+        try:
+            self._load(device)
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ArtifactError(f"artifact {self.directory} is malformed ({type(exc).__name__}: {exc}); export it "
+                                "again with `python src/export.py`") from exc
+
+    def _load(self, device: str) -> None:
         m = self.manifest
         self.tasks: list[str] = list(m["tasks"])
         self.heads: list[str] = list(m["heads"])
