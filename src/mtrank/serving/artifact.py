@@ -1,0 +1,558 @@
+"""Load an exported ranking artifact and rank raw candidate rows with it.
+
+This is the serving side: it imports torch, numpy, Polars and mtrank's encoding / calibration / utility maths, and
+nothing of training (no Lightning, no Hydra, no model classes: the network is a ``torch.export`` program).
+
+An artifact is a folder written by :func:`mtrank.serving.export.export_run` (``python src/export.py``)::
+
+    manifest.json      format version, versions of the exporting stack, the source run's fingerprint, every
+                       file's sha256 (checked when loaded), the tasks, heads, objective and per-head β
+    network.pt2        the network as a torch.export program: (categorical int64 [B, C], numeric float32 [B, N])
+                       -> logits [B, heads], batch size dynamic
+    features.json      the raw columns a candidate row carries and how each is encoded (vocabulary file + OOV
+                       index, numeric transform + train mean / std, the NaN policy), in the network's input order
+    vocab/<col>.parquet  the vocabularies (value -> index; 0 is the out-of-vocabulary bucket)
+    calibration.json   Eq. 3 per head (β_t) and the fitted post-hoc calibrators (:class:`mtrank.calibration.run_calibration.Calibration`)
+    utility.json       the default utility weights w_t of Eq. 4
+
+Public API: :func:`load_artifact` / :class:`RankingArtifact` (``rank``, ``rank_many``, ``score``), :class:`Ranking`,
+:class:`RequestError` (a bad request, naming the field) and :class:`ArtifactError` (a broken artifact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+# the maths shared with training and evaluation (the same functions, so the probabilities are the same)
+from mtrank.calibration.downsampling import correct_logits
+from mtrank.calibration.run_calibration import Calibration
+from mtrank.data.encoding import FeatureEncoder
+from mtrank.data.spec import CAT_PREFIX, NUM_PREFIX
+from mtrank.utility.objectives import utility_scores
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "ArtifactError",
+    "Ranking",
+    "RankingArtifact",
+    "RequestError",
+    "load_artifact",
+]
+
+ARTIFACT_FORMAT = 1
+MANIFEST_FILE = "manifest.json"
+NETWORK_FILE = "network.pt2"
+FEATURES_FILE = "features.json"
+CALIBRATION_FILE = "calibration.json"
+UTILITY_FILE = "utility.json"
+
+_MISSING = object()
+
+
+class RequestError(ValueError):
+    """A request the artifact cannot rank; ``loc`` is the path of the offending field, e.g.
+    ``("candidates", 3, "price")``, and ``field`` the same as text (``candidates[3].price``)."""
+
+    def __init__(self, loc: Sequence[str | int], message: str, kind: str = "value_error") -> None:
+        self.loc = tuple(loc)
+        self.kind = kind
+        self.message = message
+        super().__init__(f"{self.field}: {message}")
+
+    @property
+    def field(self) -> str:
+        out = ""
+        for part in self.loc:
+            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        return out
+
+
+class ArtifactError(RuntimeError):
+    """The artifact folder is missing, incomplete, corrupted or of another format version."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- the result
+
+
+@dataclass
+class Ranking:
+    """The ranking of one request's candidates.
+
+    ``probabilities`` [N, T] float32: per type, corrected (Eq. 3) and calibrated, candidates in input order;
+    ``raw`` [N, T]: the heads' sigmoid on the downsampled scale; ``utility`` [N] float64: Σ_t w_t p_t;
+    ``order`` [N]: candidate indices by decreasing utility (ties keep input order); ``item_ids``: the
+    candidates' item ids (input order) when the rows carry them.
+    """
+
+    tasks: list[str]
+    probabilities: np.ndarray
+    raw: np.ndarray
+    utility: np.ndarray
+    order: np.ndarray
+    weights: dict[str, float]
+    item_ids: list[Any] | None = None
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per candidate in input order: ``item_id`` (when known), ``rank`` (0 = first), ``utility``,
+        ``p_<task>`` and ``p_raw_<task>``."""
+        rank = np.empty(len(self.order), dtype=np.int64)
+        rank[self.order] = np.arange(len(self.order))
+        cols: dict[str, Any] = {}
+        if self.item_ids is not None:
+            cols["item_id"] = self.item_ids
+        cols["rank"] = rank
+        cols["utility"] = self.utility
+        for j, t in enumerate(self.tasks):
+            cols[f"p_{t}"] = self.probabilities[:, j]
+        for j, t in enumerate(self.tasks):
+            cols[f"p_raw_{t}"] = self.raw[:, j]
+        return pl.DataFrame(cols)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: ``order``, ``item_ids`` (ranked, when known), ``utility`` and ``probabilities`` per task
+        (input order), ``weights``."""
+        out: dict[str, Any] = {"order": self.order.tolist()}
+        if self.item_ids is not None:
+            out["item_ids"] = [self.item_ids[i] for i in out["order"]]
+        out["utility"] = self.utility.tolist()
+        out["probabilities"] = {t: self.probabilities[:, j].tolist() for j, t in enumerate(self.tasks)}
+        out["weights"] = dict(self.weights)
+        return out
+
+
+# --------------------------------------------------------------------------------------------- the artifact
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    kind: str  # "categorical" | "numeric"
+    dtype: str  # categorical: the vocabulary's raw dtype, Int64 | String; numeric: Float64
+
+
+class RankingArtifact:
+    """An exported run, ready to rank raw candidate rows (see the module docstring for the folder).
+
+    Args:
+        directory: the artifact folder.
+        device: ``cpu`` (default), ``cuda`` / ``cuda:<i>`` or ``auto``.
+        verify: check every file against the sha256 recorded in the manifest (a few ms).
+    """
+
+    def __init__(self, directory: str | Path, *, device: str = "cpu", verify: bool = True) -> None:
+        self.directory = Path(directory).expanduser()
+        self.manifest = _read_json(self.directory, MANIFEST_FILE)
+        fmt = self.manifest.get("format_version")
+        if fmt != ARTIFACT_FORMAT:
+            raise ArtifactError(f"artifact {self.directory}: format_version {fmt}, this mtrank reads {ARTIFACT_FORMAT}")
+        if verify:
+            self._verify_files()
+        try:
+            self._load(device)
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ArtifactError(f"artifact {self.directory} is malformed ({type(exc).__name__}: {exc}); export it "
+                                "again with `python src/export.py`") from exc
+
+    def _load(self, device: str) -> None:
+        m = self.manifest
+        self.tasks: list[str] = list(m["tasks"])
+        self.heads: list[str] = list(m["heads"])
+        self.objective: str = m["objective"]
+        features = _read_json(self.directory, FEATURES_FILE)
+        self.nan_policy: str = features.get("nan_policy", "fill_mean")
+        self.request_id_column: str | None = features.get("request_id")
+        self.item_id_column: str | None = features.get("item_id")
+        self.ignored_columns: list[str] = list(features.get("ignored", []))
+        self.encoder = FeatureEncoder.load(self.directory, features["encoding"])
+        self.columns: list[_Column] = [
+            _Column(c, "categorical", str(self.encoder.dtypes[c])) for c in self.encoder.categorical
+        ] + [_Column(c, "numeric", "Float64") for c in self.encoder.numeric_all]
+        self._known = {c.name for c in self.columns} | {c for c in (self.request_id_column, self.item_id_column) if c}
+        self._known |= set(self.ignored_columns)
+        self._cat_inputs = [CAT_PREFIX + c for c in features["model_inputs"]["categorical"]]
+        self._num_inputs = [NUM_PREFIX + c for c in features["model_inputs"]["numeric"]]
+        self._exprs = self.encoder.expressions()
+        self.calibration = Calibration.load(self.directory / CALIBRATION_FILE)
+        if list(self.calibration.tasks) != self.tasks:
+            raise ArtifactError(f"artifact {self.directory}: calibration tasks {self.calibration.tasks} ≠ {self.tasks}")
+        utility = _read_json(self.directory, UTILITY_FILE)
+        self.default_weights = self._weights(utility["weights"], ("utility.json", "weights"), partial=False,
+                                             error=ArtifactError)
+        self.device = torch.device(_device(device))
+        self._head_betas = torch.tensor(m["head_betas"], dtype=torch.float32, device=self.device)
+        self._net = _load_network(self.directory / NETWORK_FILE, self.device)
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def artifact_id(self) -> str:
+        return str(self.manifest["artifact_id"])
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs to know: tasks, default weights, the columns a candidate carries, the source run."""
+        return {
+            "artifact_id": self.artifact_id,
+            "tasks": self.tasks,
+            "objective": self.objective,
+            "weights": dict(self.default_weights),
+            "columns": {c.name: ("categorical " if c.kind == "categorical" else "numeric ") + c.dtype
+                        for c in self.columns},
+            "item_id": self.item_id_column,
+            "nan_policy": self.nan_policy,
+            "source": self.manifest.get("source", {}),
+            "created": self.manifest.get("created"),
+            "device": str(self.device),
+        }
+
+    # ------------------------------------------------------------------ weights
+
+    def _weights(self, weights: Mapping[str, Any] | None, loc: tuple, partial: bool = True,
+                 error: type[Exception] = RequestError) -> dict[str, float]:
+        base = dict(getattr(self, "default_weights", {})) if partial else {}
+        if weights is None:
+            return base
+        if not isinstance(weights, Mapping):
+            raise _err(error, loc, f"must be an object mapping task → weight, got {type(weights).__name__}")
+        out = dict(base)
+        for k, v in weights.items():
+            if k not in self.tasks:
+                raise _err(error, (*loc, str(k)), f"unknown task '{k}'; the artifact's tasks are {self.tasks}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
+                raise _err(error, (*loc, str(k)), f"must be a finite number, got {v!r}")
+            out[k] = float(v)
+        missing = [t for t in self.tasks if t not in out]
+        if missing:
+            raise _err(error, loc, f"no weight for task(s) {missing}; the artifact's tasks are {self.tasks}")
+        return {t: out[t] for t in self.tasks}
+
+    def check_weights(self, weights: Mapping[str, Any] | None) -> dict[str, float]:
+        """The weights a request ranks with: the artifact's defaults, overridden by the tasks ``weights`` names.
+        Raises :class:`RequestError` (``weights.<task>``) for an unknown task or a weight that is not finite."""
+        return self._weights(weights, ("weights",))
+
+    # ------------------------------------------------------------------ rows -> model inputs
+
+    def _columns_from_rows(self, rows: Sequence[Any], request: Mapping[str, Any], ignore_unknown: bool,
+                           loc: tuple) -> dict[str, list]:
+        for i, r in enumerate(rows):
+            if type(r) is not dict and not isinstance(r, Mapping):
+                raise RequestError((*loc, i), f"a candidate must be an object of column → value, got {type(r).__name__}")
+        if not ignore_unknown:
+            seen: set = set().union(*rows)
+            unknown = seen - self._known
+            if unknown:
+                col = sorted(map(str, unknown))[0]
+                i = next(i for i, r in enumerate(rows) if col in r)
+                raise RequestError((*loc, i, col), f"unknown column '{col}'; a candidate carries {self.required_columns}"
+                                   + (f" (and optionally '{self.item_id_column}')" if self.item_id_column else ""),
+                                   "extra_forbidden")
+        cols: dict[str, list] = {}
+        wanted = [c.name for c in self.columns] + ([self.item_id_column] if self.item_id_column else [])
+        for name in wanted:
+            if name in request:
+                both = next((i for i, r in enumerate(rows) if name in r), None)
+                if both is not None:
+                    raise RequestError((*loc, both, name), f"'{name}' is given in the request and in the candidate")
+                cols[name] = [request[name]] * len(rows)
+                continue
+            values = [r.get(name, _MISSING) for r in rows]
+            if name != self.item_id_column and any(v is _MISSING for v in values):
+                i = next(i for i, v in enumerate(values) if v is _MISSING)
+                raise RequestError((*loc, i, name), f"missing column '{name}'", "missing")
+            cols[name] = values
+        return cols
+
+    def _series(self, col: _Column, values: list, loc_of) -> pl.Series:
+        """Type-check one column's values and make the Series the encoder reads; ``loc_of(i)`` is the location of
+        value i in the request."""
+        def bad(i: int, what: str) -> RequestError:
+            return RequestError(loc_of(i), what, "type_error")
+
+        types = set(map(type, values))
+        if col.kind == "numeric":
+            if not types <= {int, float, type(None)}:
+                i = next(i for i, v in enumerate(values) if type(v) not in (int, float, type(None)))
+                raise bad(i, f"numeric column '{col.name}' takes a number or null, got {values[i]!r}")
+            if float in types or int in types:
+                for i, v in enumerate(values):
+                    if (type(v) is float and math.isinf(v)) or (type(v) is int and not _finite(v)):
+                        raise bad(i, f"numeric column '{col.name}' must be finite, got {v!r}")
+            if self.nan_policy == "error" and (type(None) in types or any(v != v for v in values if type(v) is float)):
+                i = next(i for i, v in enumerate(values) if v is None or v != v)
+                raise bad(i, f"numeric column '{col.name}' has no value, and the run was trained with nan_policy=error")
+            return pl.Series(col.name, values, dtype=pl.Float64, strict=False)
+        if col.dtype == "Int64":
+            if not types <= {int, type(None)}:
+                for i, v in enumerate(values):
+                    if type(v) is float and v == v and not math.isinf(v) and v.is_integer():
+                        values[i] = int(v)
+                    elif type(v) is float and v != v:
+                        values[i] = None
+                    elif type(v) not in (int, type(None)):
+                        raise bad(i, f"categorical column '{col.name}' takes an integer or null (its vocabulary holds "
+                                     f"integers), got {v!r}")
+            for i, v in enumerate(values):
+                if type(v) is int and not _I64_MIN <= v <= _I64_MAX:
+                    raise bad(i, f"categorical column '{col.name}': {v} is outside the 64-bit integer range")
+            return pl.Series(col.name, values, dtype=pl.Int64)
+        # a string vocabulary: integers are looked up as their text, as when scoring logs
+        if not types <= {str, type(None)}:
+            for i, v in enumerate(values):
+                if type(v) is int:
+                    values[i] = str(v)
+                elif type(v) not in (str, type(None)):
+                    raise bad(i, f"categorical column '{col.name}' takes a string or null, got {v!r}")
+        return pl.Series(col.name, values, dtype=pl.String)
+
+    def _frame_columns(self, frame: pl.DataFrame, request: Mapping[str, Any], ignore_unknown: bool,
+                       loc: tuple) -> dict[str, list | pl.Series]:
+        if not ignore_unknown:
+            unknown = [c for c in frame.columns if c not in self._known]
+            if unknown:
+                raise RequestError((*loc, unknown[0]), f"unknown column '{unknown[0]}'; a candidate carries "
+                                   f"{self.required_columns} (pass ignore_unknown=True to drop extra columns)",
+                                   "extra_forbidden")
+        out: dict[str, list | pl.Series] = {}
+        wanted = [c.name for c in self.columns] + ([self.item_id_column] if self.item_id_column else [])
+        for name in wanted:
+            if name in request:
+                if name in frame.columns:
+                    raise RequestError((*loc, name), f"'{name}' is given in the request and in the candidates")
+                out[name] = [request[name]] * frame.height
+            elif name in frame.columns:
+                out[name] = frame[name]
+            elif name != self.item_id_column:
+                raise RequestError((*loc, name), f"missing column '{name}'", "missing")
+        return out
+
+    def _encode(self, candidates: Any, request: Mapping[str, Any] | None, ignore_unknown: bool,
+                loc: tuple = ("candidates",)) -> tuple[torch.Tensor, torch.Tensor, list | None]:
+        request = dict(request or {})
+        if isinstance(candidates, pl.DataFrame):
+            n, frame = candidates.height, True
+        elif isinstance(candidates, Sequence) and not isinstance(candidates, (str, bytes)):
+            n, frame = len(candidates), False
+        else:
+            raise RequestError(loc, f"must be a list of candidate rows or a Polars DataFrame, got {type(candidates).__name__}")
+        if n == 0:
+            raise RequestError(loc, "no candidates to rank: give at least one", "too_short")
+        unknown_req = [k for k in request if k not in self._known]
+        if unknown_req and not ignore_unknown:
+            raise RequestError(("request", unknown_req[0]), f"unknown column '{unknown_req[0]}'", "extra_forbidden")
+        cols = (self._frame_columns(candidates, request, ignore_unknown, loc) if frame
+                else self._columns_from_rows(candidates, request, ignore_unknown, loc))
+        series = []
+        for c in self.columns:
+            v = cols[c.name]
+            if isinstance(v, pl.Series):
+                series.append(self._frame_series(c, v, loc))
+            elif c.name in request:
+                series.append(self._series(c, list(v), lambda i, c=c: ("request", c.name)))
+            else:
+                series.append(self._series(c, list(v), lambda i, c=c: (*loc, i, c.name)))
+        encoded = pl.DataFrame(series).select(self._exprs)
+        cat = (torch.from_numpy(encoded.select(self._cat_inputs).to_numpy().astype(np.int64)) if self._cat_inputs
+               else torch.zeros((n, 0), dtype=torch.int64))
+        num = (torch.from_numpy(encoded.select(self._num_inputs).to_numpy().astype(np.float32)) if self._num_inputs
+               else torch.zeros((n, 0), dtype=torch.float32))
+        ids = None
+        if self.item_id_column and self.item_id_column in cols:
+            v = cols[self.item_id_column]
+            ids = v.to_list() if isinstance(v, pl.Series) else list(v)
+            if not frame and all(x is _MISSING for x in ids):
+                ids = None  # no candidate carries an item id: the response gives positions only
+            elif not frame:
+                for i, x in enumerate(ids):
+                    if x is _MISSING or isinstance(x, bool) or not isinstance(x, (int, str)):
+                        raise RequestError((*loc, i, self.item_id_column),
+                                           "the item id must be an integer or a string, given for every candidate "
+                                           "or for none" if x is _MISSING else
+                                           f"the item id must be an integer or a string, got {x!r}", "type_error")
+        return cat, num, ids
+
+    def _frame_series(self, col: _Column, s: pl.Series, loc: tuple) -> pl.Series:
+        dt = s.dtype
+        where = (*loc, col.name)
+        if col.kind == "numeric":
+            if not (dt.is_numeric() or dt == pl.Null):
+                raise RequestError(where, f"numeric column '{col.name}' has dtype {dt}; a numeric dtype is expected",
+                                   "type_error")
+            s = s.cast(pl.Float64)
+            if s.is_infinite().any():
+                raise RequestError((*where, int(s.is_infinite().arg_true()[0])), f"numeric column '{col.name}' must be finite")
+            if self.nan_policy == "error" and (s.null_count() or s.is_nan().any()):
+                raise RequestError(where, f"numeric column '{col.name}' has missing values, and the run was trained "
+                                          "with nan_policy=error")
+            return s.rename(col.name)
+        if col.dtype == "Int64":
+            if dt.is_float():
+                whole = s.fill_nan(None).drop_nulls()
+                if len(whole) and not bool((whole == whole.floor()).all()):
+                    raise RequestError(where, f"categorical column '{col.name}' holds non-integral floats; its "
+                                              "vocabulary holds integers", "type_error")
+                return s.fill_nan(None).cast(pl.Int64).rename(col.name)
+            if dt.is_integer() or dt == pl.Boolean or dt == pl.Null:
+                return s.cast(pl.Int64).rename(col.name)
+            raise RequestError(where, f"categorical column '{col.name}' has dtype {dt}; its vocabulary holds integers",
+                               "type_error")
+        if dt.is_float():
+            s = s.fill_nan(None).cast(pl.Int64)
+        if isinstance(dt, (pl.Categorical, pl.Enum)) or dt.is_integer() or dt in (pl.String, pl.Null, pl.Boolean) \
+                or dt.is_float():
+            return s.cast(pl.String).rename(col.name)
+        raise RequestError(where, f"categorical column '{col.name}' has dtype {dt}; a string column is expected",
+                           "type_error")
+
+    # ------------------------------------------------------------------ scoring
+
+    @torch.inference_mode()
+    def _probabilities(self, cat: torch.Tensor, num: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated [N, T], raw [N, T]) float32: as ``RankingModule.calibrated_probabilities`` computes them."""
+        logits = self._net(cat.to(self.device), num.to(self.device)).float()
+        raw = torch.sigmoid(logits)
+        p = torch.sigmoid(correct_logits(logits, self._head_betas))
+        if self.objective == "binary":
+            raw = raw.expand(-1, len(self.tasks))
+            p = p.expand(-1, len(self.tasks))
+        if self.calibration.has_calibrators:
+            p = self.calibration.calibrate(p, self.tasks)
+        return p.cpu().numpy(), raw.cpu().numpy()
+
+    def score(self, candidates: Any, request: Mapping[str, Any] | None = None, *,
+              ignore_unknown: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Per-type probabilities of raw candidate rows: ``(calibrated [N, T], raw [N, T])``, columns in ``tasks``
+        order. ``candidates``: a Polars DataFrame or a list of dicts with the log's column names (no labels);
+        ``request``: columns shared by every candidate (e.g. the user's and the query's), given once.
+        Extra columns are an error unless ``ignore_unknown``."""
+        cat, num, _ = self._encode(candidates, request, ignore_unknown)
+        return self._probabilities(cat, num)
+
+    def rank(self, candidates: Any, request: Mapping[str, Any] | None = None,
+             weights: Mapping[str, Any] | None = None, *, ignore_unknown: bool = False) -> Ranking:
+        """Score, calibrate, combine by the utility weights and order one request's candidates.
+
+        ``weights``: per-task overrides of the artifact's default utility weights (unknown task or a weight that is
+        not a finite number: :class:`RequestError`)."""
+        return self.rank_many([{"candidates": candidates, "request": request, "weights": weights}],
+                              ignore_unknown=ignore_unknown)[0]
+
+    def rank_many(self, requests: Sequence[Mapping[str, Any]], *, ignore_unknown: bool = False) -> list[Ranking]:
+        """Rank several requests with one pass of the network; each item is a mapping with ``candidates`` and,
+        optionally, ``request`` and ``weights`` (as for :meth:`rank`). Errors name ``requests[i]...`` when there
+        is more than one request."""
+        if len(requests) == 0:
+            raise RequestError(("requests",), "no requests to rank: give at least one", "too_short")
+        many = len(requests) > 1
+        parts, ws = [], []
+        for i, r in enumerate(requests):
+            prefix = ("requests", i) if many else ()
+            if not isinstance(r, Mapping):
+                raise RequestError(("requests", i), f"a request must be a mapping with 'candidates', got {type(r).__name__}")
+            try:
+                cat, num, ids = self._encode(r.get("candidates"), r.get("request"), ignore_unknown)
+                w = self.check_weights(r.get("weights"))
+            except RequestError as exc:
+                raise RequestError((*prefix, *exc.loc), exc.message, exc.kind) from None
+            parts.append((cat, num, ids))
+            ws.append(w)
+        sizes = [p[0].shape[0] for p in parts]
+        probs, raw = self._probabilities(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        out, start = [], 0
+        for (_, _, ids), w, n in zip(parts, ws, sizes):
+            p, r = probs[start:start + n], raw[start:start + n]
+            start += n
+            u = utility_scores(p, [w[t] for t in self.tasks])
+            order = np.argsort(-u, kind="stable")
+            out.append(Ranking(list(self.tasks), p, r, u, order, w, ids))
+        return out
+
+    # ------------------------------------------------------------------ checks
+
+    def _verify_files(self) -> None:
+        files = self.manifest.get("files") or {}
+        if not files:
+            raise ArtifactError(f"artifact {self.directory}: the manifest lists no files")
+        for rel, digest in files.items():
+            path = self.directory / rel
+            if not path.is_file():
+                raise ArtifactError(f"artifact {self.directory}: file {rel} is missing")
+            if sha256_file(path) != digest:
+                raise ArtifactError(f"artifact {self.directory}: file {rel} does not match the sha256 in "
+                                    f"{MANIFEST_FILE} (changed or corrupted after export)")
+
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _finite(v: int | float) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _err(cls: type[Exception], loc: tuple, message: str) -> Exception:
+    if cls is RequestError:
+        return RequestError(loc, message)
+    return cls(".".join(map(str, loc)) + ": " + message)
+
+
+def _read_json(directory: Path, name: str) -> dict:
+    path = directory / name
+    if not directory.is_dir():
+        raise ArtifactError(f"artifact folder {directory} does not exist (export one with `python src/export.py "
+                            "ckpt_path=<run folder>`)")
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact {directory} has no {name}: not an exported artifact, or an incomplete one") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"artifact {directory}: {name} is not valid JSON ({exc})") from None
+
+
+def _device(name: str | None) -> str:
+    if not name or name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ArtifactError(f"device={name}: this machine has no CUDA device")
+    return str(name)
+
+
+def _load_network(path: Path, device: torch.device) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        # torch warns about parameters shared between modules when it reloads them; they load correctly
+        warnings.filterwarnings("ignore", message=".*No complete tensor found.*")
+        ep = torch.export.load(str(path))
+    if device.type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        ep = move_to_device_pass(ep, device)
+    return ep.module()
+
+
+def load_artifact(directory: str | Path, *, device: str = "cpu", verify: bool = True) -> RankingArtifact:
+    """Load an exported artifact (see :class:`RankingArtifact`)."""
+    return RankingArtifact(directory, device=device, verify=verify)
