@@ -44,7 +44,7 @@ def _warn_if_stale(run: Path, artifact: Path) -> None:
     """A run folder whose best checkpoint is not the one its artifact was exported from (trained on since)."""
     import json
 
-    from mtrank.serving.artifact import sha256_file
+    from mtrank.serving.files import sha256_file
 
     metrics = run / "metrics.json"
     if not metrics.is_file() or target_is_artifact(run):

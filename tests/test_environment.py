@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from helpers import FAST_RUN, compose_config
+from mtrank.jobs.train import train
 from mtrank.serving import load_artifact
 from mtrank.serving.export import export_run
-from mtrank.jobs.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [*FAST_RUN, "trainer.max_epochs=1", "logger=csv", "report.ks=[5]", "report.n_bins=8"]

@@ -24,8 +24,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mtrank.baselines.config import validate_baseline_config
-from mtrank.calibration.downsampling import correct, downsampling_from_metadata
 from mtrank.baselines.data import SplitArrays, load_split
+from mtrank.calibration.downsampling import correct, downsampling_from_metadata
 from mtrank.metrics.heads import compute_head_metrics
 from mtrank.utils.io import write_json_atomic
 from mtrank.utils.run_info import write_run_info

@@ -87,10 +87,10 @@ def fit_logistic(
     ``betas``: each task's downsampling keep rate β_t of the train split; val probabilities are then corrected by
     Eq. 3 before their log-loss is taken (val is not downsampled). :meth:`LogisticModels.predict` gives uncorrected
     probabilities."""
-    from mtrank.calibration.downsampling import correct
-
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
+
+    from mtrank.calibration.downsampling import correct
 
     grid = sorted(float(c) for c in c_grid)
     if not grid:

@@ -37,7 +37,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from mtrank.serving.artifact import ArtifactError, Ranking, RankingArtifact, RequestError
+from mtrank.serving.artifact import RankingArtifact
+from mtrank.serving.files import ArtifactError
+from mtrank.serving.results import Ranking, RequestError
 
 log = logging.getLogger(__name__)
 

@@ -3,31 +3,19 @@
 This is the serving side: it imports torch, numpy, Polars and mtrank's encoding / calibration / utility maths, and
 nothing of training (no Lightning, no Hydra, no model classes: the network is a ``torch.export`` program).
 
-An artifact is a folder written by :func:`mtrank.serving.export.export_run` (``python src/export.py``)::
-
-    manifest.json      format version, versions of the exporting stack, the source run's fingerprint, every
-                       file's sha256 (checked when loaded), the tasks, heads, objective and per-head β
-    network.pt2        the network as a torch.export program: (categorical int64 [B, C], numeric float32 [B, N])
-                       -> logits [B, heads], batch size dynamic
-    features.json      the raw columns a candidate row carries and how each is encoded (vocabulary file + OOV
-                       index, numeric transform + train mean / std, the NaN policy), in the network's input order
-    vocab/<col>.parquet  the vocabularies (value -> index; 0 is the out-of-vocabulary bucket)
-    calibration.json   Eq. 3 per head (β_t) and the fitted post-hoc calibrators (:class:`mtrank.calibration.run_calibration.Calibration`)
-    utility.json       the default utility weights w_t of Eq. 4
+The artifact's folder is described in :mod:`mtrank.serving.files`.
 
 Public API: :func:`load_artifact` / :class:`RankingArtifact` (``rank``, ``rank_many``, ``score``), :class:`Ranking`,
-:class:`RequestError` (a bad request, naming the field) and :class:`ArtifactError` (a broken artifact).
+:class:`RequestError` (a bad request, naming the field; :mod:`mtrank.serving.results`) and
+:class:`ArtifactError` (a broken artifact).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,107 +27,21 @@ from mtrank.calibration.downsampling import correct_logits
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.encoding import FeatureEncoder
 from mtrank.data.spec import CAT_PREFIX, NUM_PREFIX
+from mtrank.serving.files import (
+    ARTIFACT_FORMAT,
+    CALIBRATION_FILE,
+    FEATURES_FILE,
+    MANIFEST_FILE,
+    NETWORK_FILE,
+    UTILITY_FILE,
+    ArtifactError,
+    load_network,
+    read_json,
+    resolve_device,
+    verify_files,
+)
+from mtrank.serving.results import MISSING, Ranking, RequestError, is_finite, request_error
 from mtrank.utility.objectives import utility_scores
-
-__all__ = [
-    "ARTIFACT_FORMAT",
-    "ArtifactError",
-    "Ranking",
-    "RankingArtifact",
-    "RequestError",
-    "load_artifact",
-]
-
-ARTIFACT_FORMAT = 1
-MANIFEST_FILE = "manifest.json"
-NETWORK_FILE = "network.pt2"
-FEATURES_FILE = "features.json"
-CALIBRATION_FILE = "calibration.json"
-UTILITY_FILE = "utility.json"
-
-_MISSING = object()
-
-
-class RequestError(ValueError):
-    """A request the artifact cannot rank; ``loc`` is the path of the offending field, e.g.
-    ``("candidates", 3, "price")``, and ``field`` the same as text (``candidates[3].price``)."""
-
-    def __init__(self, loc: Sequence[str | int], message: str, kind: str = "value_error") -> None:
-        self.loc = tuple(loc)
-        self.kind = kind
-        self.message = message
-        super().__init__(f"{self.field}: {message}")
-
-    @property
-    def field(self) -> str:
-        out = ""
-        for part in self.loc:
-            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-        return out
-
-
-class ArtifactError(RuntimeError):
-    """The artifact folder is missing, incomplete, corrupted or of another format version."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------- the result
-
-
-@dataclass
-class Ranking:
-    """The ranking of one request's candidates.
-
-    ``probabilities`` [N, T] float32: per type, corrected (Eq. 3) and calibrated, candidates in input order;
-    ``raw`` [N, T]: the heads' sigmoid on the downsampled scale; ``utility`` [N] float64: Σ_t w_t p_t;
-    ``order`` [N]: candidate indices by decreasing utility (ties keep input order); ``item_ids``: the
-    candidates' item ids (input order) when the rows carry them.
-    """
-
-    tasks: list[str]
-    probabilities: np.ndarray
-    raw: np.ndarray
-    utility: np.ndarray
-    order: np.ndarray
-    weights: dict[str, float]
-    item_ids: list[Any] | None = None
-
-    def to_frame(self) -> pl.DataFrame:
-        """One row per candidate in input order: ``item_id`` (when known), ``rank`` (0 = first), ``utility``,
-        ``p_<task>`` and ``p_raw_<task>``."""
-        rank = np.empty(len(self.order), dtype=np.int64)
-        rank[self.order] = np.arange(len(self.order))
-        cols: dict[str, Any] = {}
-        if self.item_ids is not None:
-            cols["item_id"] = self.item_ids
-        cols["rank"] = rank
-        cols["utility"] = self.utility
-        for j, t in enumerate(self.tasks):
-            cols[f"p_{t}"] = self.probabilities[:, j]
-        for j, t in enumerate(self.tasks):
-            cols[f"p_raw_{t}"] = self.raw[:, j]
-        return pl.DataFrame(cols)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able: ``order``, ``item_ids`` (ranked, when known), ``utility`` and ``probabilities`` per task
-        (input order), ``weights``."""
-        out: dict[str, Any] = {"order": self.order.tolist()}
-        if self.item_ids is not None:
-            out["item_ids"] = [self.item_ids[i] for i in out["order"]]
-        out["utility"] = self.utility.tolist()
-        out["probabilities"] = {t: self.probabilities[:, j].tolist() for j, t in enumerate(self.tasks)}
-        out["weights"] = dict(self.weights)
-        return out
-
-
-# --------------------------------------------------------------------------------------------- the artifact
 
 
 @dataclass(frozen=True)
@@ -160,12 +62,12 @@ class RankingArtifact:
 
     def __init__(self, directory: str | Path, *, device: str = "cpu", verify: bool = True) -> None:
         self.directory = Path(directory).expanduser()
-        self.manifest = _read_json(self.directory, MANIFEST_FILE)
+        self.manifest = read_json(self.directory, MANIFEST_FILE)
         fmt = self.manifest.get("format_version")
         if fmt != ARTIFACT_FORMAT:
             raise ArtifactError(f"artifact {self.directory}: format_version {fmt}, this mtrank reads {ARTIFACT_FORMAT}")
         if verify:
-            self._verify_files()
+            verify_files(self.directory, self.manifest)
         try:
             self._load(device)
         except (KeyError, TypeError, IndexError) as exc:
@@ -177,7 +79,7 @@ class RankingArtifact:
         self.tasks: list[str] = list(m["tasks"])
         self.heads: list[str] = list(m["heads"])
         self.objective: str = m["objective"]
-        features = _read_json(self.directory, FEATURES_FILE)
+        features = read_json(self.directory, FEATURES_FILE)
         self.nan_policy: str = features.get("nan_policy", "fill_mean")
         self.request_id_column: str | None = features.get("request_id")
         self.item_id_column: str | None = features.get("item_id")
@@ -194,12 +96,12 @@ class RankingArtifact:
         self.calibration = Calibration.load(self.directory / CALIBRATION_FILE)
         if list(self.calibration.tasks) != self.tasks:
             raise ArtifactError(f"artifact {self.directory}: calibration tasks {self.calibration.tasks} ≠ {self.tasks}")
-        utility = _read_json(self.directory, UTILITY_FILE)
+        utility = read_json(self.directory, UTILITY_FILE)
         self.default_weights = self._weights(utility["weights"], ("utility.json", "weights"), partial=False,
                                              error=ArtifactError)
-        self.device = torch.device(_device(device))
+        self.device = torch.device(resolve_device(device))
         self._head_betas = torch.tensor(m["head_betas"], dtype=torch.float32, device=self.device)
-        self._net = _load_network(self.directory / NETWORK_FILE, self.device)
+        self._net = load_network(self.directory / NETWORK_FILE, self.device)
 
     # ------------------------------------------------------------------ description
 
@@ -235,17 +137,17 @@ class RankingArtifact:
         if weights is None:
             return base
         if not isinstance(weights, Mapping):
-            raise _err(error, loc, f"must be an object mapping task → weight, got {type(weights).__name__}")
+            raise request_error(error, loc, f"must be an object mapping task → weight, got {type(weights).__name__}")
         out = dict(base)
         for k, v in weights.items():
             if k not in self.tasks:
-                raise _err(error, (*loc, str(k)), f"unknown task '{k}'; the artifact's tasks are {self.tasks}")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
-                raise _err(error, (*loc, str(k)), f"must be a finite number, got {v!r}")
+                raise request_error(error, (*loc, str(k)), f"unknown task '{k}'; the artifact's tasks are {self.tasks}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not is_finite(v):
+                raise request_error(error, (*loc, str(k)), f"must be a finite number, got {v!r}")
             out[k] = float(v)
         missing = [t for t in self.tasks if t not in out]
         if missing:
-            raise _err(error, loc, f"no weight for task(s) {missing}; the artifact's tasks are {self.tasks}")
+            raise request_error(error, loc, f"no weight for task(s) {missing}; the artifact's tasks are {self.tasks}")
         return {t: out[t] for t in self.tasks}
 
     def check_weights(self, weights: Mapping[str, Any] | None) -> dict[str, float]:
@@ -278,9 +180,9 @@ class RankingArtifact:
                     raise RequestError((*loc, both, name), f"'{name}' is given in the request and in the candidate")
                 cols[name] = [request[name]] * len(rows)
                 continue
-            values = [r.get(name, _MISSING) for r in rows]
-            if name != self.item_id_column and any(v is _MISSING for v in values):
-                i = next(i for i, v in enumerate(values) if v is _MISSING)
+            values = [r.get(name, MISSING) for r in rows]
+            if name != self.item_id_column and any(v is MISSING for v in values):
+                i = next(i for i, v in enumerate(values) if v is MISSING)
                 raise RequestError((*loc, i, name), f"missing column '{name}'", "missing")
             cols[name] = values
         return cols
@@ -298,7 +200,7 @@ class RankingArtifact:
                 raise bad(i, f"numeric column '{col.name}' takes a number or null, got {values[i]!r}")
             if float in types or int in types:
                 for i, v in enumerate(values):
-                    if (type(v) is float and math.isinf(v)) or (type(v) is int and not _finite(v)):
+                    if (type(v) is float and math.isinf(v)) or (type(v) is int and not is_finite(v)):
                         raise bad(i, f"numeric column '{col.name}' must be finite, got {v!r}")
             if self.nan_policy == "error" and (type(None) in types or any(v != v for v in values if type(v) is float)):
                 i = next(i for i, v in enumerate(values) if v is None or v != v)
@@ -382,14 +284,14 @@ class RankingArtifact:
         if self.item_id_column and self.item_id_column in cols:
             v = cols[self.item_id_column]
             ids = v.to_list() if isinstance(v, pl.Series) else list(v)
-            if not frame and all(x is _MISSING for x in ids):
+            if not frame and all(x is MISSING for x in ids):
                 ids = None  # no candidate carries an item id: the response gives positions only
             elif not frame:
                 for i, x in enumerate(ids):
-                    if x is _MISSING or isinstance(x, bool) or not isinstance(x, (int, str)):
+                    if x is MISSING or isinstance(x, bool) or not isinstance(x, (int, str)):
                         raise RequestError((*loc, i, self.item_id_column),
                                            "the item id must be an integer or a string, given for every candidate "
-                                           "or for none" if x is _MISSING else
+                                           "or for none" if x is MISSING else
                                            f"the item id must be an integer or a string, got {x!r}", "type_error")
         return cat, num, ids
 
@@ -491,66 +393,7 @@ class RankingArtifact:
 
     # ------------------------------------------------------------------ checks
 
-    def _verify_files(self) -> None:
-        files = self.manifest.get("files") or {}
-        if not files:
-            raise ArtifactError(f"artifact {self.directory}: the manifest lists no files")
-        for rel, digest in files.items():
-            path = self.directory / rel
-            if not path.is_file():
-                raise ArtifactError(f"artifact {self.directory}: file {rel} is missing")
-            if sha256_file(path) != digest:
-                raise ArtifactError(f"artifact {self.directory}: file {rel} does not match the sha256 in "
-                                    f"{MANIFEST_FILE} (changed or corrupted after export)")
-
-
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-
-
-def _finite(v: int | float) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except OverflowError:  # an integer too large for a float
-        return False
-
-
-def _err(cls: type[Exception], loc: tuple, message: str) -> Exception:
-    if cls is RequestError:
-        return RequestError(loc, message)
-    return cls(".".join(map(str, loc)) + ": " + message)
-
-
-def _read_json(directory: Path, name: str) -> dict:
-    path = directory / name
-    if not directory.is_dir():
-        raise ArtifactError(f"artifact folder {directory} does not exist (export one with `python src/export.py "
-                            "ckpt_path=<run folder>`)")
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"artifact {directory} has no {name}: not an exported artifact, or an incomplete one") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"artifact {directory}: {name} is not valid JSON ({exc})") from None
-
-
-def _device(name: str | None) -> str:
-    if not name or name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ArtifactError(f"device={name}: this machine has no CUDA device")
-    return str(name)
-
-
-def _load_network(path: Path, device: torch.device) -> torch.nn.Module:
-    with warnings.catch_warnings():
-        # torch warns about parameters shared between modules when it reloads them; they load correctly
-        warnings.filterwarnings("ignore", message=".*No complete tensor found.*")
-        ep = torch.export.load(str(path))
-    if device.type != "cpu":
-        from torch.export.passes import move_to_device_pass
-
-        ep = move_to_device_pass(ep, device)
-    return ep.module()
 
 
 def load_artifact(directory: str | Path, *, device: str = "cpu", verify: bool = True) -> RankingArtifact:

@@ -28,7 +28,8 @@ import torch
 
 # what the export reads of a trained run: the run loader of src/eval.py and src/predict.py
 from mtrank.scoring.run import LoadedRun, load_run
-from mtrank.serving.artifact import (
+from mtrank.serving.artifact import RankingArtifact
+from mtrank.serving.files import (
     ARTIFACT_FORMAT,
     CALIBRATION_FILE,
     FEATURES_FILE,
@@ -36,8 +37,7 @@ from mtrank.serving.artifact import (
     NETWORK_FILE,
     UTILITY_FILE,
     ArtifactError,
-    RankingArtifact,
-    _load_network,
+    load_network,
     sha256_file,
 )
 
@@ -89,7 +89,7 @@ def export_network(run: LoadedRun, path: Path) -> None:
         program = torch.export.export(wrapper, example, dynamic_shapes={"categorical": {0: batch}, "numeric": {0: batch}},
                                       strict=False)
     torch.export.save(program, str(path))
-    loaded = _load_network(path, torch.device("cpu"))
+    loaded = load_network(path, torch.device("cpu"))
     cat, num = _example_inputs(run, _EXPORT_CHECK_ROWS, seed=1)
     with torch.inference_mode():
         want, got = wrapper(cat, num), loaded(cat, num)
