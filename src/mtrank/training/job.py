@@ -55,7 +55,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule, model = build(cfg)
     write_run_info(output_dir, cfg, datamodule.metadata)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"),
+                                      progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:

@@ -44,11 +44,14 @@ class Range:
 
 @dataclass(frozen=True)
 class Choice:
-    """A parameter taking one of ``values``."""
+    """A parameter taking one of ``values``. With ``literal`` the values are Hydra override literals (a list
+    ``[1,2]`` or a mapping ``{a:1}`` written as text): Ax chooses among the strings, the job gets the list or
+    mapping they spell."""
 
     name: str
     values: tuple[Any, ...]
     ordered: bool | None = None
+    literal: bool = False
 
     def __post_init__(self) -> None:
         if len(self.values) < 1:
@@ -105,6 +108,12 @@ class SearchSpace:
             raise ValueError(
                 f"sum constraint: total={sc.total} cannot be reached within the bounds "
                 f"(their lows add up to {lo}, their highs to {hi})"
+            )
+        if not lo + SUM_TOL < sc.total < hi - SUM_TOL:
+            raise ValueError(
+                f"sum constraint: total={sc.total} is reached only with every parameter at its "
+                f"{'lower' if abs(sc.total - lo) <= SUM_TOL else 'upper'} bound, which leaves nothing to search; "
+                f"expected a total strictly between the lows' sum {lo} and the highs' sum {hi}"
             )
 
     # ------------------------------------------------------------------ views

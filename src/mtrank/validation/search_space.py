@@ -182,6 +182,7 @@ def check_ax_sweeper(
                               "write it in terms of the other parameters")
 
     # ---------------------------------------------------------------- outcome constraints
+    seen: dict[tuple[str, str], str] = {}
     for i, text in enumerate(sw.get("outcome_constraints") or []):
         key = f"{base}.outcome_constraints[{i}]"
         try:
@@ -189,6 +190,11 @@ def check_ax_sweeper(
         except ValueError as exc:
             problems.add(key, f"{key}: {exc}")
             continue
+        if (c.metric, c.op) in seen:
+            problems.add(key, f"{key} = '{text}' bounds {c.metric} from the same side as "
+                              f"{seen[(c.metric, c.op)]}: keep one of them")
+            continue
+        seen[(c.metric, c.op)] = f"{key} = '{text}'"
         if c.metric not in metrics:
             problems.add(key, f"{key} = '{text}': metric '{c.metric}' is never reported by the jobs; allowed: "
                               f"{describe_metrics}{suggest(c.metric, metrics)}")

@@ -1,0 +1,34 @@
+"""The upstream Hydra Ax sweeper's test apps (plugins/hydra_ax_sweeper/tests/apps), for mtrank's sweeper.
+
+``python polynomial.py -m ...`` returns 100 x² + 10 y + z (minimised); ``app=quadratic`` 100 x² + y,
+``app=list`` / ``app=dict`` read x, y, z from ``polynomial.coefficients`` (a list or a mapping), ``app=noisy``
+returns ``(value, 0.5)`` and ``app=noisy_dict`` ``{"value": (value, 0.5), "other": 1.0}``.
+"""
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="polynomial")
+def polynomial(cfg: DictConfig) -> Any:
+    p = cfg.polynomial
+    if cfg.app == "quadratic":
+        return 100 * p.x**2 + p.y
+    if cfg.app == "list":
+        x, y, z = p.coefficients
+    elif cfg.app == "dict":
+        x, y, z = p.coefficients.x, p.coefficients.y, p.coefficients.z
+    else:
+        x, y, z = p.x, p.y, p.z
+    value = 100 * x**2 + 10 * y + z
+    if cfg.app == "noisy":
+        return value, 0.5
+    if cfg.app == "noisy_dict":
+        return {"value": (value, 0.5), "other": 1.0}
+    return value
+
+
+if __name__ == "__main__":
+    polynomial()
