@@ -26,6 +26,7 @@ from mtrank.data.errors import DataValidationError
 from mtrank.data.pipeline import METADATA_FILE, ProcessedData
 from mtrank.data.spec import FeatureSpec
 from mtrank.training.module import RankingModule
+from mtrank.utils.checkpoint_files import read_checkpoint
 from mtrank.validation.scoring import (
     RAW_SCHEMA_FILE,
     raw_schema,
@@ -128,6 +129,7 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
         pre = ProcessedData.load(run_dir / PREPROCESSING_DIR)
     elif train_cfg is not None and "data" in train_cfg:
         pre = _processed_from_config(train_cfg, run_dir)
+    read_checkpoint(ckpt)  # an InputFileError naming ckpt_path: missing, empty, no checkpoint, pickled objects
     try:
         model = RankingModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     except Exception as exc:

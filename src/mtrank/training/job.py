@@ -24,6 +24,7 @@ from mtrank.scoring.report import write_report
 from mtrank.scoring.run import LoadedRun, save_preprocessing
 from mtrank.scoring.score import fit_calibration, iter_score_split
 from mtrank.training.checkpoints import resolve_ckpt_path
+from mtrank.utils.checkpoint_files import check_fits
 from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from mtrank.utils.io import write_json_atomic
 from mtrank.utils.run_info import resolved_config, write_run_info
@@ -66,6 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("train", True):
         ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, output_dir)
         if ckpt:
+            check_fits(ckpt, model)  # an InputFileError naming ckpt_path, before Lightning restores it
             log.info("Resuming training from %s", ckpt)
         t0 = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # no pickled code runs

@@ -68,6 +68,20 @@ def _select(cfg: DictConfig, key: str) -> Any:
         return None
 
 
+def _hparams_search_choice(cfg: DictConfig) -> str | None:
+    """The ``hparams_search`` option the config was composed with, when known."""
+    try:
+        choice = OmegaConf.select(cfg, "hydra.runtime.choices.hparams_search", default=None)
+        if choice is None:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.initialized():
+                choice = HydraConfig.get().runtime.choices.get("hparams_search")
+        return None if choice is None else str(choice)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _is_whole(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and float(x).is_integer()
 
@@ -100,6 +114,15 @@ def check_ax_sweeper(
         sw = plain(sweeper)
     except Exception as exc:  # noqa: BLE001
         problems.add(base, f"{base} does not resolve: {exc}")
+        return []
+
+    names = [str(n) for n in (sw.get("params") or {})]
+    if names and all(_select(cfg, n) is _MISSING for n in names):
+        choice = _hparams_search_choice(cfg)
+        problems.add("hparams_search", f"{'hparams_search=' + choice if choice else base + '.params'}: none of its "
+                                       f"search parameters {fmt_list(names)} is a key of this config: it is made for "
+                                       f"another entry point (hparams_search=ax_multitask: src/train.py, "
+                                       f"hparams_search=ax_utility: src/tune_utility.py)")
         return []
 
     objective = sw.get("objective")
