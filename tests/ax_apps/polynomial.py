@@ -1,6 +1,7 @@
 """The upstream Hydra Ax sweeper's test apps (plugins/hydra_ax_sweeper/tests/apps), for mtrank's sweeper.
 
-``python polynomial.py -m ...`` returns 100 x² + 10 y + z (minimised); ``app=quadratic`` 100 x² + y,
+``python polynomial.py -m ...`` returns 100 x² + 10 y + z (minimised); ``app=quadratic`` 100 x² + y of
+``quadratic.x``, ``quadratic.y``, ``app=banana`` Rosenbrock's function of ``banana.x``, ``banana.y``,
 ``app=list`` / ``app=dict`` read x, y, z from ``polynomial.coefficients`` (a list or a mapping), ``app=noisy``
 returns ``(value, 0.5)`` and ``app=noisy_dict`` ``{"value": (value, 0.5), "other": 1.0}``.
 """
@@ -15,7 +16,10 @@ from omegaconf import DictConfig
 def polynomial(cfg: DictConfig) -> Any:
     p = cfg.polynomial
     if cfg.app == "quadratic":
-        return 100 * p.x**2 + p.y
+        return 100 * cfg.quadratic.x**2 + cfg.quadratic.y
+    if cfg.app == "banana":  # upstream example/banana.py: Rosenbrock's function
+        x, y = cfg.banana.x, cfg.banana.y
+        return (1 - x) ** 2 + 100 * (y - x**2) ** 2
     if cfg.app == "list":
         x, y, z = p.coefficients
     elif cfg.app == "dict":
