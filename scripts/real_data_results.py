@@ -36,7 +36,7 @@ from mtrank.scoring.results_table import RunResult, long_table, markdown_tables 
 
 @dataclass(frozen=True)
 class Dataset:
-    title: str
+    title: str  # the data set; its table titles add the split of the composed config (split_title)
     experiment: str  # shared bottom, single-task and logistic start from it
     mmoe: tuple[str, ...]  # the overrides that make it MMoE
     tasks_group: str
@@ -46,13 +46,13 @@ class Dataset:
 
 DATASETS = {
     "kuairand": Dataset(
-        "KuaiRand-Pure (train 04-25..28, val 04-29, test 04-30)",
+        "KuaiRand-Pure",
         "kuairand", ("model=mmoe",), "kuairand_ext", True,
         {"click": "is_click", "long_click": "long_view", "save": "is_like", "closeup": "is_profile_enter",
          "hide": "is_hate", "follow": "is_follow", "comment": "is_comment", "share": "is_forward"},
     ),
     "census": Dataset(
-        "Census-income (KDD), half A, random 60/20/20 split",
+        "Census-income (KDD)",
         "census", ("experiment=census_mmoe",), "census", False,
         {"income": "label_income_50k", "never_married": "label_never_married"},
     ),
@@ -66,6 +66,25 @@ VARIANTS = {
 }
 POPULARITY = "popularity"
 BEGIN, END = "<!-- real_data_results:begin -->", "<!-- real_data_results:end -->"
+
+
+def split_title(pipeline) -> str:
+    """How the composed config splits the rows, for the table titles: the input files, the split rule and the
+    files given per split (``data.pipeline.split_inputs``), e.g. ``census_income_kdd_test_half_a, random
+    60/20/20 split`` or ``log_0425_0430, by time: val from 2022-04-29, test from 2022-04-30``."""
+    names = lambda files: ", ".join(Path(str(f)).stem for f in files)  # noqa: E731
+    sp, given = pipeline.split, {k: v for k, v in (pipeline.get("split_inputs") or {}).items() if v}
+    if sp.by == "time" and (sp.get("val_start") or sp.get("test_start")):
+        rule = "by time: " + ", ".join(f"{k} from {sp.get(k + '_start')}" for k in ("val", "test")
+                                       if sp.get(k + "_start") and k not in given)
+    else:
+        fr = {k: float(sp.get(f"{k}_fraction") or 0) for k in ("val", "test") if k not in given}
+        rule = f"{'random' if sp.by == 'random' else 'by ' + sp.by} " + "/".join(
+            f"{round(100 * x)}" for x in [1 - sum(fr.values()), *fr.values()]) + f" ({'/'.join(['train', *fr])})"
+    parts = [names(pipeline.inputs)] if pipeline.get("inputs") else []
+    parts.append(rule)
+    parts += [f"{k}: {names(v)}" for k, v in given.items()]
+    return ", ".join(parts)
 
 
 def compose(dataset: Dataset, data_dir: str | None, extra: list[str]):
@@ -166,7 +185,7 @@ def popularity(names: list[str], data_dir: str | None, extra: list[str]) -> list
     return out
 
 
-def render(results: list[RunResult], names: list[str], commands: str) -> str:
+def render(results: list[RunResult], names: list[str], commands: str, titles: dict[str, str] | None = None) -> str:
     table = long_table(results)
     models = [VARIANTS[v][0] for v in VARIANTS] + [POPULARITY]
     order = {n: list(DATASETS[n].labels) for n in names}
@@ -176,7 +195,8 @@ def render(results: list[RunResult], names: list[str], commands: str) -> str:
     for n in names:
         for metric, title in (("auroc", "test AUROC"), ("pr_auc", "test PR-AUC (average precision)")):
             if (n, metric) in tables:
-                parts.append(f"**{DATASETS[n].title}: {title}**, mean ± sd over seeds\n\n{tables[(n, metric)]}\n")
+                head = (titles or {}).get(n, DATASETS[n].title)
+                parts.append(f"**{head}: {title}**, mean ± sd over seeds\n\n{tables[(n, metric)]}\n")
     parts.append(f"Produced by:\n\n```\n{commands}\n```\n")
     return "\n".join(parts)
 
@@ -191,6 +211,16 @@ def write_between_markers(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(doc)
     os.replace(tmp, path)
+
+
+def produced_by(args: argparse.Namespace) -> str:
+    """The command that reproduces the tables, with the run and data folders it used."""
+    return "OMP_NUM_THREADS=1 python scripts/real_data_results.py " + " ".join(
+        [f"--datasets {' '.join(args.datasets)}", f"--seeds {' '.join(map(str, args.seeds))}"]
+        + ([f"--variants {' '.join(args.variants)}"] if set(args.variants) != set(VARIANTS) | {POPULARITY} else [])
+        + [f"--out {args.out}"] + ([f"--data-dir {args.data_dir}"] if args.data_dir else [])
+        + list(args.overrides)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,12 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     results = collect(jobs)
     if POPULARITY in args.variants:
         results += popularity(args.datasets, args.data_dir, args.overrides)
-    cmd = "OMP_NUM_THREADS=1 python scripts/real_data_results.py " + " ".join(
-        [f"--datasets {' '.join(args.datasets)}", f"--seeds {' '.join(map(str, args.seeds))}"]
-        + ([f"--variants {' '.join(args.variants)}"] if set(args.variants) != set(VARIANTS) | {POPULARITY} else [])
-        + list(args.overrides)
-    )
-    text = render(results, args.datasets, cmd)
+    cmd = produced_by(args)
+    titles = {n: f"{DATASETS[n].title} ({split_title(compose(DATASETS[n], args.data_dir, args.overrides).data.pipeline)})"
+              for n in args.datasets}
+    text = render(results, args.datasets, cmd, titles)
     print(text)
     (out / "results.md").parent.mkdir(parents=True, exist_ok=True)
     long_table(results).write_csv(out / "results_long.csv")
