@@ -235,3 +235,21 @@ def test_user_error_in_a_multirun_fails_the_job_for_the_sweeper(app, tmp_path):
     """In a multirun the error is the sweeper's to record (Hydra's basic sweeper re-raises it)."""
     r = _run(str(app), "-m", "+kind=user,ok", f"hydra.sweep.dir={tmp_path}")
     assert r.returncode != 0 and "DataValidationError" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------ wording
+
+
+def test_oov_wording_counts_rare_ids_too():
+    """With min_count=2 (KuaiRand) an id seen once in training is in the OOV bucket too: the predict warning says
+    "unseen in training or rarer than min_count=2", not "never seen in training"."""
+    from types import SimpleNamespace
+
+    from mtrank.scoring.raw_logs import _unseen_words
+
+    def run(min_count):
+        return SimpleNamespace(preprocessing=SimpleNamespace(metadata={"config": {"encoding": {"min_count": min_count}}}))
+
+    assert _unseen_words(run(2)) == "unseen in training or rarer than min_count=2"
+    assert _unseen_words(run(1)) == "unseen in training"
+    assert _unseen_words(SimpleNamespace(preprocessing=None)) == "unseen in training"
