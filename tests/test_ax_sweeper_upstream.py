@@ -122,20 +122,20 @@ def test_jobs_configured_via_cmd_logscale(tmp_path):
 def test_jobs_configured_via_cmd_and_config(tmp_path):
     """x from the command line, y from params=basic. Upstream expects y = 1 ("TODO: y should actually be -1");
     ours searches the 12 points and finds (-2, -1)."""
-    out, res = sweep(tmp_path, "app=quadratic", "params=basic", "quadratic.x=int(interval(-5, -2))",
-                     "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4")
+    _, res = sweep(tmp_path, "app=quadratic", "params=basic", "quadratic.x=int(interval(-5, -2))",
+                   "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4")
     assert res["best_evaluated_params"] == {"quadratic.x": -2, "quadratic.y": -1}
 
 
 def test_jobs_configured_via_cmd_and_config_logscale(tmp_path):
-    out, res = sweep(tmp_path, "app=quadratic", "params=logscale", "quadratic.x=int(interval(-5, -2))",
-                     "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4")
+    _, res = sweep(tmp_path, "app=quadratic", "params=logscale", "quadratic.x=int(interval(-5, -2))",
+                   "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4")
     assert res["best_evaluated_params"] == {"quadratic.x": -2, "quadratic.y": 1}
 
 
 def test_configuration_set_via_cmd_and_default_config(tmp_path):
-    out, res = sweep(tmp_path, "app=quadratic", "quadratic=basic", "quadratic.x=interval(-5, -2)",
-                     "quadratic.y=interval(-1, 1)", "hydra.sweeper.n_trials=2")
+    _, res = sweep(tmp_path, "app=quadratic", "quadratic=basic", "quadratic.x=interval(-5, -2)",
+                   "quadratic.y=interval(-1, 1)", "hydra.sweeper.n_trials=2")
     assert {"quadratic.x", "quadratic.y"} <= set(res["best_evaluated_params"])
 
 
@@ -197,7 +197,7 @@ def test_jobs_using_choice_between_lists(tmp_path, cmd_arg, encoding, best, valu
      "choice=['{x:8,y:12,z:11}', '{x:-1,y:-1,z:1000}', '{x:-2,y:4,z:7}']", "'{x:-2,y:4,z:7}'}", 447),
 ])
 def test_jobs_using_choice_between_dicts(tmp_path, cmd_arg, encoding, best, value):
-    out, res = sweep(tmp_path, "app=dict", "hydra.sweeper.n_trials=3", cmd_arg)
+    out, _ = sweep(tmp_path, "app=dict", "hydra.sweeper.n_trials=3", cmd_arg)
     assert f"polynomial.coefficients: {encoding}" in out
     assert f"'+polynomial.coefficients': {best}" in out
     assert f"value={value} with" in out

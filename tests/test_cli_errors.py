@@ -13,7 +13,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import polars as pl
 import pytest
 import torch
 from helpers import FAST_RUN

@@ -93,6 +93,7 @@ class AxSweeper(Sweeper):
         self.max_failures = max_failures
         self._constraints: list[Any] = []
         self.described: list[str] = []
+        self._cli_fixed: set[str] = set()  # searched parameters that a command-line value fixes
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
@@ -127,6 +128,7 @@ class AxSweeper(Sweeper):
             for k in (key, key.lstrip("+~")):
                 if k in specs:
                     del specs[k]
+                    self._cli_fixed.add(k)
                     log.info("%s=%s on the command line fixes that search parameter", k, arg.split("=", 1)[-1])
             if "=" in arg and not ov.is_delete():
                 fixed_text[key] = arg.split("=", 1)[1]
@@ -159,12 +161,11 @@ class AxSweeper(Sweeper):
         except ValueError as exc:
             raise ConfigError(f"hydra.sweeper: {exc}") from exc
 
-
     def baseline_params(self, space: Any) -> dict[str, Any] | None:
         if self.baseline is None or self.baseline is False:
             return None
         if isinstance(self.baseline, Mapping):
-            values = {k: v for k, v in dict(self.baseline).items() if k in space.names}
+            values = {k: v for k, v in dict(self.baseline).items() if k not in self._cli_fixed}
             dropped = sorted(set(self.baseline) - set(values))
             if dropped:
                 log.info("Baseline arm: %s fixed on the command line, not searched", dropped)

@@ -43,7 +43,7 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
                              "it leaves such a file: use another checkpoint of the run (its checkpoints/ folder)")
     with p.open("rb") as f:
         head = f.read(64)
-    if not (head.startswith(_ZIP) or head.startswith(_PICKLE)):
+    if not head.startswith((_ZIP, _PICKLE)):
         kind = "a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "a binary file of another format"
         first = head.split(b"\n")[0][:40].decode("ascii", "replace")
         raise InputFileError(f"{where}: {kind}{f' (it starts with {first!r})' if kind == 'a text file' else ''}, "
