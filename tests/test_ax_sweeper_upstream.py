@@ -286,6 +286,14 @@ def test_the_baseline_is_announced_only_when_there_is_one(tmp_path):
     assert "Ax sweep: 1 trials (+ baseline)" in out and res["baseline_params"] == {"polynomial.x": -3.0}
 
 
+def test_a_baseline_arm_that_cannot_run_ends_the_sweep_with_its_message(tmp_path):
+    """The baseline job's ConfigError (a UserError) ends the sweep with one block and status 2, no traceback."""
+    out, res = sweep(tmp_path, "app=checked", "polynomial.x=interval(-5, -2)", "polynomial.y=1", "polynomial.z=0",
+                     "hydra.sweeper.n_trials=2", "hydra.sweeper.baseline={polynomial.x: -5.0}", ok=False)
+    assert "Error: the baseline arm (trial 0) failed: invalid config: polynomial.x = -5.0: expected a value ≥ -4" in out
+    assert "Traceback" not in out and job_dirs(tmp_path) == ["0"]
+
+
 def test_ax_loop_stops_when_a_discrete_space_is_exhausted():
     """Below the sweeper's cap: AxLoop.ask returns nothing (and says why) instead of raising SearchSpaceExhausted."""
     from mtrank.tuning.ax_loop import AxLoop

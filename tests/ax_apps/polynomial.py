@@ -3,7 +3,7 @@
 ``python polynomial.py -m ...`` returns 100 x² + 10 y + z (minimised); ``app=quadratic`` 100 x² + y of
 ``quadratic.x``, ``quadratic.y``, ``app=banana`` Rosenbrock's function of ``banana.x``, ``banana.y``,
 ``app=list`` / ``app=dict`` read x, y, z from ``polynomial.coefficients`` (a list or a mapping), ``app=noisy``
-returns ``(value, 0.5)`` and ``app=noisy_dict`` ``{"value": (value, 0.5), "other": 1.0}``.
+returns ``(value, 0.5)``, ``app=checked`` raises a ConfigError for x < -4 and ``app=noisy_dict`` ``{"value": (value, 0.5), "other": 1.0}``.
 """
 
 from typing import Any
@@ -15,6 +15,10 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path=".", config_name="polynomial")
 def polynomial(cfg: DictConfig) -> Any:
     p = cfg.polynomial
+    if cfg.app == "checked" and p.x < -4:  # a config that cannot run: mtrank's user error
+        from mtrank.validation.errors import ConfigError
+
+        raise ConfigError(f"polynomial.x = {p.x}: expected a value ≥ -4")
     if cfg.app == "quadratic":
         return 100 * cfg.quadratic.x**2 + cfg.quadratic.y
     if cfg.app == "banana":  # upstream example/banana.py: Rosenbrock's function
