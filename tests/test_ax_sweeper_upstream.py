@@ -15,9 +15,12 @@ Deliberately different from upstream (each test says so where it applies):
   stops cleanly when the space is exhausted, and must report the true optimum.
 * **Continuous log-scale runs.** Upstream runs up to 10000 trials with early stopping; we check the space (log
   scale, bounds, integer type) and a short run that stays inside it.
-* **Chunking.** Upstream tests ``CoreAxSweeper.chunks(batch, n)``; ours launches ``batch_size`` trials at a time
-  and refuses ``batch_size < 1`` when the sweeper is built (same invalid inputs), and the job folders test checks
-  the batched launch.
+* **Chunking.** Upstream tests its helper ``CoreAxSweeper.chunks(batch, n)`` (5 valid and 3 invalid ``n``).
+  Ours has no such helper: it asks Ax for ``batch_size`` trials at a time and launches them together. The
+  invalid inputs are ported as ``batch_size`` values refused when the sweeper is built; the valid ones are not
+  ported as such (nothing to call), ``test_jobs_dirs`` checks the batched launch instead.
+* **Not ported:** the tests of upstream versions before Hydra 1.0 (``quadratic.x_arg=-1:1`` range syntax,
+  ``_``/``.`` key normalisation with escape characters), which current upstream dropped with that syntax.
 * **Log wording.** The parameter lines are upstream's (``name: range=[a, b]``, ``name: choice=[...]``,
   ``name: fixed=v``); the result lines are ours: ``Best trial <i>: value=<v> with {<params>}`` instead of
   ``New best value: <v>`` / ``Best parameters: {...}``.
