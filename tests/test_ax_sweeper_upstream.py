@@ -298,7 +298,8 @@ def test_a_baseline_arm_that_cannot_run_ends_the_sweep_with_its_message(tmp_path
 
 
 def test_ax_loop_stops_when_a_discrete_space_is_exhausted():
-    """Below the sweeper's cap: AxLoop.ask returns nothing (and says why) instead of raising SearchSpaceExhausted."""
+    """Below the sweeper's cap: AxLoop.ask returns nothing (and says why) once every point was tried, instead of
+    raising SearchSpaceExhausted (which Ax finds only after about a minute of rejection sampling)."""
     from mtrank.tuning.ax_loop import AxLoop
     from mtrank.tuning.generation import GenerationConfig
     from mtrank.tuning.space import SearchSpace
@@ -311,3 +312,5 @@ def test_ax_loop_stops_when_a_discrete_space_is_exhausted():
             seen.append(params["a"])
             loop.tell(i, {"value": float(params["a"])})
     assert sorted(seen) == [1, 2, 3] and loop.exhausted and loop.best().params == {"a": 3}
+    assert space.n_points == 3 and SearchSpace((Choice("a", (1, 2), True), Range("b", 1, 4, "int"))).n_points == 8
+    assert SearchSpace((Range("b", 1, 4),)).n_points is None  # a float range: not countable

@@ -235,7 +235,7 @@ class AxSweeper(Sweeper):
         gen = GenerationConfig.from_mapping(self.generation)
         baseline = self.baseline_params(space)
         n_trials = self.n_trials
-        size = _n_points(space)
+        size = space.n_points
         if size is not None and n_trials + (baseline is not None) > size:
             n_trials = max(1, size - (baseline is not None))
             log.info("The search space has %d points only: %d trials instead of hydra.sweeper.n_trials=%d",
@@ -359,23 +359,6 @@ def _observation(v: Any) -> float | tuple[float, float | None] | None:
 
 def _mean(v: Any) -> float:
     return float(v[0]) if isinstance(v, tuple) else float(v)
-
-
-def _n_points(space: Any) -> int | None:
-    """How many distinct points a discrete space has (choices and integer ranges only), else None."""
-    from mtrank.tuning.space import Choice
-
-    if space.sum_constraint is not None or space.parameter_constraints:
-        return None
-    n = 1
-    for p in space.params:
-        if isinstance(p, Choice):
-            n *= len(set(p.values))
-        elif p.kind == "int":
-            n *= int(p.high) - int(p.low) + 1
-        else:
-            return None
-    return n
 
 
 def _contiguous(indices: Sequence[int]) -> list[list[int]]:

@@ -131,6 +131,22 @@ class SearchSpace:
         d = self.sum_constraint.derived if self.sum_constraint else None
         return [p.name for p in self.params if p.name != d]
 
+    @property
+    def n_points(self) -> int | None:
+        """How many distinct points a discrete space has (choices and integer ranges, no constraints), else
+        None (a float range or a constraint: uncountable or not counted)."""
+        if self.sum_constraint is not None or self.parameter_constraints:
+            return None
+        n = 1
+        for p in self.params:
+            if isinstance(p, Choice):
+                n *= len(set(p.values))
+            elif p.kind == "int":
+                n *= int(p.high) - int(p.low) + 1
+            else:
+                return None
+        return n
+
     def _others(self) -> list[str]:
         sc = self.sum_constraint
         assert sc is not None
