@@ -8,10 +8,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+from mtrank.utils.cli import user_errors  # noqa: E402 - a UserError is one block and exit status 2
+
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+@user_errors
 def main(cfg: DictConfig) -> None:
     from mtrank.data.datamodule import simulated_logs
     from mtrank.data.simulator import generate_logs

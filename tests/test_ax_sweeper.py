@@ -31,7 +31,10 @@ def test_params_from_hydra_sweep_grammar_and_mappings():
     assert parse_param("d", "choice(8, 16, 32)") == Choice("d", (8, 16, 32), True)
     assert parse_param("act", "choice(relu, gelu)") == Choice("act", ("relu", "gelu"), None)
     assert parse_param("k", "range(1, 4)") == Choice("k", (1, 2, 3), True)
-    assert parse_param("x", {"type": "range", "bounds": [0, 2], "log": False}) == Range("x", 0.0, 2.0)
+    assert parse_param("x", {"type": "range", "bounds": [0.0, 2], "log": False}) == Range("x", 0.0, 2.0)
+    # whole-number bounds make an integer parameter, as in the upstream Hydra Ax sweeper (int: false keeps a float)
+    assert parse_param("x", {"type": "range", "bounds": [0, 2]}) == Range("x", 0, 2, "int")
+    assert parse_param("x", {"type": "range", "bounds": [0, 2], "int": False}) == Range("x", 0.0, 2.0)
     assert parse_param("fixed", "3") is None and parse_param("fixed", 3) is None
     with pytest.raises(ValueError, match="type"):
         parse_param("x", {"type": "grid"})

@@ -58,6 +58,16 @@ def _predictions(path: Path, tasks: list[str]) -> Path:
     return path
 
 
+def _true_only(path: Path, tasks: list[str]) -> Path:
+    """Labels and the simulator's p_true_<task> only: no prediction column (p_true_ is not p_ + a task)."""
+    cols: dict = {"request_id": [0, 0, 1, 1], "item_id": [0, 1, 2, 3]}
+    for t in tasks:
+        cols[f"label_{t}"] = [0, 1, 0, 1]
+        cols[f"p_true_{t}"] = [0.1, 0.2, 0.3, 0.4]
+    pl.DataFrame(cols).write_parquet(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def places(tmp_path_factory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("corpus_config")
@@ -66,6 +76,7 @@ def places(tmp_path_factory) -> dict[str, str]:
         "predictions": str(_predictions(tmp / "pred.parquet", TASKS)),
         "predictions_ext": str(_predictions(tmp / "pred_ext.parquet", EXT_TASKS)),
         "run": str(tmp / "run"),
+        "predictions_true_only": str(_true_only(tmp / "pred_true_only.parquet", TASKS)),
     }
 
 

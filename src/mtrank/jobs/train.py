@@ -27,6 +27,7 @@ from mtrank.scoring.run import LoadedRun, save_preprocessing
 from mtrank.scoring.score import fit_calibration, iter_score_split
 from mtrank.training.checkpoints import resolve_ckpt_path
 from mtrank.training.resume import check_resume, check_state_dict, deferred_run_logs
+from mtrank.utils.checkpoint_files import check_fits
 from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from mtrank.utils.io import nonfinite_to_null, write_json_atomic
 from mtrank.utils.run_info import resolved_config, write_hydra_record, write_run_info
@@ -73,7 +74,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_run_info(output_dir, cfg, datamodule.metadata)
     if previous_data is not None and rank_zero_only.rank == 0:
         _record_data_change(output_dir, previous_data)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"),
+                                      progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
@@ -82,6 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
         if ckpt:
+            check_fits(ckpt, model)  # an InputFileError naming ckpt_path, before Lightning restores it
             log.info("Resuming training from %s", ckpt)
         t0 = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # no pickled code runs

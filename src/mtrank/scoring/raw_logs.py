@@ -219,14 +219,23 @@ def _report_numerics(run: LoadedRun, info: ScoreInfo, warn: float) -> None:
         log.info("Numeric values outside the training range: %s", info.out_of_range)
 
 
+def unseen_words(run: LoadedRun) -> str:
+    """What the OOV bucket holds: values unseen in training, and with ``min_count > 1`` the rarer ones too (an id
+    seen once in training is not in the vocabulary either)."""
+    cfg = (run.preprocessing.metadata.get("config") or {}) if run.preprocessing is not None else {}
+    n = int((cfg.get("encoding") or {}).get("min_count", 1) or 1)
+    return "unseen in training" if n <= 1 else f"unseen in training or rarer than min_count={n}"
+
+
 def _report_inputs(run: LoadedRun, info: ScoreInfo, warn: float, limit: float | None) -> None:
     """Log what reading found; raise when a column's share of never-seen values is above ``limit``."""
     too_many = unseen_problems(info.unseen_fraction, limit)
+    unseen = unseen_words(run)
     if too_many:
         c, f = max(too_many.items(), key=lambda kv: kv[1])
         raise DataValidationError(
-            f"column '{c}': {info.unseen[c]} of the {info.rows} rows ({f:.2%}) in {info.source} hold values never seen "
-            f"in training by the run {run.run_dir}, above max_unseen_fraction={limit}"
+            f"column '{c}': {info.unseen[c]} of the {info.rows} rows ({f:.2%}) in {info.source} hold values {unseen} "
+            f"by the run {run.run_dir}, above max_unseen_fraction={limit}"
             + (f" (also above it: {sorted(k for k in too_many if k != c)})" if len(too_many) > 1 else "")
             + "; these logs may not be what the run was trained on. Set max_unseen_fraction higher (or null) to score "
             "them anyway, the unseen values going to the OOV bucket"
@@ -241,9 +250,9 @@ def _report_inputs(run: LoadedRun, info: ScoreInfo, warn: float, limit: float | 
     shown = {c: f for c, f in info.unseen_fraction.items() if info.unseen.get(c)}
     text = ", ".join(f"{c}: {info.unseen[c]} rows ({f:.2%})" for c, f in shown.items())
     if any(f > warn for f in shown.values()):
-        log.warning("%d rows scored; values never seen in training were mapped to the OOV bucket: %s "
-                    "(warn_unseen_fraction=%s)", info.rows, text, warn)
+        log.warning("%d rows scored; values %s were mapped to the OOV bucket: %s "
+                    "(warn_unseen_fraction=%s)", info.rows, unseen, text, warn)
     elif shown:
-        log.info("%d rows scored; values never seen in training were mapped to the OOV bucket: %s", info.rows, text)
+        log.info("%d rows scored; values %s were mapped to the OOV bucket: %s", info.rows, unseen, text)
     else:
         log.info("%d rows scored; every categorical value was in the training vocabulary", info.rows)

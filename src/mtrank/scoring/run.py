@@ -31,6 +31,7 @@ from mtrank.scoring.schema import (
 )
 from mtrank.training.module import RankingModule
 from mtrank.training.safe_load import DATAMODULE_TARGETS, check_checkpoint, check_config_targets
+from mtrank.utils.checkpoint_files import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
         if pre is not None:
             log.warning("%s has no %s/: reading the preprocessing from %s, outside the run folder (found from its "
                         "config.yaml and run_info.json)", run_dir, PREPROCESSING_DIR, pre.directory)
+    read_checkpoint(ckpt)  # an InputFileError naming ckpt_path: missing, empty, no checkpoint, pickled objects
     check_checkpoint(ckpt)  # UnsafeCheckpointError before anything is instantiated from it
     try:
         model = RankingModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True)

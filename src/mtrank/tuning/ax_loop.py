@@ -96,6 +96,7 @@ class AxLoop:
         self.minimize = minimize
         self.path = Path(path) if path is not None else None
         self.generation = generation
+        self.exhausted = False  # Ax found no untried point of a discrete space
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -245,9 +246,22 @@ class AxLoop:
     def ask(self, n: int = 1, save: bool = True) -> dict[int, dict[str, Any]]:
         """Up to ``n`` new trials (fewer when the budget or Ax's own limits say so), marked RUNNING and (with
         ``save``) saved before they are handed out — what a caller launching long jobs needs to resume them.
+        Returns ``{}`` (and sets ``exhausted``) when a discrete space has no untried point left (counted here, or
+        Ax's ``SearchSpaceExhausted``, which costs it a minute of rejection sampling to find).
         An in-process caller that evaluates at once may skip that save: a trial generated but never told is
         simply generated again on resume (the snapshot holds the generator's state as of the last save)."""
+        from ax.exceptions.core import SearchSpaceExhausted
+
         n = min(int(n), self.remaining)
+        size = self.space.n_points
+        if size is not None and n > 0:  # a discrete space: never ask Ax for more points than are left untried
+            tried = {tuple(sorted(t.arm.parameters.items())) for t in self._experiment.trials.values()
+                     if t.arm is not None and t.status.name != "ABANDONED"}
+            if len(tried) >= size:
+                log.info("Every one of the %d points of the search space was tried", size)
+                self.exhausted = True
+                return {}
+            n = min(n, size - len(tried))
         if n <= 0:
             return {}
         t0 = time.perf_counter()
@@ -255,7 +269,12 @@ class AxLoop:
             # expected with exact observations (noiseless) and before a feasible trial exists
             warnings.filterwarnings("ignore", message="Very small noise values detected")
             warnings.filterwarnings("ignore", message="When all training points are infeasible")
-            trials = self.client.get_next_trials(max_trials=n)
+            try:
+                trials = self.client.get_next_trials(max_trials=n)
+            except SearchSpaceExhausted as exc:  # every point of a discrete space was tried: the loop ends
+                log.info("Ax: the search space is exhausted (%s)", str(exc).splitlines()[0][:200])
+                self.exhausted = True
+                return {}
         seconds = (time.perf_counter() - t0) / max(1, len(trials))
         for i, params in trials.items():
             problems = self.space.check(params)

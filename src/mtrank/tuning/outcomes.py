@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-__all__ = ["OutcomeConstraint", "parse_constraints", "relative_constraints", "thresholds", "violations", "is_feasible"]
+__all__ = ["OutcomeConstraint", "parse_constraints", "duplicated", "relative_constraints", "thresholds", "violations", "is_feasible"]
 
 _PATTERN = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][\w./@:-]*)\s*(?P<op>>=|<=)\s*(?P<bound>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)"
@@ -78,6 +78,20 @@ class OutcomeConstraint:
 
 def parse_constraints(items: Sequence[str | OutcomeConstraint] | None) -> list[OutcomeConstraint]:
     return [c if isinstance(c, OutcomeConstraint) else OutcomeConstraint.parse(str(c)) for c in (items or [])]
+
+
+def duplicated(constraints: Sequence[OutcomeConstraint]) -> list[tuple[int, int]]:
+    """``(i, j)`` for each constraint ``j`` that bounds the same metric on the same side as an earlier ``i``
+    (Ax refuses two such constraints with a raw error; one of them is always redundant or contradictory)."""
+    first: dict[tuple[str, str], int] = {}
+    out = []
+    for j, c in enumerate(constraints):
+        k = (c.metric, c.op)
+        if k in first:
+            out.append((first[k], j))
+        else:
+            first[k] = j
+    return out
 
 
 def relative_constraints(ratios: Mapping[str, float] | None, metric_name: str = "{}") -> list[OutcomeConstraint]:

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from mtrank.tuning.outcomes import (
     OutcomeConstraint,
+    duplicated,
     parse_constraints,
     relative_constraints,
 )
@@ -103,6 +104,11 @@ class UtilityProblem:
         for c in constraints:
             if not c.metric.startswith(METRIC_PREFIX):
                 raise ValueError(f"{where}: constraint {c} must be on a metric f_<task>")
+        keys = [f"{where}.constraints.{t}" for t, c in ratios.items() if c is not None] + [
+            f"{where}.extra_constraints[{i}]" for i in range(len(m.get("extra_constraints") or []))]
+        for i, j in duplicated(constraints):
+            raise ValueError(f"{keys[j]} = '{constraints[j]}' bounds {constraints[j].metric} from the same side as "
+                             f"{keys[i]} = '{constraints[i]}': keep one of them")
         prob = cls(weights, bounds, total, derived, objective, tuple(constraints))
         problems = prob.space.check(prob.space.complete({PARAM_PREFIX + t: w for t, w in weights.items()
                                                          if t != derived}) | {PARAM_PREFIX + derived: weights[derived]})

@@ -44,11 +44,14 @@ class Range:
 
 @dataclass(frozen=True)
 class Choice:
-    """A parameter taking one of ``values``."""
+    """A parameter taking one of ``values``. With ``literal`` the values are Hydra override literals (a list
+    ``[1,2]`` or a mapping ``{a:1}`` written as text): Ax chooses among the strings, the job gets the list or
+    mapping they spell."""
 
     name: str
     values: tuple[Any, ...]
     ordered: bool | None = None
+    literal: bool = False
 
     def __post_init__(self) -> None:
         if len(self.values) < 1:
@@ -106,6 +109,12 @@ class SearchSpace:
                 f"sum constraint: total={sc.total} cannot be reached within the bounds "
                 f"(their lows add up to {lo}, their highs to {hi})"
             )
+        if not lo + SUM_TOL < sc.total < hi - SUM_TOL:
+            raise ValueError(
+                f"sum constraint: total={sc.total} is reached only with every parameter at its "
+                f"{'lower' if abs(sc.total - lo) <= SUM_TOL else 'upper'} bound, which leaves nothing to search; "
+                f"expected a total strictly between the lows' sum {lo} and the highs' sum {hi}"
+            )
 
     # ------------------------------------------------------------------ views
     @property
@@ -121,6 +130,22 @@ class SearchSpace:
         """Parameters Ax searches (all but the derived one)."""
         d = self.sum_constraint.derived if self.sum_constraint else None
         return [p.name for p in self.params if p.name != d]
+
+    @property
+    def n_points(self) -> int | None:
+        """How many distinct points a discrete space has (choices and integer ranges, no constraints), else
+        None (a float range or a constraint: uncountable or not counted)."""
+        if self.sum_constraint is not None or self.parameter_constraints:
+            return None
+        n = 1
+        for p in self.params:
+            if isinstance(p, Choice):
+                n *= len(set(p.values))
+            elif p.kind == "int":
+                n *= int(p.high) - int(p.low) + 1
+            else:
+                return None
+        return n
 
     def _others(self) -> list[str]:
         sc = self.sum_constraint

@@ -6,6 +6,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from mtrank.errors import UserError
+
 __all__ = ["ConfigError", "ConfigProblem", "Problems", "fmt_list", "suggest"]
 
 
@@ -17,7 +19,7 @@ class ConfigProblem:
     message: str
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run. Raised before any data is read; every problem names its full config key and
     what is allowed. ``problems`` lists them all (a run reports every problem at once, not the first only)."""
 

@@ -68,6 +68,20 @@ def _select(cfg: DictConfig, key: str) -> Any:
         return None
 
 
+def _hparams_search_choice(cfg: DictConfig) -> str | None:
+    """The ``hparams_search`` option the config was composed with, when known."""
+    try:
+        choice = OmegaConf.select(cfg, "hydra.runtime.choices.hparams_search", default=None)
+        if choice is None:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.initialized():
+                choice = HydraConfig.get().runtime.choices.get("hparams_search")
+        return None if choice is None else str(choice)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _is_whole(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and float(x).is_integer()
 
@@ -100,6 +114,15 @@ def check_ax_sweeper(
         sw = plain(sweeper)
     except Exception as exc:  # noqa: BLE001
         problems.add(base, f"{base} does not resolve: {exc}")
+        return []
+
+    names = [str(n) for n in (sw.get("params") or {})]
+    if names and all(_select(cfg, n) is _MISSING for n in names):
+        choice = _hparams_search_choice(cfg)
+        problems.add("hparams_search", f"{'hparams_search=' + choice if choice else base + '.params'}: none of its "
+                                       f"search parameters {fmt_list(names)} is a key of this config: it is made for "
+                                       f"another entry point (hparams_search=ax_multitask: src/train.py, "
+                                       f"hparams_search=ax_utility: src/tune_utility.py)")
         return []
 
     objective = sw.get("objective")
@@ -182,6 +205,7 @@ def check_ax_sweeper(
                               "write it in terms of the other parameters")
 
     # ---------------------------------------------------------------- outcome constraints
+    seen: dict[tuple[str, str], str] = {}
     for i, text in enumerate(sw.get("outcome_constraints") or []):
         key = f"{base}.outcome_constraints[{i}]"
         try:
@@ -189,6 +213,11 @@ def check_ax_sweeper(
         except ValueError as exc:
             problems.add(key, f"{key}: {exc}")
             continue
+        if (c.metric, c.op) in seen:
+            problems.add(key, f"{key} = '{text}' bounds {c.metric} from the same side as "
+                              f"{seen[(c.metric, c.op)]}: keep one of them")
+            continue
+        seen[(c.metric, c.op)] = f"{key} = '{text}'"
         if c.metric not in metrics:
             problems.add(key, f"{key} = '{text}': metric '{c.metric}' is never reported by the jobs; allowed: "
                               f"{describe_metrics}{suggest(c.metric, metrics)}")

@@ -3,6 +3,8 @@
 :func:`validate_train_config` raises one :class:`~mtrank.validation.errors.ConfigError` listing every problem;
 each names its full config key and what is allowed. What is checked (docs/checks.md has the messages):
 
+* ``seed`` (a whole number or null), ``data.batch_size`` / ``data.eval_batch_size`` (≥ 1), ``trainer.max_epochs``
+  (≥ 1 or -1 when the run trains);
 * ``tasks.names``: non-empty, no repeats, no reserved names, each with a label column in
   ``data.pipeline.columns.labels``;
 * the data config: the pipeline config's own checks (:class:`mtrank.data.config.PipelineConfig`)
@@ -175,6 +177,31 @@ def check_data(cfg: DictConfig, p: Problems) -> None:
         p.add("data.pipeline", f"data.pipeline: {exc}")
 
 
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_run(cfg: DictConfig, p: Problems) -> None:
+    """``seed``, the batch sizes and, when the run trains, ``trainer.max_epochs``."""
+    seed = config_value(cfg, "seed", p)
+    if seed is not None and seed is not UNRESOLVED and not (_whole(seed) and 0 <= seed <= SEED_MAX):
+        p.add("seed", f"seed = {seed!r}: expected a whole number in [0, {SEED_MAX}] (or null for an unseeded run)")
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        v = config_value(cfg, key, p)
+        if v is not None and v is not UNRESOLVED and not (_whole(v) and v >= 1):
+            p.add(key, f"{key} = {v!r}: expected a whole number of rows ≥ 1")
+    if not cfg.get("train", True):
+        return
+    v = config_value(cfg, "trainer.max_epochs", p)
+    if v is not None and v is not UNRESOLVED and not (_whole(v) and (v >= 1 or v == -1)):
+        p.add("trainer.max_epochs", f"trainer.max_epochs = {v!r}: expected a number of epochs ≥ 1 (or -1: no limit, "
+                                    "ended by trainer.max_steps or early stopping); to test a trained run without "
+                                    "training it, use src/eval.py ckpt_path=<run folder>")
+
+
 def _check_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> str:
     from mtrank.training.objectives import OBJECTIVES
 
@@ -345,6 +372,7 @@ def validate_train_config(cfg: DictConfig) -> MetricCatalog:
     """
     p = Problems()
     tasks = check_tasks(cfg, p)
+    _check_run(cfg, p)
     check_data(cfg, p)
     _check_stream(cfg, p)
     _check_optimizer(cfg, p)

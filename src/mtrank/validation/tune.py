@@ -54,9 +54,12 @@ def _predictions_schema(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
 
 
 def _prediction_tasks(schema: Mapping[str, Any], prob: str) -> list[str]:
-    """Tasks with a ``<prob><task>`` column; with prob ``p_``, ``p_raw_<t>`` and ``p_true_<t>`` are not tasks."""
+    """Tasks with a ``<prob><task>`` column; with prob ``p_``, ``p_raw_<t>`` and ``p_true_<t>`` are never tasks
+    (the uncalibrated scores and the simulator's true probabilities, not predictions of a task ``raw_<t>``)."""
     found = [c[len(prob):] for c in schema if c.startswith(prob)]
-    return sorted(t for t in found if not any(t.startswith(x) and t[len(x):] in found for x in ("raw_", "true_")))
+    if prob == "p_":
+        found = [t for t in found if not t.startswith(("raw_", "true_"))]
+    return sorted(found)
 
 
 def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | None) -> list[str]:
@@ -76,6 +79,13 @@ def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | Non
     if schema is not None:
         tasks = _prediction_tasks(schema, prob)
         labelled = sorted(c[len(label):] for c in schema if c.startswith(label))
+        if not tasks:
+            cols = list(schema)
+            p.add("predictions", f"predictions = {config_value(cfg, 'predictions', p)}: no prediction column "
+                                 f"{prob}<task> in the file (its columns: {fmt_list(cols[:20])}"
+                                 f"{' ...' if len(cols) > 20 else ''}); expected the predictions that src/eval.py or "
+                                 f"src/predict.py writes, or set prob_prefix= to the prefix of its columns")
+            return []
         for t in weights:
             if f"{prob}{t}" not in schema:
                 p.add(f"utility.weights.{t}", f"utility.weights.{t}: the predictions have no column {prob}{t}, so "
@@ -94,6 +104,11 @@ def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | Non
         if not lo - 1e-9 <= float(total) <= hi + 1e-9:
             p.add("utility.total", f"utility.total = {total}: the weights cannot add up to it within utility.bounds "
                                    f"(their lows add up to {lo}, their highs to {hi})")
+        elif not lo + 1e-9 < float(total) < hi - 1e-9:
+            side = "lower" if abs(float(total) - lo) <= 1e-9 else "upper"
+            p.add("utility.total", f"utility.total = {total}: the weights add up to it only with each at its {side} "
+                                   f"bound in utility.bounds, which leaves nothing to search; expected a total "
+                                   f"strictly between {lo} (the lows' sum) and {hi} (the highs' sum)")
     if p.has("utility"):
         return []
     try:
