@@ -101,7 +101,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "simulator_config.json"
 FILE_PATTERN = "impressions-{:05d}.parquet"
 RNG_BLOCK = 4_096  # requests drawn from one random stream: the unit the log is made of
-CHUNK_REQUESTS = 65_536  # requests generated and held at once by generate_logs (memory only, not the output)
+CHUNK_REQUESTS = 16_384  # requests generated and held at once by generate_logs (memory only, not the output)
 ROW_GROUP_ROWS = 131_072  # rows per Parquet row group of the written files
 
 
