@@ -14,7 +14,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
-DEFAULT_EXTRAS = ("dev", "serve", "launchers")  # the Makefile's EXTRAS
+DEFAULT_EXTRAS = ("dev", "baselines", "serve", "launchers")  # the Makefile's EXTRAS
 TORCH_BUILD = re.compile(r"^(torch|triton|pytorch-triton|nvidia-.*|cuda-.*)$")
 
 
@@ -43,7 +43,7 @@ def test_lock_covers_every_dependency_and_leaves_torch_to_the_makefile():
     wanted = list(project["dependencies"])
     for extra in DEFAULT_EXTRAS:
         wanted += project["optional-dependencies"][extra]
-    names = {_requirement_name(r) for r in wanted} - {"torch"}
+    names = {_requirement_name(r) for r in wanted} - {"torch", "mtrank"}  # mtrank[baselines]: the project itself
     assert sorted(names - set(lock)) == []
     # torch's build (CPU wheel, PyPI's CUDA wheel, another index) is the Makefile's TORCH_SPEC / TORCH_INDEX choice
     assert [n for n in lock if TORCH_BUILD.match(n)] == []
@@ -57,7 +57,7 @@ def test_makefile_installs_from_the_lock():
     installs = [line for line in out.stdout.splitlines() if "pip install" in line and "--upgrade" not in line]
     assert len(installs) == 2, out.stdout  # torch (TORCH_SPEC), then the project with its extras
     assert all("-c requirements/lock.txt" in line for line in installs), installs
-    assert '"torch==2.13.0"' in installs[0] and '-e ".[dev,serve,launchers]"' in installs[1]
+    assert '"torch==2.13.0"' in installs[0] and '-e ".[dev,baselines,serve,launchers]"' in installs[1]
     unlocked = subprocess.run(["make", "-n", "-B", "setup", "LOCK="], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "-c " not in unlocked.stdout
 

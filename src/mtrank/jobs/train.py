@@ -26,7 +26,7 @@ from mtrank.scoring.report import write_report
 from mtrank.scoring.run import LoadedRun, save_preprocessing
 from mtrank.scoring.score import fit_calibration, iter_score_split
 from mtrank.training.checkpoints import resolve_ckpt_path
-from mtrank.training.resume import check_resume, check_state_dict, deferred_run_logs
+from mtrank.training.resume import check_resume, deferred_run_logs
 from mtrank.utils.checkpoint_files import check_fits
 from mtrank.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from mtrank.utils.io import nonfinite_to_null, write_json_atomic
@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule, model = build(cfg)
         previous_data = None
         if ckpt:
-            check_state_dict(ckpt, model)  # ResumeError naming the checkpoint and the keys / shapes
+            check_fits(ckpt, model)  # InputFileError naming ckpt_path and the tasks / keys / shapes, nothing written
         if in_place:
             previous_data = check_resume(cfg, output_dir, ckpt, model, datamodule.metadata)
     if rank_zero_only.rank == 0:
@@ -84,7 +84,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
         if ckpt:
-            check_fits(ckpt, model)  # an InputFileError naming ckpt_path, before Lightning restores it
             log.info("Resuming training from %s", ckpt)
         t0 = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # no pickled code runs

@@ -28,6 +28,9 @@ from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from mtrank.errors import UserError
+from mtrank.utils.checkpoint_files import check_fits
+
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
@@ -44,7 +47,7 @@ _PLACEHOLDER = "\x00volatile\x00"
 SHOWN = 6  # differences listed per candidate
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """A resume that would continue the wrong run, or one that cannot continue: nothing was written."""
 
 
@@ -206,38 +209,6 @@ def resume_run_dir(runs_dir: str, ckpt_path: Any, new_name: str, cfg: DictConfig
 # ---------------------------------------------------------------------------------------------- resume checks
 
 
-def check_state_dict(ckpt_path: str | Path, model) -> None:
-    """The checkpoint's weights fit ``model``: the same keys, each with the same shape."""
-    import torch
-
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    saved = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
-    if not isinstance(saved, Mapping):
-        raise ResumeError(f"cannot resume from {ckpt_path}: it holds no state_dict (not a Lightning checkpoint)")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    shapes = [(k, tuple(saved[k].shape), tuple(own[k].shape)) for k in sorted(set(own) & set(saved))
-              if hasattr(saved[k], "shape") and tuple(saved[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weight(s) of the model are not in the checkpoint ({', '.join(missing[:4])}…)")
-        if unexpected:
-            parts.append(f"{len(unexpected)} weight(s) of the checkpoint are not in the model "
-                         f"({', '.join(unexpected[:4])}…)")
-        if shapes:
-            parts.append("shapes differ: " + "; ".join(f"{k}: checkpoint {a}, model {b}" for k, a, b in shapes[:4]))
-        raise ResumeError(
-            f"cannot resume from {ckpt_path}: its weights do not fit the model this config builds: "
-            + "; ".join(parts) + ". The model's hyper-parameters (model.*) or the data's features differ from the "
-            "run's; nothing was written."
-        )
-
-
 def _fingerprint(info: Mapping[str, Any] | None) -> dict[str, Any]:
     data = (info or {}).get("data") or {}
     fp = data.get("fingerprint") or {}
@@ -255,7 +226,7 @@ def check_resume(cfg: DictConfig, run_dir: Path, ckpt_path: str | Path, model, d
 
     Returns the run's previous data fingerprint when it differs and ``resume_allow_data_change=true`` (to be
     recorded), else None; raises :class:`ResumeError` naming the folder, the keys and values otherwise."""
-    check_state_dict(ckpt_path, model)
+    check_fits(ckpt_path, model)
     saved = saved_config(run_dir)
     diffs = config_differences(comparable(cfg), saved) if saved is not None else []
     other = [d for d in diffs if not d[0].startswith("data.")]

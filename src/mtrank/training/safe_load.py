@@ -29,13 +29,15 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
+from mtrank.errors import UserError
+
 TRUSTED_ENV = "MTRANK_TRUSTED_TARGETS"
 # the keys of a checkpoint Lightning merges into the module's constructor arguments
 HPARAM_KEYS = ("hyper_parameters", "hparams", "module_arguments")
 DATAMODULE_TARGETS = frozenset({"mtrank.data.datamodule.RankingDataModule"})
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserError, ValueError):
     """A checkpoint or run config names a ``_target_`` that mtrank does not build from a loaded file."""
 
 

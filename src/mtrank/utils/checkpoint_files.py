@@ -92,7 +92,9 @@ def check_fits(path: str | Path, model: Any, key: str = "ckpt_path") -> None:
     extra = sorted(set(theirs) - set(ours))
     shape = sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
     parts = [f"{len(v)} {what} (e.g. {v[0]})" for v, what in ((missing, "weights missing"),
-                                                              (extra, "unexpected weights"),
-                                                              (shape, "weights of another shape")) if v]
-    raise InputFileError(f"{where}: the checkpoint's weights do not fit the model of this config (other features "
-                         f"or network): {', '.join(parts)}; {fix}")
+                                                              (extra, "unexpected weights")) if v]
+    if shape:
+        parts.append(f"{len(shape)} weights of another shape; shapes differ: "
+                     + "; ".join(f"{k}: checkpoint {theirs[k]}, model {ours[k]}" for k in shape[:4]))
+    raise InputFileError(f"{where}: its weights do not fit the model this config builds (other hyper-parameters, "
+                         f"features or network): {', '.join(parts)}; {fix}; nothing was written")
