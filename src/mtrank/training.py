@@ -43,7 +43,20 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
         ),
         _recursive_=False,
     )
+    fit_feature_encoders(model, datamodule)
     return datamodule, model
+
+
+def fit_feature_encoders(model: pl.LightningModule, datamodule) -> None:
+    """Fit the parts of the net that learn from the train rows before training (the quantile bins of
+    ``model.net.numeric_embedding``); a resumed run then restores them from its checkpoint."""
+    from mtrank.models.numeric import fit_numeric_encoders
+
+    ds = datamodule.dataset("train", shuffle=False)
+    n = fit_numeric_encoders(model.net, iter(ds))
+    datamodule.datasets.pop("train", None)
+    if n:
+        log.info("Fitted the numeric embeddings' quantile bins on %d train rows", n)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

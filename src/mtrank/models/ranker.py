@@ -34,6 +34,7 @@ from mtrank.checkpoints import RNG_KEY, rng_states, set_rng_states
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.losses import UncertaintyWeighting, bce_per_task, binary_importance_loss, build_task_weighting
 from mtrank.metrics import MultiHeadMetrics
+from mtrank.models.param_groups import build_param_groups
 
 OBJECTIVES = ("multitask", "binary")
 BINARY_HEAD = "engagement"
@@ -106,6 +107,7 @@ class RankingModule(pl.LightningModule):
         metrics: Mapping[str, Any] | None = None,
         downsampling: Mapping[str, Any] | None = None,
         compile: bool | Mapping[str, Any] | None = None,
+        param_groups: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(spec, FeatureSpec):
@@ -116,7 +118,7 @@ class RankingModule(pl.LightningModule):
         compile = _plain(compile)
         self.save_hyperparameters({"spec": _plain(spec), "net": net, "loss": loss, "optimizer": optimizer,
                                    "scheduler": scheduler, "metrics": metrics, "downsampling": downsampling,
-                                   "compile": compile})
+                                   "compile": compile, "param_groups": _plain(param_groups)})
         self.compile_options = compile_options(compile)
         self.spec = spec_from_dict(spec)
         self.tasks = list(self.spec.tasks)
@@ -365,7 +367,16 @@ class RankingModule(pl.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
-        opt = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())
+        params = self.parameters()
+        if self.hparams.get("param_groups"):  # model.param_groups: per-part lr / weight decay
+            params = build_param_groups(self.net, self.hparams.param_groups)
+            other = [p for n, p in self.named_parameters() if not n.startswith("net.") and p.requires_grad]
+            if other:  # e.g. learned task weights
+                params.append({"params": other})
+            # partial: Hydra would turn the groups' dicts into configs
+            opt = hydra.utils.instantiate(self.hparams.optimizer, _partial_=True)(params)
+        else:
+            opt = hydra.utils.instantiate(self.hparams.optimizer, params=params)
         if not self.hparams.scheduler:
             return opt
         sched_cfg = dict(self.hparams.scheduler)
