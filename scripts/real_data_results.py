@@ -47,7 +47,7 @@ class Dataset:
 DATASETS = {
     "kuairand": Dataset(
         "KuaiRand-Pure (train 04-25..28, val 04-29, test 04-30)",
-        "kuairand", ("model=mmoe",), "kuairand_ext", True,
+        "kuairand", ("model=mmoe_wide",), "kuairand_ext", True,
         {"click": "is_click", "long_click": "long_view", "save": "is_like", "closeup": "is_profile_enter",
          "hide": "is_hate", "follow": "is_follow", "comment": "is_comment", "share": "is_forward"},
     ),
