@@ -93,8 +93,8 @@ class NumericEmbedding(nn.Module):
 
 def build_numeric_embedding(options: Mapping[str, Any] | None, n_numeric: int, dim: int) -> NumericEmbedding | None:
     """``model.net.numeric_embedding`` (null or a mapping with ``type`` and its settings) -> the module or None."""
-    if options is None or options is False:
-        return None
+    if options is None or options is False or n_numeric == 0:
+        return None  # off, or nothing to embed (a data set without numeric features)
     if not isinstance(options, Mapping):
         raise ValueError(f"model.net.numeric_embedding = {options!r}: expected null or a mapping with 'type'")
     options = dict(options)
