@@ -243,3 +243,19 @@ def test_training_fits_the_quantile_bins_on_train_and_the_checkpoint_keeps_them(
     assert not torch.allclose(edges, default)  # fitted, not the placeholder
     assert (edges[:, 1:] >= edges[:, :-1]).all()
     assert model.net.wide is not None
+
+
+@pytest.mark.parametrize("experiment", ["census_mmoe", "census"])
+def test_census_search_space_names_keys_of_the_experiment(experiment, tmp_path):
+    """Every parameter hparams_search=ax_census tunes exists in the experiment (a renamed key would make every
+    trial fail), and the checkpoint keeps monitoring the val loss while the sweeper optimises an AUROC."""
+    from omegaconf import OmegaConf
+
+    from helpers import compose_config
+
+    cfg = compose_config("train", [f"experiment={experiment}", "hparams_search=ax_census"], tmp_path)
+    for key in cfg.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, key) is not None, key
+    assert cfg.hydra.sweeper.objective == "val/income/auroc"
+    assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
+    assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.early_stopping.mode == "min"
