@@ -50,8 +50,10 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 def fit_feature_encoders(model: pl.LightningModule, datamodule) -> None:
     """Fit the parts of the net that learn from the train rows before training (the quantile bins of
     ``model.net.numeric_embedding``); a resumed run then restores them from its checkpoint."""
-    from mtrank.models.numeric import fit_numeric_encoders
+    from mtrank.models.numeric import fit_numeric_encoders, needs_fitting
 
+    if not needs_fitting(model.net):
+        return
     ds = datamodule.dataset("train", shuffle=False)
     n = fit_numeric_encoders(model.net, iter(ds))
     datamodule.datasets.pop("train", None)

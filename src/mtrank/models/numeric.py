@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NumericEmbedding", "build_numeric_embedding", "fit_numeric_encoders", "NUMERIC_EMBEDDINGS"]
+__all__ = ["NumericEmbedding", "build_numeric_embedding", "fit_numeric_encoders", "needs_fitting", "NUMERIC_EMBEDDINGS"]
 
 NUMERIC_EMBEDDINGS = ("piecewise_linear", "periodic")
 
@@ -105,6 +105,11 @@ def build_numeric_embedding(options: Mapping[str, Any] | None, n_numeric: int, d
     if "type" not in options:
         raise ValueError(f"model.net.numeric_embedding needs 'type', one of {list(NUMERIC_EMBEDDINGS)}")
     return NumericEmbedding(n_numeric, dim, **options)
+
+
+def needs_fitting(net: nn.Module) -> bool:
+    """Whether ``net`` has numeric encodings to fit on train rows before training."""
+    return any(isinstance(m, NumericEmbedding) and m.type == "piecewise_linear" for m in net.modules())
 
 
 def fit_numeric_encoders(net: nn.Module, batches: Iterable[Mapping[str, Tensor]], max_rows: int = 1_000_000) -> int:
