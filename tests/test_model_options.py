@@ -209,6 +209,7 @@ def test_real_data_experiments_use_the_options_and_the_baselines_still_compose(e
     assert cfg.model.net._target_.endswith(target), cfg.model.net._target_
     assert cfg.model.net.wide is True and cfg.model.net.interaction == "none"
     assert cfg.model.param_groups.wide.lr == 0.01
+    assert (cfg.callbacks.per_head_selection is not None) == (experiment == "kuairand")
     # the logistic baseline and the plain deep net compose without the wide-part keys
     lr = compose_config("train", [f"experiment={experiment}", "model=logistic"], tmp_path)
     assert lr.model.net._target_.endswith("LogisticNet") and "wide" not in lr.model.net and not lr.model.param_groups

@@ -85,6 +85,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["time/fit_seconds"] = time.perf_counter() - t0
         metrics.update(_floats(trainer.callback_metrics))
     best = _best_checkpoint(trainer)
+    if cfg.get("train", True):
+        best = _per_head_selection(trainer, model, output_dir) or best
     if cfg.get("train", True) and best:
         # report validation figures of the checkpoint that is kept, not of the last epoch
         trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
@@ -141,6 +143,16 @@ def _write_test_report(cfg: DictConfig, model, datamodule, best: str, output_dir
                  context={"title": f"{cfg.task_name}, test split", "checkpoint": best or None,
                           "data": str(datamodule.processed.directory), "split": "test", "rows": None},
                  loggers=loggers)
+
+
+def _per_head_selection(trainer: pl.Trainer, model, output_dir: Path) -> str | None:
+    """With ``callbacks.per_head_selection``: the checkpoint of each head at its own best val epoch, if they differ."""
+    from mtrank.models.selection import PerHeadSelection
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, PerHeadSelection):
+            return cb.finalize(model, trainer, output_dir / "checkpoints")
+    return None
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str:
