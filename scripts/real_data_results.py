@@ -56,7 +56,7 @@ class Dataset:
 DATASETS = {
     "kuairand": Dataset(
         "KuaiRand-Pure",
-        "kuairand", ("model=mmoe",), "kuairand_ext", True,
+        "kuairand", ("model=mmoe_wide",), "kuairand_ext", True,
         {"click": "is_click", "long_click": "long_view", "save": "is_like", "closeup": "is_profile_enter",
          "hide": "is_hate", "follow": "is_follow", "comment": "is_comment", "share": "is_forward"},
     ),

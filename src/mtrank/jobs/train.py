@@ -48,7 +48,22 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
         ),
         _recursive_=False,
     )
+    fit_feature_encoders(model, datamodule)
     return datamodule, model
+
+
+def fit_feature_encoders(model: pl.LightningModule, datamodule) -> None:
+    """Fit the parts of the net that learn from the train rows before training (the quantile bins of
+    ``model.net.numeric_embedding``); a resumed run then restores them from its checkpoint."""
+    from mtrank.models.numeric import fit_numeric_encoders, needs_fitting
+
+    if not needs_fitting(model.net):
+        return
+    ds = datamodule.dataset("train", shuffle=False)
+    n = fit_numeric_encoders(model.net, iter(ds))
+    datamodule.datasets.pop("train", None)
+    if n:
+        log.info("Fitted the numeric embeddings' quantile bins on %d train rows", n)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -90,6 +105,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["time/fit_seconds"] = time.perf_counter() - t0
         metrics.update(_floats(trainer.callback_metrics))
     best = _best_checkpoint(trainer)
+    if cfg.get("train", True):
+        best = _per_head_selection(trainer, model, output_dir) or best
     if cfg.get("train", True) and best:
         # report validation figures of the checkpoint that is kept, not of the last epoch
         trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
@@ -167,6 +184,16 @@ def _write_test_report(cfg: DictConfig, model, datamodule, best: str, output_dir
                  context={"title": f"{cfg.task_name}, test split", "checkpoint": best or None,
                           "data": str(datamodule.processed.directory), "split": "test", "rows": None},
                  loggers=loggers)
+
+
+def _per_head_selection(trainer: pl.Trainer, model, output_dir: Path) -> str | None:
+    """With ``callbacks.per_head_selection``: the checkpoint of each head at its own best val epoch, if they differ."""
+    from mtrank.models.selection import PerHeadSelection
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, PerHeadSelection):
+            return cb.finalize(model, trainer, output_dir / "checkpoints")
+    return None
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str:

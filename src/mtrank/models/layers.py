@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrank.data.spec import FeatureSpec
+from mtrank.models.numeric import build_numeric_embedding
 
 __all__ = ["MLP", "FeatureLayer", "SoftmaxGate", "make_activation", "make_norm"]
 
@@ -90,6 +91,8 @@ class FeatureLayer(nn.Module):
     * the numeric features, if any, enter as dense inputs as they are, and, with
       ``numeric_projection=True``, are also projected by a ``Linear(n_numeric, embedding_dim)`` to one
       more embedding-sized vector so that they take part in the interaction;
+    * with ``numeric_embedding`` (see :mod:`mtrank.models.numeric`) every numeric feature is instead one
+      embedding-sized vector (piecewise-linear or periodic encoding), and the scalars are not concatenated;
     * ``interaction="dot"`` appends the DLRM-style pairwise dot products of all embedding-sized vectors
       (the strict upper triangle of the Gram matrix, no diagonal); ``"none"`` only concatenates.
 
@@ -104,6 +107,7 @@ class FeatureLayer(nn.Module):
         embedding_dim: int = 16,
         interaction: str = "dot",
         numeric_projection: bool = True,
+        numeric_embedding: Mapping | None = None,
     ) -> None:
         super().__init__()
         interaction = str(interaction).lower()
@@ -128,17 +132,20 @@ class FeatureLayer(nn.Module):
             nn.init.normal_(emb.weight, mean=0.0, std=d**-0.5)
             self.embeddings.append(emb)
 
+        self.numeric_embedding = build_numeric_embedding(numeric_embedding, self.n_numeric, d)
         self.numeric_proj: nn.Linear | None = None
-        if numeric_projection and self.n_numeric > 0:
+        if numeric_projection and self.n_numeric > 0 and self.numeric_embedding is None:
             self.numeric_proj = nn.Linear(self.n_numeric, d)
+        n_num_vectors = self.n_numeric if self.numeric_embedding is not None else int(self.numeric_proj is not None)
+        self.n_scalars = 0 if self.numeric_embedding is not None else self.n_numeric
 
-        self.n_vectors = self.n_categorical + (1 if self.numeric_proj is not None else 0)
+        self.n_vectors = self.n_categorical + n_num_vectors
         self.n_interactions = self.n_vectors * (self.n_vectors - 1) // 2 if interaction == "dot" else 0
         if self.n_interactions > 0:
             iu = torch.triu_indices(self.n_vectors, self.n_vectors, offset=1)
             self.register_buffer("_triu_rows", iu[0], persistent=False)
             self.register_buffer("_triu_cols", iu[1], persistent=False)
-        self.out_dim = self.n_vectors * d + self.n_numeric + self.n_interactions
+        self.out_dim = self.n_vectors * d + self.n_scalars + self.n_interactions
 
     def embed(self, batch: Mapping[str, Tensor]) -> tuple[Tensor | None, Tensor | None]:
         """Return (stacked embedding-sized vectors [B, k, d] or None, numerics [B, n_num] or None)."""
@@ -158,6 +165,9 @@ class FeatureLayer(nn.Module):
             num = num.float()
             if self.numeric_proj is not None:
                 vectors.append(self.numeric_proj(num))
+            if self.numeric_embedding is not None:
+                vectors.extend(self.numeric_embedding(num).unbind(1))
+                num = None  # encoded as vectors, not concatenated as scalars
         stacked = torch.stack(vectors, dim=1) if vectors else None
         return stacked, num
 

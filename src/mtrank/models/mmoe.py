@@ -44,6 +44,7 @@ class ExpertMixtureNet(MultiHeadNet):
         dropout, norm, activation: for experts and towers alike.
         gate_temperature: softmax temperature of the gates (1 = the paper's gate).
         head_bias_init: each head's final bias (float or {head: value}), e.g. the prior log-odds.
+        options: ``numeric_embedding``, ``wide``, ``wide_dropout`` (see :class:`MultiHeadNet`).
     """
 
     def __init__(
@@ -62,9 +63,11 @@ class ExpertMixtureNet(MultiHeadNet):
         gate_temperature: float = 1.0,
         numeric_projection: bool = True,
         head_bias_init: float | Mapping[str, float] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(
-            spec, heads, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection
+            spec, heads, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection,
+            **options,
         )
         n_experts, n_task_experts = int(n_experts), int(n_task_experts)
         if n_experts < 0 or n_task_experts < 0:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from mtrank.data.spec import FeatureSpec
 from mtrank.models.layers import MLP, FeatureLayer
+from mtrank.models.linear import LogisticNet
 
 __all__ = ["Tower", "MultiHeadNet", "SharedBottomNet"]
 
@@ -55,7 +56,16 @@ def _resolve_bias_init(
 
 
 class MultiHeadNet(nn.Module):
-    """Base class: feature layer + towers; subclasses define the sharing part (:meth:`head_inputs`)."""
+    """Base class: feature layer + towers; subclasses define the sharing part (:meth:`head_inputs`).
+
+    Options every sharing structure has:
+
+    * ``numeric_embedding``: numeric features as embeddings (:mod:`mtrank.models.numeric`), null = scalars;
+    * ``wide``: a wide (linear) part beside the deep one (Wide & Deep, Cheng et al. 2016): each head's logit is
+      the deep logit plus a per-head logistic regression over the one-hot categoricals and the numerics
+      (:class:`~mtrank.models.linear.LogisticNet`, zero-initialised, ``wide_dropout`` its feature dropout), so
+      the deep model contains the linear baseline.
+    """
 
     def __init__(
         self,
@@ -64,6 +74,9 @@ class MultiHeadNet(nn.Module):
         embedding_dim: int = 16,
         interaction: str = "dot",
         numeric_projection: bool = True,
+        numeric_embedding: Mapping | None = None,
+        wide: bool = False,
+        wide_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         heads = tuple(str(h) for h in heads)
@@ -74,9 +87,16 @@ class MultiHeadNet(nn.Module):
         self.heads = heads
         self.spec = spec
         self.feature_layer = FeatureLayer(
-            spec, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection
+            spec, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection,
+            numeric_embedding=numeric_embedding,
         )
         self.towers = nn.ModuleDict()
+        if not isinstance(wide, bool):
+            raise ValueError(f"model.net.wide = {wide!r}: expected true or false")
+        if not 0.0 <= float(wide_dropout) < 1.0:
+            raise ValueError(f"model.net.wide_dropout must be in [0, 1), got {wide_dropout}")
+        # the deep towers keep the heads' bias (head_bias_init): the wide part starts at exactly zero
+        self.wide = LogisticNet(spec, heads, head_bias_init=None, dropout=float(wide_dropout)) if wide else None
 
     def _build_towers(
         self,
@@ -106,7 +126,8 @@ class MultiHeadNet(nn.Module):
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Logits ``[B, len(heads)]``, columns in ``heads`` order."""
-        return self.forward_heads(self.head_inputs(self.forward_features(batch)))
+        logits = self.forward_heads(self.head_inputs(self.forward_features(batch)))
+        return logits if self.wide is None else logits + self.wide(batch)
 
 
 class SharedBottomNet(MultiHeadNet):
@@ -131,9 +152,11 @@ class SharedBottomNet(MultiHeadNet):
         activation: str = "relu",
         numeric_projection: bool = True,
         head_bias_init: float | Mapping[str, float] | None = None,
+        **options,
     ) -> None:
         super().__init__(
-            spec, heads, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection
+            spec, heads, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection,
+            **options,
         )
         self.trunk = MLP(self.feature_layer.out_dim, trunk, dropout=dropout, activation=activation, norm=norm)
         self._build_towers(self.trunk.out_dim, tower, dropout, activation, norm, head_bias_init)

@@ -31,6 +31,7 @@ from mtrank.calibration.downsampling import correct_logits
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.metrics.stage import stage_metrics
+from mtrank.models.param_groups import build_param_groups
 from mtrank.training.checkpoints import RNG_KEY, rng_states, set_rng_states
 from mtrank.training.objectives import build_objective, checkpoint_keys
 
@@ -120,6 +121,7 @@ class RankingModule(pl.LightningModule):
         metrics: Mapping[str, Any] | None = None,
         downsampling: Mapping[str, Any] | None = None,
         compile: bool | Mapping[str, Any] | None = None,
+        param_groups: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(spec, FeatureSpec):
@@ -130,7 +132,7 @@ class RankingModule(pl.LightningModule):
         compile = _plain(compile)
         self.save_hyperparameters({"spec": _plain(spec), "net": net, "loss": loss, "optimizer": optimizer,
                                    "scheduler": scheduler, "metrics": metrics, "downsampling": downsampling,
-                                   "compile": compile})
+                                   "compile": compile, "param_groups": _plain(param_groups)})
         self.compile_options = compile_options(compile)
         self.spec = spec_from_dict(spec)
         self.tasks = list(self.spec.tasks)
@@ -308,7 +310,16 @@ class RankingModule(pl.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
-        opt = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())
+        params = self.parameters()
+        if self.hparams.get("param_groups"):  # model.param_groups: per-part lr / weight decay
+            params = build_param_groups(self.net, self.hparams.param_groups)
+            other = [p for n, p in self.named_parameters() if not n.startswith("net.") and p.requires_grad]
+            if other:  # e.g. learned task weights
+                params.append({"params": other})
+            # partial: Hydra would turn the groups' dicts into configs
+            opt = hydra.utils.instantiate(self.hparams.optimizer, _partial_=True)(params)
+        else:
+            opt = hydra.utils.instantiate(self.hparams.optimizer, params=params)
         if not self.hparams.scheduler:
             return opt
         sched_cfg = dict(self.hparams.scheduler)

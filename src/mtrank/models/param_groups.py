@@ -1,0 +1,45 @@
+"""Per-part optimiser settings (``model.param_groups``): a learning rate or weight decay for one part of the net.
+
+``model.param_groups`` maps a parameter-name prefix inside the net (as in ``net.named_parameters()``, e.g.
+``wide`` for the wide part, ``feature_layer.embeddings`` for the id embeddings) to the optimiser settings of the
+parameters under it (``lr``, ``weight_decay``, any key the optimiser accepts per group); every other parameter
+keeps ``model.optimizer``'s. A parameter under two prefixes takes the longest one. A prefix that names no
+parameter is an error (a typo would otherwise silently change nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+__all__ = ["build_param_groups"]
+
+
+def build_param_groups(net: nn.Module, groups: Mapping[str, Mapping[str, Any]] | None,
+                       key: str = "model.param_groups") -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: one per prefix of ``groups`` (with its settings), then the rest."""
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    if not groups:
+        return [{"params": [p for _, p in named]}]
+    if not isinstance(groups, Mapping):
+        raise ValueError(f"{key} = {groups!r}: expected a mapping {{parameter-name prefix: {{lr: ..., ...}}}}")
+    prefixes = sorted(groups, key=len, reverse=True)
+    for prefix in prefixes:
+        if not isinstance(groups[prefix], Mapping):
+            raise ValueError(f"{key}.{prefix} = {groups[prefix]!r}: expected a mapping of optimiser settings")
+        if "params" in groups[prefix]:
+            raise ValueError(f"{key}.{prefix} may not set 'params'")
+    chosen: dict[str, list] = {p: [] for p in prefixes}
+    rest = []
+    for name, param in named:
+        match = next((p for p in prefixes if name == p or name.startswith(p + ".")), None)
+        (chosen[match] if match is not None else rest).append(param)
+    empty = [p for p in prefixes if not chosen[p]]
+    if empty:
+        tops = sorted({n.split(".")[0] for n, _ in named})
+        raise ValueError(f"{key}: prefix(es) {empty} name no parameter of the net; its parts are {tops}")
+    out = [{"params": chosen[p], **dict(groups[p])} for p in prefixes]
+    if rest:
+        out.append({"params": rest})
+    return out
