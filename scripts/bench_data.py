@@ -59,15 +59,32 @@ def main() -> None:
     processed = process(PipelineConfig.from_mapping(default_pipeline([str(raw)], beta=1.0)), data_dir / "processed")
     files = [f for f, _ in processed.files("train")]
     rows = processed.rows("train")
-    ds = ShardStream(processed.files("train"), processed.spec, args.batch_size, shuffle=True, buffer_size=65_536,
-                     seed=0, chunk_rows=65_536, with_p_true=False)
+    ds = ShardStream(
+        processed.files("train"),
+        processed.spec,
+        args.batch_size,
+        shuffle=True,
+        buffer_size=65_536,
+        seed=0,
+        chunk_rows=65_536,
+        with_p_true=False,
+    )
     columns = ds._columns
-    plain = ShardStream(processed.files("train"), processed.spec, args.batch_size, shuffle=False, buffer_size=65_536,
-                        seed=0, chunk_rows=65_536, with_p_true=False)
+    plain = ShardStream(
+        processed.files("train"),
+        processed.spec,
+        args.batch_size,
+        shuffle=False,
+        buffer_size=65_536,
+        seed=0,
+        chunk_rows=65_536,
+        with_p_true=False,
+    )
     loader = None
     if args.workers:
-        loader = DataLoader(ds, batch_size=None, num_workers=args.workers, multiprocessing_context="spawn",
-                            persistent_workers=True)
+        loader = DataLoader(
+            ds, batch_size=None, num_workers=args.workers, multiprocessing_context="spawn", persistent_workers=True
+        )
         t0 = time.perf_counter()
         stream_epoch(ds, 0, loader)  # the first epoch pays the workers' start-up
         first = time.perf_counter() - t0
@@ -80,15 +97,23 @@ def main() -> None:
             ours_w.append(stream_epoch(ds, r, loader))
     ref_best = max(ref)
     print(f"train rows: {rows:,} in {len(files)} shards; columns: {len(columns)}; batch size {args.batch_size}")
-    print(f"reference  pl.scan_parquet.collect_batches({args.chunk}) + to_torch : {ref_best / 1e6:6.2f} M rows/s "
-          f"(epochs {', '.join(f'{x / 1e6:.2f}' for x in ref)})")
-    print(f"ShardStream shuffled, main process                         : {max(ours0) / 1e6:6.2f} M rows/s  "
-          f"ratio {max(ours0) / ref_best:.2f} (epochs {', '.join(f'{x / 1e6:.2f}' for x in ours0)})")
-    print(f"ShardStream not shuffled, main process                     : {max(unshuffled) / 1e6:6.2f} M rows/s  "
-          f"ratio {max(unshuffled) / ref_best:.2f} (the batching machinery alone)")
+    print(
+        f"reference  pl.scan_parquet.collect_batches({args.chunk}) + to_torch : {ref_best / 1e6:6.2f} M rows/s "
+        f"(epochs {', '.join(f'{x / 1e6:.2f}' for x in ref)})"
+    )
+    print(
+        f"ShardStream shuffled, main process                         : {max(ours0) / 1e6:6.2f} M rows/s  "
+        f"ratio {max(ours0) / ref_best:.2f} (epochs {', '.join(f'{x / 1e6:.2f}' for x in ours0)})"
+    )
+    print(
+        f"ShardStream not shuffled, main process                     : {max(unshuffled) / 1e6:6.2f} M rows/s  "
+        f"ratio {max(unshuffled) / ref_best:.2f} (the batching machinery alone)"
+    )
     if loader is not None:
-        print(f"ShardStream shuffled, {args.workers} persistent spawned workers      : {max(ours_w) / 1e6:6.2f} M rows/s  "
-              f"ratio {max(ours_w) / ref_best:.2f} (first epoch with start-up: {first:.1f} s)")
+        print(
+            f"ShardStream shuffled, {args.workers} persistent spawned workers      : {max(ours_w) / 1e6:6.2f} M rows/s  "
+            f"ratio {max(ours_w) / ref_best:.2f} (first epoch with start-up: {first:.1f} s)"
+        )
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 

@@ -62,8 +62,15 @@ def main() -> None:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="mtrank-gpu-"))
     raw = simulated_logs({"n_impressions": args.impressions, "n_files": 8}, data_dir / "raw")
     processed = process(PipelineConfig.from_mapping(default_pipeline([str(raw)], beta=1.0)), data_dir / "processed")
-    ds = ShardStream(processed.files("train"), processed.spec, args.batch_size, shuffle=True, seed=0,
-                     chunk_rows=65_536, with_p_true=False)
+    ds = ShardStream(
+        processed.files("train"),
+        processed.spec,
+        args.batch_size,
+        shuffle=True,
+        seed=0,
+        chunk_rows=65_536,
+        with_p_true=False,
+    )
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "shared_bottom.yaml")
     loss_cfg = OmegaConf.load(ROOT / "conf" / "loss" / "multitask.yaml")
     print(f"{torch.cuda.get_device_name()}; train rows/epoch {sum(ds.rows):,}; batch size {args.batch_size}")
@@ -71,8 +78,9 @@ def main() -> None:
     for compiled in (False, True):
         for bf16 in (False, True):
             torch.manual_seed(0)
-            module = RankingModule(spec=processed.spec, net=model_cfg.net, loss=loss_cfg,
-                                   optimizer=model_cfg.optimizer, compile=compiled).to(device)
+            module = RankingModule(
+                spec=processed.spec, net=model_cfg.net, loss=loss_cfg, optimizer=model_cfg.optimizer, compile=compiled
+            ).to(device)
             module.configure_model()  # model.compile=true: what the Trainer does
             results[(compiled, bf16)] = run(module, ds, device, bf16, args.epochs)
             print(f"compile={compiled!s:5} bf16={bf16!s:5}: {results[(compiled, bf16)]:12,.0f} samples/s")

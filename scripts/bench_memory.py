@@ -32,11 +32,20 @@ def child(n: int, data_dir: str, log_dir: str, train: bool, overrides: list[str]
     from mtrank.jobs.train import train as run_training
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=[
-            "experiment=multitask", f"data.simulator.n_impressions={n}", "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", f"paths.data_dir={data_dir}",
-            f"paths.log_dir={log_dir}", *overrides,
-        ], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=multitask",
+                f"data.simulator.n_impressions={n}",
+                "trainer.max_epochs=1",
+                "trainer.enable_progress_bar=false",
+                "callbacks.progress_bar=null",
+                f"paths.data_dir={data_dir}",
+                f"paths.log_dir={log_dir}",
+                *overrides,
+            ],
+            return_hydra_config=True,
+        )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(Path(log_dir) / f"run-{n}")
@@ -53,7 +62,9 @@ def measure(n: int, data_dir: str, log_dir: str, train: bool, overrides: list[st
     cmd += [f"--override={o}" for o in overrides]
     if train:
         cmd.append("--train")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -63,8 +74,12 @@ def main() -> None:
     p.add_argument("--large", type=int, default=10_000_000)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--log-dir", default=None)
-    p.add_argument("--override", action="append", default=[],
-                   help="a Hydra override for both runs, e.g. model.metrics.thresholds=null (repeatable)")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="a Hydra override for both runs, e.g. model.metrics.thresholds=null (repeatable)",
+    )
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--train", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -78,8 +93,10 @@ def main() -> None:
         prep = measure(n, data_dir, log_dir, train=False, overrides=args.override)
         run = measure(n, data_dir, log_dir, train=True, overrides=args.override)
         rows[n] = (prep, run)
-        print(f"{n:>12,} impressions: generating + processing peak RSS {prep['peak_rss_mb']:7.0f} MB; "
-              f"training run peak RSS {run['peak_rss_mb']:7.0f} MB (val mean auroc {run['val_auroc']:.4f})")
+        print(
+            f"{n:>12,} impressions: generating + processing peak RSS {prep['peak_rss_mb']:7.0f} MB; "
+            f"training run peak RSS {run['peak_rss_mb']:7.0f} MB (val mean auroc {run['val_auroc']:.4f})"
+        )
     ratio = rows[args.large][1]["peak_rss_mb"] / rows[args.small][1]["peak_rss_mb"]
     print(f"training peak RSS ratio {args.large:,} / {args.small:,}: {ratio:.2f} (target ≤ 1.2)")
 

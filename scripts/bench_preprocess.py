@@ -54,13 +54,17 @@ def child_process(raw: str, data_dir: Path, beta: float | None) -> None:
     processed = process(cfg, data_dir / "processed", force=True)
     wall = time.perf_counter() - t0
     meta = processed.metadata
-    print(json.dumps({
-        "rows_in": meta["counts"]["rows_before"] + processed.rows("val") + processed.rows("test"),
-        "rows_out": {s: processed.rows(s) for s in ("train", "val", "test")},
-        "seconds": wall,
-        "peak_rss_mb": peak_rss_mb(),
-        "polars_threads": pl.thread_pool_size(),
-    }))
+    print(
+        json.dumps(
+            {
+                "rows_in": meta["counts"]["rows_before"] + processed.rows("val") + processed.rows("test"),
+                "rows_out": {s: processed.rows(s) for s in ("train", "val", "test")},
+                "seconds": wall,
+                "peak_rss_mb": peak_rss_mb(),
+                "polars_threads": pl.thread_pool_size(),
+            }
+        )
+    )
 
 
 def _run(args: list[str], env: dict | None = None) -> dict:
@@ -93,10 +97,14 @@ def main() -> None:
     res = _run(["--child", "process", "--raw", gen["raw"], *common, *extra], env)
     rate = res["rows_in"] / res["seconds"]
     print(f"raw logs: {gen['raw']} (generated or reused in {gen['seconds']:.1f} s, not counted)")
-    print(f"processed {res['rows_in']:,} impressions -> train {res['rows_out']['train']:,} / val "
-          f"{res['rows_out']['val']:,} / test {res['rows_out']['test']:,} rows; polars threads {res['polars_threads']}")
-    print(f"wall {res['seconds']:.1f} s, {rate / 1e6:.2f} M rows/s, peak RSS {res['peak_rss_mb']:.0f} MB "
-          f"(ratio to the {TARGET_MB:.0f} MB target: {res['peak_rss_mb'] / TARGET_MB:.2f}, target ≤ 1.00)")
+    print(
+        f"processed {res['rows_in']:,} impressions -> train {res['rows_out']['train']:,} / val "
+        f"{res['rows_out']['val']:,} / test {res['rows_out']['test']:,} rows; polars threads {res['polars_threads']}"
+    )
+    print(
+        f"wall {res['seconds']:.1f} s, {rate / 1e6:.2f} M rows/s, peak RSS {res['peak_rss_mb']:.0f} MB "
+        f"(ratio to the {TARGET_MB:.0f} MB target: {res['peak_rss_mb'] / TARGET_MB:.2f}, target ≤ 1.00)"
+    )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,25 @@ def _run(args: list[str], **kw) -> None:
 
 def make_artifact(tmp: Path) -> tuple[Path, list[Path]]:
     """Train a small run (default network, simulated logs) and export it; return the artifact and the raw logs."""
-    _run(["src/train.py", "experiment=multitask", "debug=fast", "logger=csv", "trainer.enable_progress_bar=false",
-          "callbacks.progress_bar=null", "callbacks.throughput=null",
-          f"paths.log_dir={tmp / 'logs'}", f"paths.data_dir={tmp / 'data'}", f"hydra.run.dir={tmp / 'run'}"],
-         stdout=subprocess.DEVNULL)
-    _run(["src/export.py", f"ckpt_path={tmp / 'run'}", f"output={tmp / 'artifact'}", f"hydra.run.dir={tmp / 'export'}"],
-         stdout=subprocess.DEVNULL)
+    _run(
+        [
+            "src/train.py",
+            "experiment=multitask",
+            "debug=fast",
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            "callbacks.throughput=null",
+            f"paths.log_dir={tmp / 'logs'}",
+            f"paths.data_dir={tmp / 'data'}",
+            f"hydra.run.dir={tmp / 'run'}",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    _run(
+        ["src/export.py", f"ckpt_path={tmp / 'run'}", f"output={tmp / 'artifact'}", f"hydra.run.dir={tmp / 'export'}"],
+        stdout=subprocess.DEVNULL,
+    )
     return tmp / "artifact", sorted((tmp / "data" / "raw").glob("simulated-*/*.parquet"))
 
 
@@ -84,10 +97,17 @@ def make_requests(art, logs: list[Path], n_requests: int, n_candidates: int, see
 def summary(name: str, batch: int, n_candidates: int, times_s: list[float]) -> dict:
     t = np.asarray(times_s) * 1e3
     p50, p99 = float(np.percentile(t, 50)), float(np.percentile(t, 99))
-    return {"case": name, "requests_per_call": batch, "candidates_per_call": batch * n_candidates,
-            "p50_ms": p50, "p99_ms": p99, "mean_ms": float(t.mean()),
-            "candidates_per_s": batch * n_candidates / float(np.mean(times_s)), "calls": len(t),
-            "target_p99_ms": TARGETS_MS.get((name, batch))}
+    return {
+        "case": name,
+        "requests_per_call": batch,
+        "candidates_per_call": batch * n_candidates,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "mean_ms": float(t.mean()),
+        "candidates_per_s": batch * n_candidates / float(np.mean(times_s)),
+        "calls": len(t),
+        "target_p99_ms": TARGETS_MS.get((name, batch)),
+    }
 
 
 def bench_in_process(art, bodies: list[dict], iters: int, warmup: int, batch: int) -> list[float]:
@@ -112,14 +132,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_http(artifact: Path, bodies: list[dict], iters: int, warmup: int, batch: int, tmp: Path) -> dict[int, list[float]]:
+def bench_http(
+    artifact: Path, bodies: list[dict], iters: int, warmup: int, batch: int, tmp: Path
+) -> dict[int, list[float]]:
     import httpx
 
     port = _free_port()
     log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "src/serve.py", f"artifact={artifact}", f"port={port}", "host=127.0.0.1",
-                             "threads=1", "log_level=warning", f"hydra.run.dir={tmp / 'serve'}"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "src/serve.py",
+            f"artifact={artifact}",
+            f"port={port}",
+            "host=127.0.0.1",
+            "threads=1",
+            "log_level=warning",
+            f"hydra.run.dir={tmp / 'serve'}",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     out: dict[int, list[float]] = {}
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
@@ -135,8 +169,10 @@ def bench_http(artifact: Path, bodies: list[dict], iters: int, warmup: int, batc
             time.sleep(0.2)
         headers = {"content-type": "application/json"}
         single = [json.dumps(b).encode() for b in bodies]
-        batched = [json.dumps({"requests": [bodies[(k * batch + j) % len(bodies)] for j in range(batch)]}).encode()
-                   for k in range(len(bodies))]
+        batched = [
+            json.dumps({"requests": [bodies[(k * batch + j) % len(bodies)] for j in range(batch)]}).encode()
+            for k in range(len(bodies))
+        ]
         for size, path, payloads in ((1, "/rank", single), (batch, "/rank/batch", batched)):
             times = []
             for k in range(warmup + iters):
@@ -185,24 +221,36 @@ def main() -> None:
 
         art = load_artifact(artifact)
         bodies = make_requests(art, logs, 64, args.candidates)
-        rows = [summary("in-process", 1, args.candidates, bench_in_process(art, bodies, args.iters, args.warmup, 1)),
-                summary("in-process", args.batch, args.candidates,
-                        bench_in_process(art, bodies, max(args.iters // args.batch, 30), args.warmup // 2, args.batch))]
+        rows = [
+            summary("in-process", 1, args.candidates, bench_in_process(art, bodies, args.iters, args.warmup, 1)),
+            summary(
+                "in-process",
+                args.batch,
+                args.candidates,
+                bench_in_process(art, bodies, max(args.iters // args.batch, 30), args.warmup // 2, args.batch),
+            ),
+        ]
         if not args.no_http:
             http = bench_http(artifact, bodies, args.iters, args.warmup, args.batch, tmp)
-            rows += [summary("HTTP", 1, args.candidates, http[1]),
-                     summary("HTTP", args.batch, args.candidates, http[args.batch])]
+            rows += [
+                summary("HTTP", 1, args.candidates, http[1]),
+                summary("HTTP", args.batch, args.candidates, http[args.batch]),
+            ]
     load_after = os.getloadavg()
-    print(f"\nartifact {art.artifact_id} ({art.manifest['network']['format']}), tasks {art.tasks}, device cpu, "
-          f"torch threads 1, {os.cpu_count()} CPUs; load average before {load_before[0]:.2f} / {load_before[1]:.2f} / "
-          f"{load_before[2]:.2f}, after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
+    print(
+        f"\nartifact {art.artifact_id} ({art.manifest['network']['format']}), tasks {art.tasks}, device cpu, "
+        f"torch threads 1, {os.cpu_count()} CPUs; load average before {load_before[0]:.2f} / {load_before[1]:.2f} / "
+        f"{load_before[2]:.2f}, after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}"
+    )
     print("\n| case | requests × candidates per call | p50 ms | p99 ms | candidates/s | target p99 | met |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         target = r["target_p99_ms"]
         met = "—" if target is None else ("yes" if r["p99_ms"] <= target else "**no**")
-        print(f"| {r['case']} | {r['requests_per_call']} × {args.candidates} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{r['candidates_per_s']:,.0f} | {'—' if target is None else f'≤ {target:.0f} ms'} | {met} |")
+        print(
+            f"| {r['case']} | {r['requests_per_call']} × {args.candidates} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['candidates_per_s']:,.0f} | {'—' if target is None else f'≤ {target:.0f} ms'} | {met} |"
+        )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "load_before": load_before, "load_after": load_after}, indent=2))
 

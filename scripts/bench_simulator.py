@@ -57,12 +57,17 @@ def main() -> None:
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{r['impressions']:>12,} impressions: {r['seconds']:7.1f} s ({r['impressions'] / r['seconds'] / 1e6:.2f} "
-              f"M rows/s), peak RSS {r['peak_rss_mb']:,.0f} MB ({r['peak_rss_mb'] / TARGET_MB:.2f}× the "
-              f"{TARGET_MB:,} MB target), {r['bytes'] / 1e6:,.0f} MB on disk", flush=True)
+        print(
+            f"{r['impressions']:>12,} impressions: {r['seconds']:7.1f} s ({r['impressions'] / r['seconds'] / 1e6:.2f} "
+            f"M rows/s), peak RSS {r['peak_rss_mb']:,.0f} MB ({r['peak_rss_mb'] / TARGET_MB:.2f}× the "
+            f"{TARGET_MB:,} MB target), {r['bytes'] / 1e6:,.0f} MB on disk",
+            flush=True,
+        )
     if len(rows) > 1:
-        print(f"peak RSS {rows[-1]['impressions']:,} vs {rows[0]['impressions']:,}: "
-              f"{rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}×")
+        print(
+            f"peak RSS {rows[-1]['impressions']:,} vs {rows[0]['impressions']:,}: "
+            f"{rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}×"
+        )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,15 @@ def lightning_fit(module: RankingModule, ds: ShardStream, epochs: int) -> tuple[
     """Per-epoch samples/s of one fit over ``epochs`` epochs, and the wall time of the whole fit."""
     timer = _EpochTimer(sum(ds.rows))
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
         callbacks=[timer],
     )
     t0 = time.perf_counter()
@@ -94,8 +101,15 @@ def main() -> None:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="mtrank-bench-"))
     raw = simulated_logs({"n_impressions": args.impressions, "n_files": 8}, data_dir / "raw")
     processed = process(PipelineConfig.from_mapping(default_pipeline([str(raw)])), data_dir / "processed")
-    ds = ShardStream(processed.files("train"), processed.spec, args.batch_size, shuffle=True, seed=0,
-                     chunk_rows=65_536, with_p_true=False)
+    ds = ShardStream(
+        processed.files("train"),
+        processed.spec,
+        args.batch_size,
+        shuffle=True,
+        seed=0,
+        chunk_rows=65_536,
+        with_p_true=False,
+    )
     torch.manual_seed(0)
     bare_module = make_module(processed.spec)
     opt = bare_module.configure_optimizers()
@@ -103,13 +117,17 @@ def main() -> None:
     bare = [bare_epoch(bare_module, opt, ds, e) for e in range(args.epochs + 1)]  # epoch 0 warms up
     light, fit_seconds = lightning_fit(light_module, ds, args.epochs + 1)
     bare += [bare_epoch(bare_module, opt, ds, e) for e in range(args.epochs + 1, 2 * args.epochs + 1)]
-    b, l = max(bare[1:]), max(light[1:])
+    b, lt = max(bare[1:]), max(light[1:])
     steady = sum(ds.rows) * (args.epochs + 1) / fit_seconds
-    print(f"train rows per epoch: {sum(ds.rows):,}; batch size {args.batch_size}; torch threads {torch.get_num_threads()}")
+    print(
+        f"train rows per epoch: {sum(ds.rows):,}; batch size {args.batch_size}; torch threads {torch.get_num_threads()}"
+    )
     print(f"bare PyTorch loop : {b:10,.0f} samples/s (epochs: {', '.join(f'{x:,.0f}' for x in bare[1:])})")
-    print(f"Lightning loop    : {l:10,.0f} samples/s (epochs: {', '.join(f'{x:,.0f}' for x in light[1:])})")
-    print(f"ratio Lightning / bare: {l / b:.2f}  (whole fit incl. Trainer set-up and warm-up epoch: "
-          f"{steady:,.0f} samples/s)")
+    print(f"Lightning loop    : {lt:10,.0f} samples/s (epochs: {', '.join(f'{x:,.0f}' for x in light[1:])})")
+    print(
+        f"ratio Lightning / bare: {lt / b:.2f}  (whole fit incl. Trainer set-up and warm-up epoch: "
+        f"{steady:,.0f} samples/s)"
+    )
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 

@@ -40,8 +40,15 @@ def task_name(variant: str, seed: int) -> str:
 
 
 def command(variant: str, seed: int, data_dir: str | None, log_dir: str | None, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *VARIANTS[variant][1], f"seed={seed}",
-           f"task_name={task_name(variant, seed)}", "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        *VARIANTS[variant][1],
+        f"seed={seed}",
+        f"task_name={task_name(variant, seed)}",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.progress_bar",
+    ]
     if data_dir:
         cmd.append(f"paths.data_dir={data_dir}")
     if log_dir:
@@ -90,10 +97,12 @@ def table(runs: dict[str, list[dict[str, float]]], seeds: list[int]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines.append("| **largest gap** | | | " + " | ".join(f"**{worst[v]:+.4f}**" for v in variants) + " |")
     n = {v: len(runs[v]) for v in variants}
-    note = (f"Cells: test AUROC, mean ± sample standard deviation over seeds {seeds} "
-            f"(runs found: {', '.join(f'{v} {k}' for v, k in n.items())}), and in brackets the mean gap "
-            "oracle AUROC − AUROC on the same test rows. 'test positives (val)': how many positives each "
-            "head's test (validation) metrics rest on.")
+    note = (
+        f"Cells: test AUROC, mean ± sample standard deviation over seeds {seeds} "
+        f"(runs found: {', '.join(f'{v} {k}' for v, k in n.items())}), and in brackets the mean gap "
+        "oracle AUROC − AUROC on the same test rows. 'test positives (val)': how many positives each "
+        "head's test (validation) metrics rest on."
+    )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
@@ -159,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         if runs.get(v):
             g = gate_table(runs[v][0])
             if g:
-                text += (f"\nTest gate weights of {VARIANTS[v][0]} (seed {args.seeds[0]}): mean weight per "
-                         "expert per head, and the mean normalised gate entropy (1 = uniform).\n\n" + g)
+                text += (
+                    f"\nTest gate weights of {VARIANTS[v][0]} (seed {args.seeds[0]}): mean weight per "
+                    "expert per head, and the mean normalised gate entropy (1 = uniform).\n\n" + g
+                )
     print(text)
     if args.write:
         write_between_markers(args.write, text)

@@ -55,8 +55,9 @@ def plug_in_probabilities(world: World, frame) -> dict[str, np.ndarray]:
     g_of_pop = _binned_mean(world.product_quality, world.product_popularity, 400)
     act_of_cnt = _binned_mean(np.log(world.user_activity_level), world.user_activity, 100)
     x = {
-        "aff": np.einsum("nd,nd->n", world.segment_taste[world.user_segment[u]],
-                         world.category_centres[world.product_category[c]]),
+        "aff": np.einsum(
+            "nd,nd->n", world.segment_taste[world.user_segment[u]], world.category_centres[world.product_category[c]]
+        ),
         "rel": frame["retrieval_score"].to_numpy(),
         "pos": -cfg.position_bias * np.log1p(pos),
         "lp": np.log(world.product_price[c]) - 3.0,
@@ -68,9 +69,14 @@ def plug_in_probabilities(world: World, frame) -> dict[str, np.ndarray]:
         z = cfg.base_logits[t] + sum(w * x[f] for w, f in zip(TASK_WEIGHTS[t], FEATURES))
         cond[t] = 1.0 / (1.0 + np.exp(-z))
     shown = 1.0 - cond["hide"]
-    return {"save": shown * cond["save"], "click": shown * cond["click"],
-            "long_click": shown * cond["click"] * cond["long_click"], "closeup": shown * cond["closeup"],
-            "hide": cond["hide"], "checkout": shown * cond["click"] * cond["checkout"]}
+    return {
+        "save": shown * cond["save"],
+        "click": shown * cond["click"],
+        "long_click": shown * cond["click"] * cond["long_click"],
+        "closeup": shown * cond["closeup"],
+        "hide": cond["hide"],
+        "checkout": shown * cond["click"] * cond["checkout"],
+    }
 
 
 def p_no_engagement(world: World, frame, tasks: list[str]) -> np.ndarray:

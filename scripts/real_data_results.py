@@ -56,13 +56,27 @@ class Dataset:
 DATASETS = {
     "kuairand": Dataset(
         "KuaiRand-Pure",
-        "kuairand", ("model=mmoe_wide",), "kuairand_ext", True,
-        {"click": "is_click", "long_click": "long_view", "save": "is_like", "closeup": "is_profile_enter",
-         "hide": "is_hate", "follow": "is_follow", "comment": "is_comment", "share": "is_forward"},
+        "kuairand",
+        ("model=mmoe_wide",),
+        "kuairand_ext",
+        True,
+        {
+            "click": "is_click",
+            "long_click": "long_view",
+            "save": "is_like",
+            "closeup": "is_profile_enter",
+            "hide": "is_hate",
+            "follow": "is_follow",
+            "comment": "is_comment",
+            "share": "is_forward",
+        },
     ),
     "census": Dataset(
         "Census-income (KDD)",
-        "census", ("experiment=census_mmoe",), "census", False,
+        "census",
+        ("experiment=census_mmoe",),
+        "census",
+        False,
         {"income": "label_income_50k", "never_married": "label_never_married"},
     ),
 }
@@ -102,8 +116,9 @@ class Job:
     command: tuple[str, ...]
 
 
-def plan(names: list[str], variants: list[str], seeds: list[int], out: Path, data_dir: str | None,
-         extra: list[str]) -> list[Job]:
+def plan(
+    names: list[str], variants: list[str], seeds: list[int], out: Path, data_dir: str | None, extra: list[str]
+) -> list[Job]:
     jobs = []
     for name in names:
         ds = DATASETS[name]
@@ -155,8 +170,9 @@ def collect(jobs: list[Job]) -> list[RunResult]:
         if not path.exists():
             continue
         metrics = json.loads(path.read_text())["metrics"]
-        results.append(RunResult(job.dataset, VARIANTS[job.variant][0], job.seed, metrics,
-                                 tasks=[job.task] if job.task else None))
+        results.append(
+            RunResult(job.dataset, VARIANTS[job.variant][0], job.seed, metrics, tasks=[job.task] if job.task else None)
+        )
     return results
 
 
@@ -172,8 +188,11 @@ def processed_data(name: str, data_dir: str | None, extra: list[str]):
 def popularity(names: list[str], data_dir: str | None, extra: list[str]) -> list[RunResult]:
     from mtrank.scoring.popularity import evaluate_popularity
 
-    return [RunResult(n, POPULARITY, 0, evaluate_popularity(processed_data(n, data_dir, extra)))
-            for n in names if DATASETS[n].popularity]
+    return [
+        RunResult(n, POPULARITY, 0, evaluate_popularity(processed_data(n, data_dir, extra)))
+        for n in names
+        if DATASETS[n].popularity
+    ]
 
 
 def _instant(us: int) -> str:
@@ -192,16 +211,22 @@ def split_description(meta: dict) -> str:
     cuts = meta.get("time_cut_points_us") or {}
     if split["by"] == "time" and cuts:
         zone = f", {cols['time_zone']} time" if cols.get("time_zone") and cols.get("time_unit") else ""
-        how = (f"split by `{cols['time']}`{zone}: train before {_instant(cuts['val'])}, val from {_instant(cuts['val'])}"
-               f", test from {_instant(cuts['test'])}")
+        how = (
+            f"split by `{cols['time']}`{zone}: train before {_instant(cuts['val'])}, val from {_instant(cuts['val'])}"
+            f", test from {_instant(cuts['test'])}"
+        )
     elif split["by"] == "time":
-        how = (f"split by `{cols['time']}`: the latest {split['test_fraction']:.0%} of requests test, the "
-               f"{split['val_fraction']:.0%} before them val")
+        how = (
+            f"split by `{cols['time']}`: the latest {split['test_fraction']:.0%} of requests test, the "
+            f"{split['val_fraction']:.0%} before them val"
+        )
     else:
         unit = "row" if split["by"] == "random" else "request"
         train_frac = 1 - split["val_fraction"] - split["test_fraction"]
-        how = (f"split at random by {unit} hash (seed {split['seed']}), {train_frac:.0%}/{split['val_fraction']:.0%}/"
-               f"{split['test_fraction']:.0%}")
+        how = (
+            f"split at random by {unit} hash (seed {split['seed']}), {train_frac:.0%}/{split['val_fraction']:.0%}/"
+            f"{split['test_fraction']:.0%}"
+        )
     files = (meta.get("source") or {}).get("files") or {}
     named = {k: ", ".join(f"`{Path(f).name}`" for f in v) for k, v in files.items() if v}
     src = "; ".join(("" if k == "all" else f"{k}: ") + v for k, v in named.items())
@@ -220,7 +245,9 @@ def render(results: list[RunResult], names: list[str], commands: str, splits: di
         where = f". Splits: {splits[n]}" if splits and n in splits else ""
         for metric, title in (("auroc", "test AUROC"), ("pr_auc", "test PR-AUC (average precision)")):
             if (n, metric) in tables:
-                parts.append(f"**{DATASETS[n].title}: {title}**, mean ± sd over seeds{where}\n\n{tables[(n, metric)]}\n")
+                parts.append(
+                    f"**{DATASETS[n].title}: {title}**, mean ± sd over seeds{where}\n\n{tables[(n, metric)]}\n"
+                )
     parts.append(f"Produced by:\n\n```\n{commands}\n```\n")
     return "\n".join(parts)
 
@@ -252,7 +279,7 @@ def write_between_markers(path: Path, text: str) -> None:
     doc = path.read_text() if path.exists() else ""
     block = f"{BEGIN}\n{text}\n{END}"
     if BEGIN in doc and END in doc:
-        doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+        doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END) :]
     else:
         doc = doc.rstrip("\n") + "\n\n" + block + "\n"
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -263,13 +290,19 @@ def write_between_markers(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS) + [POPULARITY], choices=list(VARIANTS) + [POPULARITY])
+    p.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS) + [POPULARITY], choices=list(VARIANTS) + [POPULARITY]
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default=str(ROOT / "logs" / "real_data"), help="run folders go under it")
     p.add_argument("--data-dir", default=None, help="paths.data_dir of every run (processed-data cache)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    p.add_argument("--write", nargs="+", default=[], help="Markdown files (e.g. README.md docs/data.md): the tables "
-                                                          "replace the text between their markers")
+    p.add_argument(
+        "--write",
+        nargs="+",
+        default=[],
+        help="Markdown files (e.g. README.md docs/data.md): the tables replace the text between their markers",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. trainer.max_epochs=3")
     args = p.parse_args(argv)
@@ -290,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, args.datasets, produced_by(args), splits)
     print(text)
     (out / "results.md").parent.mkdir(parents=True, exist_ok=True)
-    pl.concat([long_table(results, stage=s).with_columns(pl.lit(s).alias("stage")) for s in ("val", "test")]
-              ).write_csv(out / "results_long.csv")
+    pl.concat([long_table(results, stage=s).with_columns(pl.lit(s).alias("stage")) for s in ("val", "test")]).write_csv(
+        out / "results_long.csv"
+    )
     (out / "results.md").write_text(text)
     for path in args.write:
         write_between_markers(Path(path), text)

@@ -54,8 +54,9 @@ def grid_points(problem, step: float, centre: dict[str, float] | None = None, ra
         axes.append(lo + step * np.arange(k + 1))
         n_combos *= k + 1
     if n_combos > 300_000:
-        raise SystemExit(f"a grid of step {step} has {n_combos} points over {len(free)} free weights: "
-                         f"raise --grid-step")
+        raise SystemExit(
+            f"a grid of step {step} has {n_combos} points over {len(free)} free weights: raise --grid-step"
+        )
     lo_d, hi_d = problem.bounds[problem.derived]
     out = []
     for combo in itertools.product(*axes):
@@ -82,16 +83,21 @@ def dense_search(problem, evaluator, base_metrics, grid_step: float, refine_top:
     t0 = time.perf_counter()
     coarse = grid_points(problem, grid_step)
     run(coarse)
-    feas = sorted(((m[obj], k) for k, m in seen.items() if is_feasible(m, problem.constraints, base_metrics)),
-                  reverse=True)
+    feas = sorted(
+        ((m[obj], k) for k, m in seen.items() if is_feasible(m, problem.constraints, base_metrics)), reverse=True
+    )
     centres = [dict(zip(problem.tasks, k)) for _, k in feas[:refine_top]] + [dict(problem.weights)]
     for c in centres:
         run(grid_points(problem, grid_step / 5, c, grid_step))
     feas = [(m[obj], k) for k, m in seen.items() if is_feasible(m, problem.constraints, base_metrics)]
     best_val, best_key = max(feas)
     return {
-        "optimum": best_val, "weights": dict(zip(problem.tasks, best_key)), "metrics": seen[best_key],
-        "points": len(seen), "coarse_points": len(coarse), "feasible_points": len(feas),
+        "optimum": best_val,
+        "weights": dict(zip(problem.tasks, best_key)),
+        "metrics": seen[best_key],
+        "points": len(seen),
+        "coarse_points": len(coarse),
+        "feasible_points": len(feas),
         "seconds": time.perf_counter() - t0,
     }
 
@@ -137,26 +143,45 @@ def main() -> None:
     t0 = time.perf_counter()
     frame = simulated_predictions(args.n_impressions, noise=args.noise, seed=args.data_seed, tasks=problem.tasks)
     evaluator = UtilityEvaluator.from_frame(frame, problem.tasks, problem.label_tasks, cfg.metric)
-    print(f"data: {evaluator.n} simulated impressions, noise {args.noise}, built in {time.perf_counter() - t0:.1f}s; "
-          f"metric {cfg.metric}; "
-          f"maximise {problem.objective_metric} s.t. {[str(c) for c in problem.constraints]}", flush=True)
+    print(
+        f"data: {evaluator.n} simulated impressions, noise {args.noise}, built in {time.perf_counter() - t0:.1f}s; "
+        f"metric {cfg.metric}; "
+        f"maximise {problem.objective_metric} s.t. {[str(c) for c in problem.constraints]}",
+        flush=True,
+    )
     base = problem.metrics_of(evaluator.evaluate(problem.weights))
 
     dense = dense_search(problem, evaluator, base, args.grid_step, refine_top=2)
     f_star = dense["optimum"]
-    print(f"dense search: {dense['points']} points ({dense['feasible_points']} feasible) in {dense['seconds']:.0f}s; "
-          f"optimum {problem.objective_metric} = {f_star:.6f} at {fmt(dense['weights'])}", flush=True)
-    print(f"baseline {fmt(problem.weights)}: {base[problem.objective_metric]:.6f} "
-          f"= {base[problem.objective_metric] / f_star:.4f} of the optimum", flush=True)
+    print(
+        f"dense search: {dense['points']} points ({dense['feasible_points']} feasible) in {dense['seconds']:.0f}s; "
+        f"optimum {problem.objective_metric} = {f_star:.6f} at {fmt(dense['weights'])}",
+        flush=True,
+    )
+    print(
+        f"baseline {fmt(problem.weights)}: {base[problem.objective_metric]:.6f} "
+        f"= {base[problem.objective_metric] / f_star:.4f} of the optimum",
+        flush=True,
+    )
 
-    results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "overrides": overrides,
-                     "n_trials": n_trials, "generation": gen_map, "dense": dense,
-                     "baseline": {"weights": problem.weights, "metrics": base}, "ax": [], "random": []}
+    results: dict = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "overrides": overrides,
+        "n_trials": n_trials,
+        "generation": gen_map,
+        "dense": dense,
+        "baseline": {"weights": problem.weights, "metrics": base},
+        "ax": [],
+        "random": [],
+    }
     curves: dict[str, list] = {}
     for kind, seeds in (("ax", range(args.ax_seeds)), ("random", range(args.random_seeds))):
         for s in seeds:
-            gen = (GenerationConfig.from_mapping({**gen_map, "seed": s}) if kind == "ax" else
-                   GenerationConfig(method="random_search", seed=s, noiseless=True))
+            gen = (
+                GenerationConfig.from_mapping({**gen_map, "seed": s})
+                if kind == "ax"
+                else GenerationConfig(method="random_search", seed=s, noiseless=True)
+            )
             state = args.out / f"{kind}_seed{s}.json"
             if state.exists():
                 state.unlink()
@@ -170,34 +195,66 @@ def main() -> None:
             best = max((v for v, f in pts if f), default=float("nan"))
             gen_s = [r.seconds.get("gen_seconds", 0.0) for r in recs]
             ev_s = [r.seconds.get("eval_seconds", 0.0) for r in recs]
-            row = {"seed": s, "trials_to_target": k, "trials_to_also": also, "best": best, "best_fraction": best / f_star,
-                   "n_feasible": sum(feas), "wall_seconds": wall, "seconds_per_trial": wall / max(1, len(recs)),
-                   "gen_seconds_mean": float(np.mean(gen_s)), "eval_seconds_mean": float(np.mean(ev_s)),
-                   "gp_gen_seconds_mean": float(np.mean([r.seconds.get("gen_seconds", 0.0) for r in recs
-                                                         if r.node not in ("Sobol", "CenterOfSearchSpace")] or [np.nan]))}
+            row = {
+                "seed": s,
+                "trials_to_target": k,
+                "trials_to_also": also,
+                "best": best,
+                "best_fraction": best / f_star,
+                "n_feasible": sum(feas),
+                "wall_seconds": wall,
+                "seconds_per_trial": wall / max(1, len(recs)),
+                "gen_seconds_mean": float(np.mean(gen_s)),
+                "eval_seconds_mean": float(np.mean(ev_s)),
+                "gp_gen_seconds_mean": float(
+                    np.mean(
+                        [
+                            r.seconds.get("gen_seconds", 0.0)
+                            for r in recs
+                            if r.node not in ("Sobol", "CenterOfSearchSpace")
+                        ]
+                        or [np.nan]
+                    )
+                ),
+            }
             results[kind].append(row)
             curves[f"{kind} seed {s}"] = best_so_far(vals, feas)
-            print(f"{kind:6s} seed {s}: trials to {args.fraction:.0%} of optimum: {k if k else f'not within {n_trials}'}; "
-                  f"best {best:.6f} ({best / f_star:.4f}); {sum(feas)}/{len(pts)} feasible; to {also}; "
-                  f"{row['seconds_per_trial']:.2f}s per trial (generate {row['gen_seconds_mean']:.2f}s, "
-                  f"evaluate {row['eval_seconds_mean']:.3f}s)", flush=True)
+            print(
+                f"{kind:6s} seed {s}: trials to {args.fraction:.0%} of optimum: {k if k else f'not within {n_trials}'}; "
+                f"best {best:.6f} ({best / f_star:.4f}); {sum(feas)}/{len(pts)} feasible; to {also}; "
+                f"{row['seconds_per_trial']:.2f}s per trial (generate {row['gen_seconds_mean']:.2f}s, "
+                f"evaluate {row['eval_seconds_mean']:.3f}s)",
+                flush=True,
+            )
 
     rk = [r["trials_to_target"] for r in results["random"]]
     print("\nsummary")
-    print(f"  dense-search optimum f* = {f_star:.6f} ({dense['points']} points); baseline "
-          f"{base[problem.objective_metric] / f_star:.4f} of f*")
+    print(
+        f"  dense-search optimum f* = {f_star:.6f} ({dense['points']} points); baseline "
+        f"{base[problem.objective_metric] / f_star:.4f} of f*"
+    )
     for r in results["ax"]:
-        print(f"  Ax (seed {r['seed']}): trials-to-{args.fraction:.0%} = {r['trials_to_target']}, best "
-              f"{r['best_fraction']:.4f} of f* in {n_trials} trials, {r['seconds_per_trial']:.2f}s per trial "
-              f"(GP trials {r['gp_gen_seconds_mean']:.2f}s to generate); trials to {r['trials_to_also']}")
-    print(f"  random search ({len(rk)} seeds): trials-to-{args.fraction:.0%} = {rk} "
-          f"(reached in {sum(k is not None for k in rk)}/{len(rk)}), best fractions "
-          f"{[round(r['best_fraction'], 4) for r in results['random']]}, "
-          f"{np.mean([r['seconds_per_trial'] for r in results['random']]):.2f}s per trial; trials to "
-          f"{[r['trials_to_also'] for r in results['random']]}")
+        print(
+            f"  Ax (seed {r['seed']}): trials-to-{args.fraction:.0%} = {r['trials_to_target']}, best "
+            f"{r['best_fraction']:.4f} of f* in {n_trials} trials, {r['seconds_per_trial']:.2f}s per trial "
+            f"(GP trials {r['gp_gen_seconds_mean']:.2f}s to generate); trials to {r['trials_to_also']}"
+        )
+    print(
+        f"  random search ({len(rk)} seeds): trials-to-{args.fraction:.0%} = {rk} "
+        f"(reached in {sum(k is not None for k in rk)}/{len(rk)}), best fractions "
+        f"{[round(r['best_fraction'], 4) for r in results['random']]}, "
+        f"{np.mean([r['seconds_per_trial'] for r in results['random']]):.2f}s per trial; trials to "
+        f"{[r['trials_to_also'] for r in results['random']]}"
+    )
     write_json(args.out / "benchmark.json", results)
-    plot(curves, f_star, base[problem.objective_metric], args.fraction, args.out / "convergence.png",
-         problem.objective_metric)
+    plot(
+        curves,
+        f_star,
+        base[problem.objective_metric],
+        args.fraction,
+        args.out / "convergence.png",
+        problem.objective_metric,
+    )
     print(f"  written: {args.out / 'benchmark.json'}, {args.out / 'convergence.png'}")
 
 

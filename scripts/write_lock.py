@@ -46,12 +46,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("requirements/lock.txt"))
     ap.add_argument("--command", default="make lock")
     args = ap.parse_args()
-    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], check=True,
-                            capture_output=True, text=True).stdout
+    freeze = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], check=True, capture_output=True, text=True
+    ).stdout
     lines = locked_lines(freeze)
     header = [
         "# The whole dependency set of mtrank (extras dev, serve, launchers), resolved and installed together.",
-        f"# Refresh: {args.command}   (README \"Locked environment\")",
+        f'# Refresh: {args.command}   (README "Locked environment")',
         f"# Made with CPython {platform.python_version()} on {platform.system()} {platform.machine()}, "
         f"{dt.date.today().isoformat()}.",
         "# Used as pip constraints (-c) by `make setup`, `make train`, `make test`. torch and its CUDA packages are not",

@@ -26,13 +26,20 @@ def _artifact_dir(cfg: DictConfig) -> Path:
     target = resolve_artifact(given)
     if not (target / "manifest.json").is_file():
         if not (given / "checkpoints").is_dir():
-            raise FileNotFoundError(f"artifact={given} is neither an artifact folder (no manifest.json) nor a training "
-                                    "run folder (no checkpoints/)")
+            raise FileNotFoundError(
+                f"artifact={given} is neither an artifact folder (no manifest.json) nor a training "
+                "run folder (no checkpoints/)"
+            )
         chosen = cfg.weights if cfg.get("weights") is not None else cfg.utility.weights
         weights = OmegaConf.to_container(chosen, resolve=True)
-        args = [sys.executable, str(Path(__file__).with_name("export.py")), f"ckpt_path={given}", f"output={target}",
-                f"weights={{{', '.join(f'{k}: {v}' for k, v in weights.items())}}}",
-                f"hydra.run.dir={Path(cfg.paths.output_dir) / 'export'}"]
+        args = [
+            sys.executable,
+            str(Path(__file__).with_name("export.py")),
+            f"ckpt_path={given}",
+            f"output={target}",
+            f"weights={{{', '.join(f'{k}: {v}' for k, v in weights.items())}}}",
+            f"hydra.run.dir={Path(cfg.paths.output_dir) / 'export'}",
+        ]
         log.info("%s has no artifact: exporting it to %s", given, target)
         subprocess.run(args, check=True)
     else:
@@ -53,8 +60,13 @@ def _warn_if_stale(run: Path, artifact: Path) -> None:
     source = json.loads((artifact / "manifest.json").read_text()).get("source", {})
     ckpt = run / "checkpoints" / Path(best).name if best else None
     if ckpt is not None and ckpt.is_file() and sha256_file(ckpt) != source.get("checkpoint_sha256"):
-        log.warning("%s was exported from another checkpoint than the run's best one (%s): re-export it with "
-                    "`python src/export.py ckpt_path=%s` to serve the newer model", artifact, ckpt, run)
+        log.warning(
+            "%s was exported from another checkpoint than the run's best one (%s): re-export it with "
+            "`python src/export.py ckpt_path=%s` to serve the newer model",
+            artifact,
+            ckpt,
+            run,
+        )
 
 
 def target_is_artifact(path: Path) -> bool:
@@ -69,13 +81,24 @@ def main(cfg: DictConfig) -> None:
     from mtrank.serving.app import ServeSettings, create_app
 
     torch.set_num_threads(int(cfg.threads))
-    settings = ServeSettings(artifact=str(_artifact_dir(cfg)), device=str(cfg.device),
-                             max_body_bytes=int(cfg.max_body_bytes), max_candidates=int(cfg.max_candidates),
-                             max_batch_requests=int(cfg.max_batch_requests), allow_reload=bool(cfg.allow_reload))
+    settings = ServeSettings(
+        artifact=str(_artifact_dir(cfg)),
+        device=str(cfg.device),
+        max_body_bytes=int(cfg.max_body_bytes),
+        max_candidates=int(cfg.max_candidates),
+        max_batch_requests=int(cfg.max_batch_requests),
+        allow_reload=bool(cfg.allow_reload),
+    )
     app = create_app(settings)
     # log_config=None: keep Hydra's logging (console + the run folder's serve.log)
-    uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_config=None, log_level=str(cfg.log_level),
-                access_log=bool(cfg.access_log))
+    uvicorn.run(
+        app,
+        host=str(cfg.host),
+        port=int(cfg.port),
+        log_config=None,
+        log_level=str(cfg.log_level),
+        access_log=bool(cfg.access_log),
+    )
 
 
 if __name__ == "__main__":

@@ -157,8 +157,11 @@ def test_no_private_names_imported_across_modules():
     for path in [*SRC.rglob("*.py"), *(ROOT / "scripts").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
         for module, names in _imports(ast.parse(path.read_text())):
             if module.startswith((LIBRARY, "hydra_plugins")):
-                offenders += [f"{path.relative_to(ROOT)}: {module}.{n}" for n in names
-                              if n.startswith("_") and not n.startswith("__")]
+                offenders += [
+                    f"{path.relative_to(ROOT)}: {module}.{n}"
+                    for n in names
+                    if n.startswith("_") and not n.startswith("__")
+                ]
     assert offenders == []
 
 
@@ -175,12 +178,17 @@ def _ruff() -> list[str]:
 
 
 def test_ruff_lint_is_clean():
-    out = subprocess.run([*_ruff(), "check", "--no-cache", "src", "tests", "scripts"], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*_ruff(), "check", "--no-cache", "src", "tests", "scripts"], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_ruff_format_is_clean():
-    out = subprocess.run([*_ruff(), "format", "--check", "--no-cache", "src", "tests", "scripts"], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*_ruff(), "format", "--check", "--no-cache", "src", "tests", "scripts"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

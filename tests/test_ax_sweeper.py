@@ -48,8 +48,9 @@ def test_sweeper_config_composes_for_both_entry_points():
         cfg = compose("train", overrides=["hparams_search=ax_multitask"], return_hydra_config=True)
         assert cfg.hydra.sweeper._target_ == "hydra_plugins.mtrank_ax_sweeper.ax_sweeper.AxSweeper"
         assert cfg.hydra.sweeper.objective == "val/mean/auroc"
-        cfg = compose("tune_utility", overrides=["hparams_search=ax_utility", "predictions=x"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "tune_utility", overrides=["hparams_search=ax_utility", "predictions=x"], return_hydra_config=True
+        )
         assert cfg.mode == "evaluate" and cfg.hydra.sweeper.objective == "f_long_click"
         assert cfg.hydra.sweeper.sum_constraint.total == 1.0
     # the plugin is found by Hydra's scan of the hydra_plugins namespace package
@@ -71,9 +72,19 @@ def test_utility_sweep_through_hydra(tmp_path):
     pred = tmp_path / "pred.parquet"
     simulated_predictions(10_000, seed=0).write_parquet(pred)
     sweep = tmp_path / "sweep"
-    _run([sys.executable, str(ROOT / "src" / "tune_utility.py"), "-m", "hparams_search=ax_utility",
-          f"predictions={pred}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}",
-          "hydra.sweeper.n_trials=3", "hydra.sweeper.generation.method=random_search"])
+    _run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "tune_utility.py"),
+            "-m",
+            "hparams_search=ax_utility",
+            f"predictions={pred}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.generation.method=random_search",
+        ]
+    )
     res = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert res["n_trials"] == {"budget": 3, "finished": 3, "completed": 3, "failed": 0}
     assert res["baseline_params"]["utility.weights.click"] == 0.4  # conf/utility/related_products.yaml
@@ -164,9 +175,21 @@ def test_sweep_resumes_from_its_json(tmp_path):
 def test_training_sweep_through_hydra(tmp_path):
     """python src/train.py -m hparams_search=ax_multitask debug=fast with a tiny random budget."""
     sweep = tmp_path / "sweep"
-    _run([sys.executable, str(ROOT / "src" / "train.py"), "-m", "hparams_search=ax_multitask", "debug=fast",
-          f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}",
-          "hydra.sweeper.n_trials=1", "hydra.sweeper.generation.method=random_search", "trainer.max_epochs=1"])
+    _run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            "-m",
+            "hparams_search=ax_multitask",
+            "debug=fast",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.generation.method=random_search",
+            "trainer.max_epochs=1",
+        ]
+    )
     res = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert res["n_trials"]["finished"] == 1 and res["baseline_metrics"]["val/mean/auroc"] > 0.5
     assert "val/long_click/auroc" in res["baseline_metrics"]  # read from the job's metrics.json

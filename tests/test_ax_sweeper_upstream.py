@@ -53,8 +53,15 @@ ENV.update(PROJECT_ROOT=str(ROOT), OMP_NUM_THREADS="1")
 
 def sweep(tmp_path: Path, *args: str, config: str | None = None, ok: bool = True) -> tuple[str, dict | None]:
     """Run the app as a multirun; (stdout + stderr, optimization_results.yaml)."""
-    cmd = [sys.executable, str(APP), *(["--config-name", config] if config else []), "-m",
-           f"hydra.searchpath=[file://{ROOT / 'conf'}]", f"hydra.sweep.dir={tmp_path}", *args]
+    cmd = [
+        sys.executable,
+        str(APP),
+        *(["--config-name", config] if config else []),
+        "-m",
+        f"hydra.searchpath=[file://{ROOT / 'conf'}]",
+        f"hydra.sweep.dir={tmp_path}",
+        *args,
+    ]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     if ok:
@@ -90,7 +97,9 @@ def test_jobs_dirs(tmp_path):
 def test_jobs_configured_via_config(tmp_path):
     """params=basic: integer x, y in [-1, 1] (whole-number bounds, as upstream infers them); 9 points. Upstream's
     5 trials hit (0, -1) by its seed; ours searches all 9 (budget 20, capped) and must find it."""
-    out, res = sweep(tmp_path, "app=quadratic", "params=basic", "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4")
+    out, res = sweep(
+        tmp_path, "app=quadratic", "params=basic", "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4"
+    )
     assert "The search space has 9 points only: 9 trials" in out
     assert res["best_evaluated_params"] == {"quadratic.x": 0, "quadratic.y": -1}
     assert res["n_trials"]["finished"] == 9
@@ -98,7 +107,9 @@ def test_jobs_configured_via_config(tmp_path):
 
 def test_jobs_configured_via_config_logscale(tmp_path):
     """params=logscale: y with upstream's `log_scale: true` (was ignored silently), integer [1, 4]: 12 points."""
-    out, res = sweep(tmp_path, "app=quadratic", "params=logscale", "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4")
+    out, res = sweep(
+        tmp_path, "app=quadratic", "params=logscale", "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4"
+    )
     assert "quadratic.y: range=[1, 4] (log)" in out
     assert res["best_evaluated_params"] == {"quadratic.x": 0, "quadratic.y": 1}
 
@@ -106,8 +117,15 @@ def test_jobs_configured_via_config_logscale(tmp_path):
 def test_jobs_configured_via_cmd(tmp_path):
     """Command-line sweeps replace the config's parameters. Upstream expects y = 2 ("TODO: y should actually be
     -2"); ours searches the 20 points and finds (-2, -2)."""
-    out, res = sweep(tmp_path, "app=quadratic", "params=basic", "quadratic.x=int(interval(-5, -2))",
-                     "quadratic.y=int(interval(-2, 2))", "hydra.sweeper.n_trials=30", "hydra.sweeper.batch_size=4")
+    out, res = sweep(
+        tmp_path,
+        "app=quadratic",
+        "params=basic",
+        "quadratic.x=int(interval(-5, -2))",
+        "quadratic.y=int(interval(-2, 2))",
+        "hydra.sweeper.n_trials=30",
+        "hydra.sweeper.batch_size=4",
+    )
     assert "quadratic.x: range=[-5, -2]" in out and "quadratic.y: range=[-2, 2]" in out
     assert res["best_evaluated_params"] == {"quadratic.x": -2, "quadratic.y": -2}
 
@@ -115,8 +133,14 @@ def test_jobs_configured_via_cmd(tmp_path):
 def test_jobs_configured_via_cmd_logscale(tmp_path):
     """Upstream: 10000 trials with early stopping reach (-2, 0.5). Ours: the space, then 3 trials inside it."""
     assert parse_param("quadratic.y", "tag(log, interval(0.5, 3))") == Range("quadratic.y", 0.5, 3.0, "float", True)
-    out, res = sweep(tmp_path, "app=quadratic", "params=logscale", "quadratic.x=int(interval(-5, -2))",
-                     "quadratic.y=tag(log, interval(0.5, 3))", "hydra.sweeper.n_trials=3")
+    out, res = sweep(
+        tmp_path,
+        "app=quadratic",
+        "params=logscale",
+        "quadratic.x=int(interval(-5, -2))",
+        "quadratic.y=tag(log, interval(0.5, 3))",
+        "hydra.sweeper.n_trials=3",
+    )
     assert "quadratic.y: range=[0.5, 3.0] (log)" in out
     best = res["best_evaluated_params"]
     assert best["quadratic.x"] in (-5, -4, -3, -2) and 0.5 <= best["quadratic.y"] <= 3.0
@@ -125,33 +149,54 @@ def test_jobs_configured_via_cmd_logscale(tmp_path):
 def test_jobs_configured_via_cmd_and_config(tmp_path):
     """x from the command line, y from params=basic. Upstream expects y = 1 ("TODO: y should actually be -1");
     ours searches the 12 points and finds (-2, -1)."""
-    _, res = sweep(tmp_path, "app=quadratic", "params=basic", "quadratic.x=int(interval(-5, -2))",
-                   "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4")
+    _, res = sweep(
+        tmp_path,
+        "app=quadratic",
+        "params=basic",
+        "quadratic.x=int(interval(-5, -2))",
+        "hydra.sweeper.n_trials=20",
+        "hydra.sweeper.batch_size=4",
+    )
     assert res["best_evaluated_params"] == {"quadratic.x": -2, "quadratic.y": -1}
 
 
 def test_jobs_configured_via_cmd_and_config_logscale(tmp_path):
-    _, res = sweep(tmp_path, "app=quadratic", "params=logscale", "quadratic.x=int(interval(-5, -2))",
-                   "hydra.sweeper.n_trials=20", "hydra.sweeper.batch_size=4")
+    _, res = sweep(
+        tmp_path,
+        "app=quadratic",
+        "params=logscale",
+        "quadratic.x=int(interval(-5, -2))",
+        "hydra.sweeper.n_trials=20",
+        "hydra.sweeper.batch_size=4",
+    )
     assert res["best_evaluated_params"] == {"quadratic.x": -2, "quadratic.y": 1}
 
 
 def test_configuration_set_via_cmd_and_default_config(tmp_path):
-    _, res = sweep(tmp_path, "app=quadratic", "quadratic=basic", "quadratic.x=interval(-5, -2)",
-                   "quadratic.y=interval(-1, 1)", "hydra.sweeper.n_trials=2")
+    _, res = sweep(
+        tmp_path,
+        "app=quadratic",
+        "quadratic=basic",
+        "quadratic.x=interval(-5, -2)",
+        "quadratic.y=interval(-1, 1)",
+        "hydra.sweeper.n_trials=2",
+    )
     assert {"quadratic.x", "quadratic.y"} <= set(res["best_evaluated_params"])
 
 
-@pytest.mark.parametrize("cmd_arg,expected", [
-    ("polynomial.y=choice(-1, 0, 1)", "polynomial.y: choice=[-1, 0, 1]"),
-    ("polynomial.y=range(-1, 2)", "polynomial.y: choice=[-1, 0, 1]"),
-    ("polynomial.y=range(-1, 3, 1)", "polynomial.y: choice=[-1, 0, 1, 2]"),
-    ("polynomial.y=range(-1, 2, 0.5)", "polynomial.y: choice=[-1.0, -0.5, 0.0, 0.5, 1.0, 1.5]"),
-    ("polynomial.y=int(interval(-1, 2))", "polynomial.y: range=[-1, 2]"),
-    ("polynomial.y=interval(-1, 2)", "polynomial.y: range=[-1.0, 2.0]"),
-    ("polynomial.y=2", "polynomial.y: fixed=2"),
-    ("polynomial.y=2.0", "polynomial.y: fixed=2.0"),
-])
+@pytest.mark.parametrize(
+    "cmd_arg,expected",
+    [
+        ("polynomial.y=choice(-1, 0, 1)", "polynomial.y: choice=[-1, 0, 1]"),
+        ("polynomial.y=range(-1, 2)", "polynomial.y: choice=[-1, 0, 1]"),
+        ("polynomial.y=range(-1, 3, 1)", "polynomial.y: choice=[-1, 0, 1, 2]"),
+        ("polynomial.y=range(-1, 2, 0.5)", "polynomial.y: choice=[-1.0, -0.5, 0.0, 0.5, 1.0, 1.5]"),
+        ("polynomial.y=int(interval(-1, 2))", "polynomial.y: range=[-1, 2]"),
+        ("polynomial.y=interval(-1, 2)", "polynomial.y: range=[-1.0, 2.0]"),
+        ("polynomial.y=2", "polynomial.y: fixed=2"),
+        ("polynomial.y=2.0", "polynomial.y: fixed=2.0"),
+    ],
+)
 def test_ax_logging(tmp_path, cmd_arg, expected):
     """The log shows every parameter with its range, choices or fixed value (once: names only)."""
     out, _ = sweep(tmp_path, "polynomial.x=interval(-5, -2)", "polynomial.z=10", "hydra.sweeper.n_trials=2", cmd_arg)
@@ -161,10 +206,13 @@ def test_ax_logging(tmp_path, cmd_arg, expected):
     assert "(+ baseline)" not in out  # there is none
 
 
-@pytest.mark.parametrize("cmd_args", [
-    ["polynomial.y=choice(-1, 0, 1)", "polynomial.x=range(2,4)"],
-    ["polynomial.y=1", "polynomial.x=range(2,4)"],
-])
+@pytest.mark.parametrize(
+    "cmd_args",
+    [
+        ["polynomial.y=choice(-1, 0, 1)", "polynomial.x=range(2,4)"],
+        ["polynomial.y=1", "polynomial.x=range(2,4)"],
+    ],
+)
 @pytest.mark.parametrize("n_trials", [2, 10])
 def test_search_space_exhausted_exception(tmp_path, cmd_args, n_trials):
     """Upstream: no SearchSpaceExhausted with 2 trials. Ours also with a budget above the space's 6 / 2 points
@@ -177,28 +225,49 @@ def test_search_space_exhausted_exception(tmp_path, cmd_args, n_trials):
     assert (tmp_path / "trials.png").exists() and "Best trial" in out
 
 
-@pytest.mark.parametrize("cmd_arg,encoding,best,value", [
-    ("polynomial.coefficients=[-1, 0, 1],[2, 3, 4],[5, 6, 7]", "choice=['[-1,0,1]', '[2,3,4]', '[5,6,7]']",
-     "'[-1,0,1]'", 101),
-    ("polynomial.coefficients=choice([8, 12, 11],[-1, -1, 1000], [-2, 4, 7])",
-     "choice=['[8,12,11]', '[-1,-1,1000]', '[-2,4,7]']", "'[-2,4,7]'", 447),
-])
+@pytest.mark.parametrize(
+    "cmd_arg,encoding,best,value",
+    [
+        (
+            "polynomial.coefficients=[-1, 0, 1],[2, 3, 4],[5, 6, 7]",
+            "choice=['[-1,0,1]', '[2,3,4]', '[5,6,7]']",
+            "'[-1,0,1]'",
+            101,
+        ),
+        (
+            "polynomial.coefficients=choice([8, 12, 11],[-1, -1, 1000], [-2, 4, 7])",
+            "choice=['[8,12,11]', '[-1,-1,1000]', '[-2,4,7]']",
+            "'[-2,4,7]'",
+            447,
+        ),
+    ],
+)
 def test_jobs_using_choice_between_lists(tmp_path, cmd_arg, encoding, best, value):
     """Once refused ("choice values must all be bools, numbers or strings")."""
-    out, res = sweep(tmp_path, "app=list", "hydra.sweeper.n_trials=3", cmd_arg,
-                     config="polynomial_with_coefficients")
+    out, res = sweep(tmp_path, "app=list", "hydra.sweeper.n_trials=3", cmd_arg, config="polynomial_with_coefficients")
     assert f"polynomial.coefficients: {encoding}" in out
     assert f"'polynomial.coefficients': {best}" in out
     assert f"value={value} with" in out  # upstream: "New best value: {value}"
     assert res["best_evaluated_result"] == value
 
 
-@pytest.mark.parametrize("cmd_arg,encoding,best,value", [
-    ("+polynomial.coefficients=choice({x:-1, y:0, z:1},{x:2, y:3, z:4},{x:5, y:6, z:7})",
-     "choice=['{x:-1,y:0,z:1}', '{x:2,y:3,z:4}', '{x:5,y:6,z:7}']", "'{x:-1,y:0,z:1}'", 101),
-    ("+polynomial.coefficients=choice({x:8, y:12, z:11},{x:-1, y:-1, z:1000}, {x:-2, y:4, z:7})",
-     "choice=['{x:8,y:12,z:11}', '{x:-1,y:-1,z:1000}', '{x:-2,y:4,z:7}']", "'{x:-2,y:4,z:7}'}", 447),
-])
+@pytest.mark.parametrize(
+    "cmd_arg,encoding,best,value",
+    [
+        (
+            "+polynomial.coefficients=choice({x:-1, y:0, z:1},{x:2, y:3, z:4},{x:5, y:6, z:7})",
+            "choice=['{x:-1,y:0,z:1}', '{x:2,y:3,z:4}', '{x:5,y:6,z:7}']",
+            "'{x:-1,y:0,z:1}'",
+            101,
+        ),
+        (
+            "+polynomial.coefficients=choice({x:8, y:12, z:11},{x:-1, y:-1, z:1000}, {x:-2, y:4, z:7})",
+            "choice=['{x:8,y:12,z:11}', '{x:-1,y:-1,z:1000}', '{x:-2,y:4,z:7}']",
+            "'{x:-2,y:4,z:7}'}",
+            447,
+        ),
+    ],
+)
 def test_jobs_using_choice_between_dicts(tmp_path, cmd_arg, encoding, best, value):
     out, _ = sweep(tmp_path, "app=dict", "hydra.sweeper.n_trials=3", cmd_arg)
     assert f"polynomial.coefficients: {encoding}" in out
@@ -207,8 +276,13 @@ def test_jobs_using_choice_between_dicts(tmp_path, cmd_arg, encoding, best, valu
 
 
 def test_example_app(tmp_path):
-    out, _ = sweep(tmp_path, "app=banana", "banana.x=int(interval(-5, 5))", "banana.y=interval(-5, 10.1)",
-                   "hydra.sweeper.n_trials=2")
+    out, _ = sweep(
+        tmp_path,
+        "app=banana",
+        "banana.x=int(interval(-5, 5))",
+        "banana.y=interval(-5, 10.1)",
+        "hydra.sweeper.n_trials=2",
+    )
     assert "banana.x: range=[-5, 5]" in out
     assert "banana.y: range=[-5.0, 10.1]" in out
 
@@ -257,10 +331,15 @@ def test_mapping_params_take_upstream_spellings_or_are_refused_by_name():
     assert parse_param("y", {"type": "range", "bounds": [1, 4], "log_scale": True}) == Range("y", 1, 4, "int", True)
     assert parse_param("y", {"type": "range", "bounds": [1.0, 4]}) == Range("y", 1.0, 4.0, "float", False)
     assert parse_param("y", {"type": "range", "bounds": [1, 4], "parameter_type": "float"}).kind == "float"
-    assert parse_param("y", {"type": "choice", "values": ["a", "b"], "is_ordered": True}) == Choice("y", ("a", "b"), True)
+    assert parse_param("y", {"type": "choice", "values": ["a", "b"], "is_ordered": True}) == Choice(
+        "y", ("a", "b"), True
+    )
     assert parse_param("y", {"type": "fixed", "value": 3}) is None
-    with pytest.raises(ValueError, match=r"hydra.sweeper.params.y: unknown key\(s\) \['logscale'\] for type range; "
-                                         r"allowed: \['type', 'bounds', 'log', 'int', 'log_scale'"):
+    with pytest.raises(
+        ValueError,
+        match=r"hydra.sweeper.params.y: unknown key\(s\) \['logscale'\] for type range; "
+        r"allowed: \['type', 'bounds', 'log', 'int', 'log_scale'",
+    ):
         parse_param("y", {"type": "range", "bounds": [1, 4], "logscale": True})
 
 
@@ -275,8 +354,14 @@ def test_a_mean_and_sem_are_passed_to_ax_as_a_noisy_observation(tmp_path, app):
     """A job returning (mean, sem), or a mapping holding one, completes its trial (once: failed / dropped)."""
     from ax import Client
 
-    _, res = sweep(tmp_path, f"app={app}", "polynomial.x=interval(-5, -2)", "polynomial.y=1", "polynomial.z=0",
-                   "hydra.sweeper.n_trials=2")
+    _, res = sweep(
+        tmp_path,
+        f"app={app}",
+        "polynomial.x=interval(-5, -2)",
+        "polynomial.y=1",
+        "polynomial.z=0",
+        "hydra.sweeper.n_trials=2",
+    )
     assert res["n_trials"]["completed"] == 2 and res["n_trials"]["failed"] == 0
     df = Client.load_from_json_file(str(tmp_path / "ax_experiment.json"))._experiment.lookup_data().df  # noqa: SLF001
     obs = df[df["metric_name"] == "value"]
@@ -284,15 +369,29 @@ def test_a_mean_and_sem_are_passed_to_ax_as_a_noisy_observation(tmp_path, app):
 
 
 def test_the_baseline_is_announced_only_when_there_is_one(tmp_path):
-    out, res = sweep(tmp_path, "polynomial.x=interval(-5, -2)", "polynomial.y=1", "polynomial.z=0",
-                     "hydra.sweeper.n_trials=1", "hydra.sweeper.baseline={polynomial.x: -3.0}")
+    out, res = sweep(
+        tmp_path,
+        "polynomial.x=interval(-5, -2)",
+        "polynomial.y=1",
+        "polynomial.z=0",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.baseline={polynomial.x: -3.0}",
+    )
     assert "Ax sweep: 1 trials (+ baseline)" in out and res["baseline_params"] == {"polynomial.x": -3.0}
 
 
 def test_a_baseline_arm_that_cannot_run_ends_the_sweep_with_its_message(tmp_path):
     """The baseline job's ConfigError (a UserError) ends the sweep with one block and status 2, no traceback."""
-    out, res = sweep(tmp_path, "app=checked", "polynomial.x=interval(-5, -2)", "polynomial.y=1", "polynomial.z=0",
-                     "hydra.sweeper.n_trials=2", "hydra.sweeper.baseline={polynomial.x: -5.0}", ok=False)
+    out, res = sweep(
+        tmp_path,
+        "app=checked",
+        "polynomial.x=interval(-5, -2)",
+        "polynomial.y=1",
+        "polynomial.z=0",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.baseline={polynomial.x: -5.0}",
+        ok=False,
+    )
     assert "Error: the baseline arm (trial 0) failed: invalid config: polynomial.x = -5.0: expected a value ≥ -4" in out
     assert "Traceback" not in out and job_dirs(tmp_path) == ["0"]
 

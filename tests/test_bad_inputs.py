@@ -29,18 +29,34 @@ def test_missing_path(tmp_path):
 @pytest.mark.parametrize(
     "overrides, pattern",
     [
-        ({"tasks": ["save", "purchase"]}, r"task\(s\) \['purchase'\] have no label column in data\.pipeline\.columns\.labels"),
+        (
+            {"tasks": ["save", "purchase"]},
+            r"task\(s\) \['purchase'\] have no label column in data\.pipeline\.columns\.labels",
+        ),
         ({"downsample": {"beta": 0.0}}, r"data\.pipeline\.downsample\.beta = 0\.0: expected a keep rate in \(0, 1\]"),
-        ({"split": {"by": "week"}}, r"data\.pipeline\.split\.by = 'week': expected one of \['time', 'request', 'random'\]"),
+        (
+            {"split": {"by": "week"}},
+            r"data\.pipeline\.split\.by = 'week': expected one of \['time', 'request', 'random'\]",
+        ),
         ({"encoding": {"nan_policy": "drop"}}, r"data\.pipeline\.encoding\.nan_policy = 'drop'"),
         ({"shuffle": True}, r"unknown config key\(s\) data\.pipeline\.shuffle"),
-        ({"duplicates": {"policy": "dedupe"}},
-         r"data\.pipeline\.duplicates\.policy = 'dedupe': expected one of \['keep', 'drop', 'error'\]"),
-        ({"duplicates": "drop"}, r"config key data\.pipeline\.duplicates must be a mapping with keys policy \(keep\|drop\|error\)"),
-        ({"duplicates": {"key": []}}, r"data\.pipeline\.duplicates\.key = \[\]: expected distinct column names, or null"),
+        (
+            {"duplicates": {"policy": "dedupe"}},
+            r"data\.pipeline\.duplicates\.policy = 'dedupe': expected one of \['keep', 'drop', 'error'\]",
+        ),
+        (
+            {"duplicates": "drop"},
+            r"config key data\.pipeline\.duplicates must be a mapping with keys policy \(keep\|drop\|error\)",
+        ),
+        (
+            {"duplicates": {"key": []}},
+            r"data\.pipeline\.duplicates\.key = \[\]: expected distinct column names, or null",
+        ),
         ({"duplicates": {"keys": ["request_id"]}}, r"unknown config key\(s\) data\.pipeline\.duplicates\.keys"),
-        ({"encoding": {"max_oov_fraction": 1.5}},
-         r"data\.pipeline\.encoding\.max_oov_fraction = 1\.5: expected a fraction in \[0, 1\], or null for no limit"),
+        (
+            {"encoding": {"max_oov_fraction": 1.5}},
+            r"data\.pipeline\.encoding\.max_oov_fraction = 1\.5: expected a fraction in \[0, 1\], or null for no limit",
+        ),
     ],
 )
 def test_bad_data_config_names_the_key(tmp_path, log_file, overrides, pattern):
@@ -68,7 +84,10 @@ def test_crash_mid_build_leaves_no_half_written_cache(tmp_path, log_file, monkey
 
 
 def test_duplicate_key_column_missing_from_a_file(tmp_path, log_file):
-    with pytest.raises(DataValidationError, match=r"log\.parquet is missing column\(s\) 'impression_id' \(data\.pipeline\.duplicates\.key\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"log\.parquet is missing column\(s\) 'impression_id' \(data\.pipeline\.duplicates\.key\)",
+    ):
         _run(tmp_path, log_file, duplicates={"policy": "error", "key": ["request_id", "impression_id"]})
     _assert_clean_cache(tmp_path)
 

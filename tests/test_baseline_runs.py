@@ -40,8 +40,9 @@ def _cfg(tmp_path, data_dir, *extra):
 
 def _expected_keys(tasks, has_p_true: bool) -> set[str]:
     names = list(HEAD_METRIC_NAMES) + (["oracle_auroc"] if has_p_true else [])
-    return ({f"{s}/{t}/{m}" for s in ("val", "test") for t in tasks for m in names}
-            | {f"{s}/mean/{m}" for s in ("val", "test") for m in ("auroc", "pr_auc")})
+    return {f"{s}/{t}/{m}" for s in ("val", "test") for t in tasks for m in names} | {
+        f"{s}/mean/{m}" for s in ("val", "test") for m in ("auroc", "pr_auc")
+    }
 
 
 @pytest.mark.parametrize("baseline", ["lightgbm", "logistic"])
@@ -49,8 +50,11 @@ def test_run_folder_holds_the_nets_metric_names(tmp_path, data_dir, baseline):
     from mtrank.baselines.job import run_baseline
     from mtrank.validation.metric_names import catalog_for_train_config
 
-    cfg = _cfg(tmp_path, data_dir, f"baseline={baseline}", "baseline.c_grid=[0.1,1.0]")  if baseline == "logistic" \
+    cfg = (
+        _cfg(tmp_path, data_dir, f"baseline={baseline}", "baseline.c_grid=[0.1,1.0]")
+        if baseline == "logistic"
         else _cfg(tmp_path, data_dir, "baseline=lightgbm", "baseline.params.num_threads=1")
+    )
     metrics = run_baseline(cfg)
     out = tmp_path / "run"
     saved = json.loads((out / "metrics.json").read_text())
@@ -86,8 +90,7 @@ def test_run_folder_holds_the_nets_metric_names(tmp_path, data_dir, baseline):
 def test_lightgbm_seed_is_the_run_seed(tmp_path, data_dir):
     from mtrank.baselines.job import run_baseline
 
-    base = ["baseline=lightgbm", "baseline.params.num_threads=1", "baseline.save_models=false",
-            "tasks.names=[click]"]
+    base = ["baseline=lightgbm", "baseline.params.num_threads=1", "baseline.save_models=false", "tasks.names=[click]"]
     a = run_baseline(_cfg(tmp_path / "a", data_dir, *base, "seed=1"))
     b = run_baseline(_cfg(tmp_path / "b", data_dir, *base, "seed=1"))
     c = run_baseline(_cfg(tmp_path / "c", data_dir, *base, "seed=2"))
@@ -99,9 +102,16 @@ def test_lightgbm_seed_is_the_run_seed(tmp_path, data_dir):
 
 
 def _arrays(split, cat, num, y, cards):
-    return SplitArrays(split, np.asarray(cat, np.int64), np.asarray(num, np.float32), np.asarray(y, np.float32)[:, None],
-                       tuple(f"c{j}" for j in range(len(cards))), tuple(cards), tuple(f"x{k}" for k in range(num.shape[1])),
-                       ("t",))
+    return SplitArrays(
+        split,
+        np.asarray(cat, np.int64),
+        np.asarray(num, np.float32),
+        np.asarray(y, np.float32)[:, None],
+        tuple(f"c{j}" for j in range(len(cards))),
+        tuple(cards),
+        tuple(f"x{k}" for k in range(num.shape[1])),
+        ("t",),
+    )
 
 
 def _signal(n, seed, noise_labels=False):
@@ -176,8 +186,9 @@ def test_lightgbm_stops_early_on_val_and_declares_categoricals():
 
     auroc = compute_head_metrics(m.predict(val), val.labels, ["t"])["t/auroc"]
     assert auroc > 0.8
-    m2 = fit_lightgbm(train, val, ["t"], params=params, num_boost_round=50, early_stopping_rounds=5,
-                      categorical_max_cardinality=100)
+    m2 = fit_lightgbm(
+        train, val, ["t"], params=params, num_boost_round=50, early_stopping_rounds=5, categorical_max_cardinality=100
+    )
     assert m2.details["t"]["categorical_features"] == ["cat__c0"]  # c1's 500 values go in as numbers
 
 
@@ -226,11 +237,20 @@ def test_entry_point_writes_its_run_folder(tmp_path, data_dir):
     from helpers import CONF
 
     root = __import__("pathlib").Path(CONF).parent
-    cmd = [sys.executable, str(root / "src" / "baselines.py"), *SMALL, "baseline=lightgbm",
-           "baseline.params.num_threads=1", "tasks.names=[click]", f"paths.data_dir={data_dir}",
-           f"paths.log_dir={tmp_path / 'logs'}", "task_name=bl"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        str(root / "src" / "baselines.py"),
+        *SMALL,
+        "baseline=lightgbm",
+        "baseline.params.num_threads=1",
+        "tasks.names=[click]",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "task_name=bl",
+    ]
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     runs = list((tmp_path / "logs" / "bl" / "baselines" / "lightgbm").iterdir())
     assert len(runs) == 1

@@ -17,7 +17,9 @@ from mtrank.scoring.results_table import RunResult, long_table, markdown_tables
 
 
 def _spec(tasks=("a", "b")) -> FeatureSpec:
-    return FeatureSpec(categorical=(CategoricalFeature("x", 4), CategoricalFeature("y", 3)), numeric=("z",), tasks=tuple(tasks))
+    return FeatureSpec(
+        categorical=(CategoricalFeature("x", 4), CategoricalFeature("y", 3)), numeric=("z",), tasks=tuple(tasks)
+    )
 
 
 def test_logistic_net_is_a_linear_model_per_head():
@@ -55,7 +57,9 @@ def test_logistic_net_feature_dropout_only_in_training():
 
 
 def test_popularity_rates_are_smoothed_towards_the_global_rate():
-    train = pl.DataFrame({"item_id": [1, 1, 1, 1, 2, 2, 3], "label__a": [1, 1, 1, 0, 0, 0, 0]}, schema_overrides={"label__a": pl.UInt8})
+    train = pl.DataFrame(
+        {"item_id": [1, 1, 1, 1, 2, 2, 3], "label__a": [1, 1, 1, 0, 0, 0, 0]}, schema_overrides={"label__a": pl.UInt8}
+    )
     model = fit_popularity(train, ["a"], prior_strength=2.0)
     r = 3 / 7
     assert model.global_rates["a"] == pytest.approx(r)
@@ -69,15 +73,28 @@ def test_popularity_rates_are_smoothed_towards_the_global_rate():
 
 def test_results_table_mean_spread_and_best_in_bold():
     runs = [
-        RunResult("d", "single-task", s, {"test/a/auroc": 0.70 + 0.01 * s, "test/a/n_pos": 12.0, "test/mean/auroc": 0.0}, tasks=["a"])
+        RunResult(
+            "d",
+            "single-task",
+            s,
+            {"test/a/auroc": 0.70 + 0.01 * s, "test/a/n_pos": 12.0, "test/mean/auroc": 0.0},
+            tasks=["a"],
+        )
         for s in range(3)
     ] + [
-        RunResult("d", "shared bottom", s, {"test/a/auroc": 0.75, "test/b/auroc": 0.6, "test/a/n_pos": 12.0, "val/a/auroc": 0.1})
+        RunResult(
+            "d",
+            "shared bottom",
+            s,
+            {"test/a/auroc": 0.75, "test/b/auroc": 0.6, "test/a/n_pos": 12.0, "val/a/auroc": 0.1},
+        )
         for s in range(3)
     ]
     table = long_table(runs)
     assert set(table["metric"].unique()) == {"auroc", "n_pos"}
-    md = markdown_tables(table, ["single-task", "shared bottom", "MMoE"], tasks={"d": ["a", "b"]}, metrics=["auroc"])[("d", "auroc")]
+    md = markdown_tables(table, ["single-task", "shared bottom", "MMoE"], tasks={"d": ["a", "b"]}, metrics=["auroc"])[
+        ("d", "auroc")
+    ]
     lines = md.splitlines()
     assert lines[0] == "| task | test positives | single-task | shared bottom |"
     assert lines[2] == "| a | 12 | 0.710 ± 0.010 | **0.750 ± 0.000** |"

@@ -105,7 +105,9 @@ def test_duplicate_rows_are_kept_and_reported(tmp_path, caplog):
 
 def test_iso_time_strings_time_zone_and_cut_points(tmp_path):
     df = make_log().with_columns(
-        (pl.datetime(2024, 1, 1) + pl.duration(hours=pl.col("timestamp"))).dt.strftime("%Y-%m-%d %H:%M:%S").alias("timestamp")
+        (pl.datetime(2024, 1, 1) + pl.duration(hours=pl.col("timestamp")))
+        .dt.strftime("%Y-%m-%d %H:%M:%S")
+        .alias("timestamp")
     )
     path = tmp_path / "log.csv"
     df.write_csv(path)
@@ -143,7 +145,9 @@ def test_split_inputs_test_only_with_inputs_for_train_and_val(tmp_path):
     main, other = tmp_path / "main.parquet", tmp_path / "other.parquet"
     df.slice(0, 160).write_parquet(main)
     make_log(n_requests=10, seed=3).with_columns(pl.col("request_id") + 1000).write_parquet(other)
-    m = pipeline_mapping(main, split_inputs={"test": [str(other)]}, split={"by": "time", "val_fraction": 0.25, "test_fraction": 0.5})
+    m = pipeline_mapping(
+        main, split_inputs={"test": [str(other)]}, split={"by": "time", "val_fraction": 0.25, "test_fraction": 0.5}
+    )
     processed = _process(tmp_path, m)
     assert processed.rows("test") == 40
     assert processed.rows("train") + processed.rows("val") == 160
@@ -153,7 +157,11 @@ def test_split_inputs_test_only_with_inputs_for_train_and_val(tmp_path):
 
 def test_split_files_without_request_ids(tmp_path):
     paths = {}
-    for s, part in (("train", make_log().slice(0, 120)), ("val", make_log().slice(120, 40)), ("test", make_log().slice(160, 40))):
+    for s, part in (
+        ("train", make_log().slice(0, 120)),
+        ("val", make_log().slice(120, 40)),
+        ("test", make_log().slice(160, 40)),
+    ):
         paths[s] = tmp_path / f"{s}.parquet"
         part.write_parquet(paths[s])
     m = pipeline_mapping([], split_inputs={s: [str(p)] for s, p in paths.items()})
@@ -176,7 +184,9 @@ def _expect(tmp_path, mapping, pattern):
 def test_missing_feature_column_names_file_column_and_key(tmp_path, log_file):
     m = pipeline_mapping(log_file)
     m["columns"]["numeric"] = ["price", "discount"]
-    _expect(tmp_path, m, r"log\.parquet is missing column\(s\) 'discount' \(data\.pipeline\.columns\.numeric/log_numeric\)")
+    _expect(
+        tmp_path, m, r"log\.parquet is missing column\(s\) 'discount' \(data\.pipeline\.columns\.numeric/log_numeric\)"
+    )
 
 
 def test_missing_time_column(tmp_path, log_file):
@@ -187,8 +197,14 @@ def test_missing_time_column(tmp_path, log_file):
 
 def test_string_label_column(tmp_path):
     path = tmp_path / "log.parquet"
-    make_log().with_columns(pl.when(pl.col("click") == 1).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("click")).write_parquet(path)
-    _expect(tmp_path, pipeline_mapping(path), r"column 'click' \(data\.pipeline\.columns\.labels\.click\) in file .*log\.parquet has dtype String; expected a numeric")
+    make_log().with_columns(
+        pl.when(pl.col("click") == 1).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("click")
+    ).write_parquet(path)
+    _expect(
+        tmp_path,
+        pipeline_mapping(path),
+        r"column 'click' \(data\.pipeline\.columns\.labels\.click\) in file .*log\.parquet has dtype String; expected a numeric",
+    )
 
 
 def test_excluded_column_cannot_be_a_feature(tmp_path, log_file):
@@ -210,7 +226,11 @@ def test_side_table_misses_its_key(tmp_path, log_file):
 
 def test_side_table_misses_a_feature(tmp_path, log_file):
     m = _with_users(tmp_path, log_file, categorical=["segment", "country"])
-    _expect(tmp_path, m, r"users\.parquet is missing column\(s\) 'country' \(data\.pipeline\.side_tables\.users\.categorical\)")
+    _expect(
+        tmp_path,
+        m,
+        r"users\.parquet is missing column\(s\) 'country' \(data\.pipeline\.side_tables\.users\.categorical\)",
+    )
 
 
 def test_impressions_miss_the_side_table_key(tmp_path, log_file):
@@ -222,19 +242,29 @@ def test_impressions_miss_the_side_table_key(tmp_path, log_file):
 
 def test_side_table_duplicated_key(tmp_path, log_file):
     users = pl.concat([_users(), _users().slice(2, 1)])
-    _expect(tmp_path, _with_users(tmp_path, log_file, users), r"users\.parquet has 2 rows with a duplicated key 'user_id'")
+    _expect(
+        tmp_path, _with_users(tmp_path, log_file, users), r"users\.parquet has 2 rows with a duplicated key 'user_id'"
+    )
 
 
 def test_side_table_column_also_in_impressions(tmp_path, log_file):
     # the log's request_id column is read (as the request id); a side-table feature of that name would clash
     users = _users().with_columns(pl.lit(1).alias("request_id"))
     m = _with_users(tmp_path, log_file, users, categorical=["segment", "request_id"])
-    _expect(tmp_path, m, r"column 'request_id' of side table .*users\.parquet \(data\.pipeline\.side_tables\.users\) is also read from the impression files")
+    _expect(
+        tmp_path,
+        m,
+        r"column 'request_id' of side table .*users\.parquet \(data\.pipeline\.side_tables\.users\) is also read from the impression files",
+    )
 
 
 def test_no_key_matches(tmp_path, log_file):
     users = _users().with_columns(pl.col("user_id") + 100)
-    _expect(tmp_path, _with_users(tmp_path, log_file, users), r"no impression of the \w+ split has a row in side table .*users\.parquet")
+    _expect(
+        tmp_path,
+        _with_users(tmp_path, log_file, users),
+        r"no impression of the \w+ split has a row in side table .*users\.parquet",
+    )
 
 
 def test_unmatched_keys_under_nan_policy_error(tmp_path, log_file):
@@ -246,12 +276,18 @@ def test_unmatched_keys_under_nan_policy_error(tmp_path, log_file):
 
 def test_float_categorical_with_fractions(tmp_path, log_file):
     users = _users().with_columns(pl.col("code") + 0.5)
-    _expect(tmp_path, _with_users(tmp_path, log_file, users), r"categorical column 'code' in file .*users\.parquet is float with \d+ value\(s\) that are not whole numbers")
+    _expect(
+        tmp_path,
+        _with_users(tmp_path, log_file, users),
+        r"categorical column 'code' in file .*users\.parquet is float with \d+ value\(s\) that are not whole numbers",
+    )
 
 
 def test_side_table_config_typo_and_missing_path(tmp_path, log_file):
     m = _with_users(tmp_path, log_file, categoricals=["segment"])
-    with pytest.raises(DataValidationError, match=r"unknown config key\(s\) data\.pipeline\.side_tables\.users\.categoricals"):
+    with pytest.raises(
+        DataValidationError, match=r"unknown config key\(s\) data\.pipeline\.side_tables\.users\.categoricals"
+    ):
         PipelineConfig.from_mapping(m)
     m = _with_users(tmp_path, log_file)
     del m["side_tables"]["users"]["path"]
@@ -263,18 +299,34 @@ def test_unparsable_time_strings(tmp_path):
     df = make_log().with_columns(pl.format("day {}", pl.col("timestamp")).alias("timestamp"))
     path = tmp_path / "log.csv"
     df.write_csv(path)
-    _expect(tmp_path, pipeline_mapping(path), r"column 'timestamp' \(data\.pipeline\.columns\.time\) in file .*log\.csv has 200 value\(s\) that are not ISO dates.*'day 0'")
+    _expect(
+        tmp_path,
+        pipeline_mapping(path),
+        r"column 'timestamp' \(data\.pipeline\.columns\.time\) in file .*log\.csv has 200 value\(s\) that are not ISO dates.*'day 0'",
+    )
 
 
 def test_date_cut_point_on_plain_number_time(tmp_path, log_file):
     m = pipeline_mapping(log_file, split={"by": "time", "val_start": "2024-01-15", "test_start": "2024-01-18"})
-    _expect(tmp_path, m, r"data\.pipeline\.split\.val_start = '2024-01-15' is a date, but the time column 'timestamp' holds plain numbers")
+    _expect(
+        tmp_path,
+        m,
+        r"data\.pipeline\.split\.val_start = '2024-01-15' is a date, but the time column 'timestamp' holds plain numbers",
+    )
 
 
 def test_cut_points_out_of_order_and_half_given(tmp_path, log_file):
-    with pytest.raises(DataValidationError, match=r"data\.pipeline\.split\.val_start = 300 is after data\.pipeline\.split\.test_start = 200"):
-        PipelineConfig.from_mapping(pipeline_mapping(log_file, split={"by": "time", "val_start": 300, "test_start": 200}))
-    with pytest.raises(DataValidationError, match=r"data\.pipeline\.split\.val_start is not set but data\.pipeline\.split\.test_start is"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"data\.pipeline\.split\.val_start = 300 is after data\.pipeline\.split\.test_start = 200",
+    ):
+        PipelineConfig.from_mapping(
+            pipeline_mapping(log_file, split={"by": "time", "val_start": 300, "test_start": 200})
+        )
+    with pytest.raises(
+        DataValidationError,
+        match=r"data\.pipeline\.split\.val_start is not set but data\.pipeline\.split\.test_start is",
+    ):
         PipelineConfig.from_mapping(pipeline_mapping(log_file, split={"by": "time", "test_start": 200}))
     with pytest.raises(DataValidationError, match=r"cut points in time but data\.pipeline\.split\.by = 'random'"):
         PipelineConfig.from_mapping(pipeline_mapping(log_file, split={"by": "random", "val_start": 1, "test_start": 2}))
@@ -288,11 +340,16 @@ def test_cut_point_past_the_data_empties_a_split(tmp_path, log_file):
 def test_bad_time_unit_and_zone(tmp_path, log_file):
     m = pipeline_mapping(log_file)
     m["columns"]["time_unit"] = "minutes"
-    with pytest.raises(DataValidationError, match=r"data\.pipeline\.columns\.time_unit = 'minutes': expected one of \['s', 'ms', 'us', 'ns'\]"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"data\.pipeline\.columns\.time_unit = 'minutes': expected one of \['s', 'ms', 'us', 'ns'\]",
+    ):
         PipelineConfig.from_mapping(m)
     m = pipeline_mapping(log_file)
     m["columns"]["time_zone"] = "Mars/Olympus"
-    with pytest.raises(DataValidationError, match=r"data\.pipeline\.columns\.time_zone = 'Mars/Olympus': expected an IANA time zone"):
+    with pytest.raises(
+        DataValidationError, match=r"data\.pipeline\.columns\.time_zone = 'Mars/Olympus': expected an IANA time zone"
+    ):
         PipelineConfig.from_mapping(m)
 
 
@@ -311,7 +368,11 @@ def test_time_dtype_differs_between_files(tmp_path):
     df.slice(0, 160).write_parquet(train)
     df.slice(160, 40).with_columns(pl.lit("2024-01-01").alias("timestamp")).write_csv(test)
     m = pipeline_mapping(train, split_inputs={"test": [str(test)]})
-    _expect(tmp_path, m, r"the time column 'timestamp' \(data\.pipeline\.columns\.time\) has incompatible dtypes across files")
+    _expect(
+        tmp_path,
+        m,
+        r"the time column 'timestamp' \(data\.pipeline\.columns\.time\) has incompatible dtypes across files",
+    )
 
 
 def test_split_inputs_without_train_needs_inputs(tmp_path, log_file):
@@ -323,5 +384,7 @@ def test_split_inputs_without_train_needs_inputs(tmp_path, log_file):
 def test_task_names_that_cannot_name_a_head(tmp_path, log_file):
     m = pipeline_mapping(log_file, tasks=["save", "forward"])
     m["columns"]["labels"]["forward"] = "click"
-    with pytest.raises(DataValidationError, match=r"task name\(s\) \['forward'\] cannot be used: .*attribute of torch\.nn\.Module"):
+    with pytest.raises(
+        DataValidationError, match=r"task name\(s\) \['forward'\] cannot be used: .*attribute of torch\.nn\.Module"
+    ):
         PipelineConfig.from_mapping(m)

@@ -109,8 +109,9 @@ def test_effective_betas_errors_name_the_task():
     with pytest.raises(KeyError, match="hide"):
         effective_betas({"per_task": {"save": {"negatives_before": 5, "negatives_after": 2}}}, ["save", "hide"])
     with pytest.raises(ValueError, match="save"):
-        effective_betas({"per_task": {"save": {"negatives_before": 5, "negatives_after": 2, "effective_beta": 0.9}}},
-                        ["save"])
+        effective_betas(
+            {"per_task": {"save": {"negatives_before": 5, "negatives_after": 2, "effective_beta": 0.9}}}, ["save"]
+        )
     with pytest.raises(ValueError):
         effective_beta(3, 5)
 
@@ -198,8 +199,11 @@ def test_calibration_load_errors_name_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="calibration.json"):
         Calibration.load(bad)
-    bad.write_text(json.dumps({"format_version": 1, "tasks": ["a"], "betas": {"a": 0.5},
-                               "calibrators": {"a": {"method": "pickle"}}}))
+    bad.write_text(
+        json.dumps(
+            {"format_version": 1, "tasks": ["a"], "betas": {"a": 0.5}, "calibrators": {"a": {"method": "pickle"}}}
+        )
+    )
     with pytest.raises(ValueError, match="pickle"):
         Calibration.load(bad)
     with pytest.raises(FileNotFoundError):
@@ -244,8 +248,13 @@ def test_ranking_module_corrects_its_heads():
     model.set_calibration(cal)
     got = model.calibrated_probabilities(logits)
     assert torch.all(got[:, 0] > correct(raw[:, 0], 0.2)) and torch.allclose(got[:, 1], correct(raw[:, 1], 0.25))
-    binary = RankingModule(spec, net, {"objective": "binary", "importance_weights": {"save": 1, "click": 2}},
-                           {"_target_": "torch.optim.Adam"}, downsampling=ds)
+    binary = RankingModule(
+        spec,
+        net,
+        {"objective": "binary", "importance_weights": {"save": 1, "click": 2}},
+        {"_target_": "torch.optim.Adam"},
+        downsampling=ds,
+    )
     one = torch.randn(6, 1)
     torch.testing.assert_close(binary.calibrated_probabilities(one), correct(torch.sigmoid(one), 0.1).expand(-1, 2))
     # no downsampling recorded: identity
@@ -272,7 +281,12 @@ def test_reweight_mode_weights_unengaged_rows_and_needs_no_correction():
     torch.testing.assert_close(model.calibrated_probabilities(logits), model.task_probabilities(logits))
     assert model.calibration.betas == {"save": 1.0, "click": 1.0}
     with pytest.raises(ValueError, match="multitask"):
-        RankingModule(spec, net, {"objective": "binary", "importance_weights": {"save": 1, "click": 2}},
-                      {"_target_": "torch.optim.Adam"}, downsampling=ds)
+        RankingModule(
+            spec,
+            net,
+            {"objective": "binary", "importance_weights": {"save": 1, "click": 2}},
+            {"_target_": "torch.optim.Adam"},
+            downsampling=ds,
+        )
     with pytest.raises(ValueError, match="reweight"):
         downsampling_from_metadata({"tasks": ["save"], "counts": {}}, mode="resample")

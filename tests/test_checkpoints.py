@@ -45,7 +45,8 @@ def test_last_is_the_unfinished_run_with_the_same_config_not_the_newest(tmp_path
     assert select_run(runs, cfg) == a
     assert resume_run_dir(str(runs), "last", "new", cfg) == str(a)
     assert resolve_ckpt_path("last", tmp_path / "logs", "mt", tmp_path / "elsewhere", cfg=cfg) == str(
-        a / "checkpoints" / "last.ckpt")
+        a / "checkpoints" / "last.ckpt"
+    )
     assert resume_run_dir(str(runs), None, "new", cfg) == str(runs / "new")
     # the same config on other data: that run (its data fingerprint is checked when it resumes)
     assert select_run(runs, compose_config("train", ["ckpt_path=last", "data.simulator.seed=5"], tmp_path)) == a
@@ -63,8 +64,11 @@ def test_last_is_the_unfinished_run_with_the_same_config_not_the_newest(tmp_path
 
 def test_the_comparison_leaves_out_paths_and_what_may_change(tmp_path):
     cfg = compose_config("train", [], tmp_path)
-    moved = compose_config("train", ["trainer.enable_progress_bar=false", "callbacks.early_stopping.patience=9",
-                                     "data.num_workers=2", "tags=[x]"], tmp_path / "elsewhere")
+    moved = compose_config(
+        "train",
+        ["trainer.enable_progress_bar=false", "callbacks.early_stopping.patience=9", "data.num_workers=2", "tags=[x]"],
+        tmp_path / "elsewhere",
+    )
     saved = {k: v for k, v in comparable(cfg).items()}
     assert "paths.log_dir" not in saved and "data.raw_dir" in saved  # the key stays, its path value does not count
     assert config_differences(comparable(moved), saved) == []
@@ -87,8 +91,17 @@ def test_explicit_path_must_exist(tmp_path):
 
 def test_slurm_launcher_takes_its_layout_from_the_trainer():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="optional extra: pip install -e .[slurm]")
-    cfg = compose_config("train", ["hydra/launcher=slurm", "experiment=multitask", "trainer=ddp",
-                                   "trainer.num_nodes=2", "trainer.devices=8", "ckpt_path=auto"])
+    cfg = compose_config(
+        "train",
+        [
+            "hydra/launcher=slurm",
+            "experiment=multitask",
+            "trainer=ddp",
+            "trainer.num_nodes=2",
+            "trainer.devices=8",
+            "ckpt_path=auto",
+        ],
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)

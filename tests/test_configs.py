@@ -25,7 +25,7 @@ def test_experiment_composes_and_resolves(experiment, tmp_path):
     assert cfg.tasks.names, f"{experiment}: no tasks"
     # the trainer and callbacks can be built as configured
     hydra.utils.instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
-    for name, cb in (cfg.get("callbacks") or {}).items():
+    for cb in (cfg.get("callbacks") or {}).values():
         hydra.utils.instantiate(cb)
 
 

@@ -60,7 +60,7 @@ def test_binned_metrics_equal_torchmetrics_binned():
     ref = [BinaryAUROC(thresholds=thr), BinaryAveragePrecision(thresholds=thr)]
     for i in range(0, 5000, 1024):
         for m in ours + ref:
-            m.update(p[i:i + 1024], y[i:i + 1024])
+            m.update(p[i : i + 1024], y[i : i + 1024])
     for o, r in zip(ours, ref):
         assert o.compute().item() == pytest.approx(r.compute().item(), abs=1e-7)
     assert ours[0].counts.shape == (thr.numel() + 1, 2) and int(ours[0].counts.sum()) == 5000
@@ -98,8 +98,8 @@ def test_streaming_ece_equals_torchmetrics():
     p[:3] = torch.tensor([0.0, 1.0, 1.0])  # p = 1 has a bin of its own in torchmetrics
     ours, ref = StreamingCalibrationError(n_bins=15), BinaryCalibrationError(n_bins=15, norm="l1")
     for i in range(0, 3000, 700):
-        ours.update(p[i:i + 700], y[i:i + 700])
-        ref.update(p[i:i + 700], y[i:i + 700])
+        ours.update(p[i : i + 700], y[i : i + 700])
+        ref.update(p[i : i + 700], y[i : i + 700])
     assert ours.compute().item() == pytest.approx(ref.compute().item(), abs=1e-6)
 
 
@@ -108,8 +108,13 @@ def test_binned_head_metrics_hold_no_growing_state():
     p, y, pt = _scores(2000, 0.1)
     for _ in range(3):
         m.update(torch.stack([p, p], 1), torch.stack([y, y], 1).float(), torch.stack([pt, pt], 1))
-    lists = [name for name, metric in m.named_modules() if hasattr(metric, "_defaults")
-             for state, default in metric._defaults.items() if isinstance(default, list)]
+    lists = [
+        name
+        for name, metric in m.named_modules()
+        if hasattr(metric, "_defaults")
+        for state, default in metric._defaults.items()
+        if isinstance(default, list)
+    ]
     assert lists == []
     out = m.compute()
     assert out["val/save/auroc"].item() == pytest.approx(binary_auroc(p, y).item(), abs=2e-3)
@@ -120,7 +125,7 @@ def test_true_calibration_streams_to_the_same_figures():
     p, q = rng.random(1000), rng.random(1000)
     acc = TrueCalibration(10)
     for i in range(0, 1000, 300):
-        acc.update(p[i:i + 300], q[i:i + 300])
+        acc.update(p[i : i + 300], q[i : i + 300])
     assert acc.ece() == pytest.approx(ece_true(p, q, 10)) and acc.mae() == pytest.approx(mae_true(p, q))
     assert math.isnan(TrueCalibration().ece())
 
@@ -147,7 +152,9 @@ def test_binned_labels_counts_and_single_class():
     assert b.rows == 5 and b.positives == 3 and b.count.size == 64
     p, y, w = b.points()
     assert w.sum() == 5 and set(y) == {0.0, 1.0}
-    cal = Calibration(tasks=["a"], betas={"a": 1.0}).fit_binned({"a": BinnedLabels().update([0.1, 0.2], [0, 0])}, "platt")
+    cal = Calibration(tasks=["a"], betas={"a": 1.0}).fit_binned(
+        {"a": BinnedLabels().update([0.1, 0.2], [0, 0])}, "platt"
+    )
     assert cal.calibrators["a"].method == "none"  # a single class: left uncalibrated
     assert FIT_BINS == 65536
 
@@ -158,7 +165,10 @@ def test_binned_labels_counts_and_single_class():
 def _predictions(n_requests=400, per=10, seed=0) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     n = n_requests * per
-    cols = {"request_id": np.repeat(np.arange(n_requests), per).astype(np.int64), "item_id": np.arange(n, dtype=np.int64)}
+    cols = {
+        "request_id": np.repeat(np.arange(n_requests), per).astype(np.int64),
+        "item_id": np.arange(n, dtype=np.int64),
+    }
     for t in TASKS:
         pt = rng.beta(1, 12, n).astype(np.float32)
         cols[f"label_{t}"] = (rng.random(n) < pt).astype(np.uint8)
@@ -191,8 +201,7 @@ def test_report_from_batches_equals_report_from_frame(tmp_path):
     report = {"ks": [5], "n_bins": 6, "ranking_chunk_rows": 1000}
     whole = write_report(df, TASKS, cal, tmp_path / "a", report, thresholds=5000)
     batches = (df.slice(i, 512) for i in range(0, df.height, 512))
-    streamed = write_report(batches, TASKS, cal, tmp_path / "b", report, thresholds=5000,
-                            context={"rows": None})
+    streamed = write_report(batches, TASKS, cal, tmp_path / "b", report, thresholds=5000, context={"rows": None})
     assert set(whole) == set(streamed)
     for k in whole:
         assert streamed[k] == pytest.approx(whole[k], rel=1e-6, abs=1e-9), k
@@ -201,7 +210,11 @@ def test_report_from_batches_equals_report_from_frame(tmp_path):
     assert summary["context"]["rows"] == df.height
     assert summary["reliability"] == json.loads((tmp_path / "a" / "evaluation.json").read_text())["reliability"]
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
-        "evaluation.json", "evaluation.md", "predictions.parquet", "reliability.png"]
+        "evaluation.json",
+        "evaluation.md",
+        "predictions.parquet",
+        "reliability.png",
+    ]
     # the frame's figures are evaluate_frame's
     direct = evaluate_frame(df, TASKS, calibration=cal, ks=[5], thresholds=5000)
     assert direct["test/click/auroc"] == pytest.approx(whole["test/click/auroc"])
@@ -210,7 +223,9 @@ def test_report_from_batches_equals_report_from_frame(tmp_path):
 def test_report_without_predictions_file_leaves_nothing_behind(tmp_path):
     df = _predictions(50)
     cal = Calibration(tasks=TASKS, betas={t: 1.0 for t in TASKS})
-    out = write_report(iter([df.head(200), df.slice(200)]), TASKS, cal, tmp_path, {"ks": [5], "write_predictions": False})
+    out = write_report(
+        iter([df.head(200), df.slice(200)]), TASKS, cal, tmp_path, {"ks": [5], "write_predictions": False}
+    )
     assert out["test/rows"] == df.height
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluation.json", "evaluation.md", "reliability.png"]
     unlabelled = df.select(["request_id", "item_id"] + [f"p_{t}" for t in TASKS] + [f"p_raw_{t}" for t in TASKS])

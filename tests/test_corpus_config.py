@@ -127,28 +127,57 @@ def test_the_training_sweep_passes(experiment):
 
 def test_debug_and_tuned_configs_pass(places):
     validate_train_config(_compose("train", ["experiment=multitask", "debug=fast"]))
-    validate_train_config(_compose("train", ["experiment=multitask", "loss.task_weighting=fixed",
-                                             "loss.task_weights={save: 1, click: 1, long_click: 2, closeup: 1}",
-                                             "loss.pos_weight={save: 3.0}", "calibration=isotonic"]))
-    validate_train_config(_compose("train", ["experiment=mmoe", "optimized_metric=val/gates/click/entropy",
-                                             "callbacks.model_checkpoint.mode=min", "callbacks.early_stopping.mode=min"]))
-    validate_train_config(_compose("train", ["experiment=census", "tasks.names=[income]",
-                                             "model.net.head_bias_init=-2.74"]))
+    validate_train_config(
+        _compose(
+            "train",
+            [
+                "experiment=multitask",
+                "loss.task_weighting=fixed",
+                "loss.task_weights={save: 1, click: 1, long_click: 2, closeup: 1}",
+                "loss.pos_weight={save: 3.0}",
+                "calibration=isotonic",
+            ],
+        )
+    )
+    validate_train_config(
+        _compose(
+            "train",
+            [
+                "experiment=mmoe",
+                "optimized_metric=val/gates/click/entropy",
+                "callbacks.model_checkpoint.mode=min",
+                "callbacks.early_stopping.mode=min",
+            ],
+        )
+    )
+    validate_train_config(
+        _compose("train", ["experiment=census", "tasks.names=[income]", "model.net.head_bias_init=-2.74"])
+    )
     validate_train_config(_compose("train", ["train=false", "optimized_metric=test/mean/auroc"]))  # test only
     validate_tune_config(_compose("tune_utility", [f"predictions={places['predictions']}"]))
-    validate_tune_config(_compose("tune_utility", [f"predictions={places['predictions_ext']}",
-                                                   "utility=related_products_ext"]))
-    validate_tune_config(_compose("tune_utility", [f"predictions={places['predictions']}", "hparams_search=ax_utility"]))
+    validate_tune_config(
+        _compose("tune_utility", [f"predictions={places['predictions_ext']}", "utility=related_products_ext"])
+    )
+    validate_tune_config(
+        _compose("tune_utility", [f"predictions={places['predictions']}", "hparams_search=ax_utility"])
+    )
     validate_predict_config(_compose("predict", [f"ckpt_path={places['run']}", "max_unseen_fraction=0.2"]))
     validate_eval_config(_compose("eval", [f"ckpt_path={places['run']}", "calibration=isotonic"]))
-    validate_eval_config(_compose("eval", [f"ckpt_path={places['run']}", "calibration=isotonic", "split=val",
-                                           "allow_in_sample=true"]))  # opted in: the report is labelled IN-SAMPLE
+    validate_eval_config(
+        _compose("eval", [f"ckpt_path={places['run']}", "calibration=isotonic", "split=val", "allow_in_sample=true"])
+    )  # opted in: the report is labelled IN-SAMPLE
     validate_eval_config(_compose("eval", [f"ckpt_path={places['run']}", "calibration=none", "split=val"]))
 
 
 def test_every_problem_is_reported_at_once():
-    cfg = _compose("train", ["tasks.names=[save,clik]", "data.pipeline.downsample.beta=2",
-                             "callbacks.early_stopping.monitor=val/mean/aurc"])
+    cfg = _compose(
+        "train",
+        [
+            "tasks.names=[save,clik]",
+            "data.pipeline.downsample.beta=2",
+            "callbacks.early_stopping.monitor=val/mean/aurc",
+        ],
+    )
     with pytest.raises(ConfigError) as err:
         validate_train_config(cfg)
     assert {"tasks.names", "data.pipeline.downsample.beta", "callbacks.early_stopping.monitor"} <= set(err.value.keys)
@@ -176,8 +205,18 @@ def test_a_bad_run_stops_before_any_data_is_made(tmp_path, monkeypatch):
 def test_the_tuning_entry_point_checks_its_config(tmp_path):
     """src/tune_utility.py fails at once with the message (train(cfg) is checked by the test above)."""
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / "src" / "tune_utility.py"), "utility.objective=long_clik",
-                        f"paths.log_dir={tmp_path / 'logs'}", f"predictions={_predictions(tmp_path / 'p.parquet', TASKS)}"],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "tune_utility.py"),
+            "utility.objective=long_clik",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"predictions={_predictions(tmp_path / 'p.parquet', TASKS)}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0
     assert "ConfigError: invalid tune_utility config: utility.objective = 'long_clik'" in r.stderr, r.stderr[-2000:]

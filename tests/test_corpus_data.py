@@ -72,7 +72,10 @@ def test_split_sizes_are_logged_for_every_run(tmp_path, caplog):
         "Split test: 2 rows, 2 requests, positives per task {'save': 0, 'click': 1, 'long_click': 1, 'closeup': 0}",
     ]
     assert processed.metadata["split_sizes"]["train"] == {
-        "rows": 6, "requests": 6, "positives": {"save": 2, "click": 3, "long_click": 2, "closeup": 2}}
+        "rows": 6,
+        "requests": 6,
+        "positives": {"save": 2, "click": 3, "long_click": 2, "closeup": 2},
+    }
     assert processed.metadata["ignored_split_keys"] == []
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="mtrank.data"):  # a cached data set says the same

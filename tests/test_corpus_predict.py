@@ -37,8 +37,9 @@ def test_corpus_is_small():
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_scoring_a_bad_file(case, run, tmp_path, caplog):
     run_dir = run[0]
-    cfg = compose_config("predict", [f"ckpt_path={run_dir}", f"inputs={CORPUS / case['file']}",
-                                     *(case.get("overrides") or [])], tmp_path)
+    cfg = compose_config(
+        "predict", [f"ckpt_path={run_dir}", f"inputs={CORPUS / case['file']}", *(case.get("overrides") or [])], tmp_path
+    )
     if "error" in case:
         pattern = case["error"].replace("{run}", re.escape(str(run_dir)))
         with pytest.raises(DataValidationError) as err:
@@ -86,8 +87,11 @@ def test_run_without_the_record_falls_back_to_the_vocabularies(run, tmp_path):
     for p in (run[0] / PREPROCESSING_DIR / "vocab").glob("*.parquet"):
         shutil.copyfile(p, old / PREPROCESSING_DIR / "vocab" / p.name)
     loaded = load_run(old / "checkpoints" / next(p.name for p in (old / "checkpoints").glob("epoch_*.ckpt")))
-    with pytest.raises(DataValidationError, match=r"column 'user_segment' .* has dtype String, but the run .* was "
-                                                  r"trained on Int64"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'user_segment' .* has dtype String, but the run .* was "
+        r"trained on Int64",
+    ):
         score_logs(loaded, CORPUS / "retyped_categorical.csv")
     frame, info = score_logs(loaded, CORPUS / "extra_columns.csv")
     assert frame.height == 8 and info.extra_columns == []
@@ -109,7 +113,8 @@ def test_validator_metric_names_are_what_the_run_logs(run):
     catalog = validate_train_config(cfg)
     assert set(catalog.run_names) == set(metrics), (
         f"allowed but not logged: {sorted(set(catalog.run_names) - set(metrics))}; "
-        f"logged but not allowed: {sorted(set(metrics) - set(catalog.run_names))}")
+        f"logged but not allowed: {sorted(set(metrics) - set(catalog.run_names))}"
+    )
     assert catalog.fit_names == {k for k in metrics if k.split("/")[0] in ("train", "val")}
     assert any("/gates/" in k for k in catalog.run_names) and any(k.endswith("_corrected") for k in metrics)
     assert any(k.endswith("/task_weight") for k in catalog.fit_names)
@@ -121,7 +126,11 @@ def test_validator_metric_names_are_what_the_run_logs(run):
 def _copy_run(run_dir: Path, dest: Path, *, checkpoints: bool) -> Path:
     import shutil
 
-    ignore = shutil.ignore_patterns("checkpoints", "csv", "*.png") if not checkpoints else shutil.ignore_patterns("csv", "*.png")
+    ignore = (
+        shutil.ignore_patterns("checkpoints", "csv", "*.png")
+        if not checkpoints
+        else shutil.ignore_patterns("csv", "*.png")
+    )
     shutil.copytree(run_dir, dest, ignore=ignore)
     return dest
 
@@ -132,9 +141,12 @@ def test_a_copied_run_never_loads_the_original_folders_checkpoint(run, tmp_path)
     best = json.loads((run[0] / "metrics.json").read_text())["best_checkpoint"]
     assert Path(best).is_file() and str(run[0]) in best
     bare = _copy_run(run[0], tmp_path / "bare", checkpoints=False)
-    with pytest.raises(FileNotFoundError, match=rf"run folder {re.escape(str(bare))} holds no checkpoint .*its "
-                                                rf"metrics\.json names {re.escape(best)}, outside this folder .*"
-                                                rf"pass ckpt_path={re.escape(best)}"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"run folder {re.escape(str(bare))} holds no checkpoint .*its "
+        rf"metrics\.json names {re.escape(best)}, outside this folder .*"
+        rf"pass ckpt_path={re.escape(best)}",
+    ):
         load_run(bare)
     moved = _copy_run(run[0], tmp_path / "moved", checkpoints=True)
     loaded = load_run(moved)
@@ -167,9 +179,12 @@ def test_eval_on_the_split_its_calibrators_were_fitted_on(run, tmp_path):
     cal = json.loads((run[0] / "calibration.json").read_text())
     assert cal["method"] == "platt" and cal["info"]["fitted_on"]["split"] == "val"
     cfg = compose_config("eval", [f"ckpt_path={run[0]}", "split=val"], tmp_path / "refused")
-    with pytest.raises(ValueError, match=r"the platt calibrators were fitted on the val split of .*, the rows this "
-                                         r"evaluation scores \(the run's calibration\.json\): an in-sample "
-                                         r"evaluation; .*allow_in_sample=true"):
+    with pytest.raises(
+        ValueError,
+        match=r"the platt calibrators were fitted on the val split of .*, the rows this "
+        r"evaluation scores \(the run's calibration\.json\): an in-sample "
+        r"evaluation; .*allow_in_sample=true",
+    ):
         evaluate(cfg)
     cfg = compose_config("eval", [f"ckpt_path={run[0]}", "split=val", "allow_in_sample=true"], tmp_path / "allowed")
     evaluate(cfg)
@@ -191,5 +206,8 @@ def test_run_without_recorded_ranges_says_values_are_not_checked(run, tmp_path, 
     with caplog.at_level(logging.WARNING, logger="mtrank.scoring.raw_logs"):
         frame, info = score_logs(load_run(copy), CORPUS / "drifted_prices.csv")
     assert frame.height == 8 and info.out_of_range == {}
-    assert any("records no training range for numeric column(s) ['price', 'retrieval_score', 'candidate_popularity', "
-               "'user_activity']" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert any(
+        "records no training range for numeric column(s) ['price', 'retrieval_score', 'candidate_popularity', "
+        "'user_activity']" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]

@@ -56,8 +56,18 @@ def test_plan_covers_every_row_once_with_equal_batches_per_rank(world, workers):
         for r in range(world):
             n = 0
             for w in range(workers):
-                segs, sizes = plan(rows, 7, shuffle=shuffle, seed=3, epoch=1, rank=r, world_size=world,
-                                   worker=w, num_workers=workers, chunk_rows=8)
+                segs, sizes = plan(
+                    rows,
+                    7,
+                    shuffle=shuffle,
+                    seed=3,
+                    epoch=1,
+                    rank=r,
+                    world_size=world,
+                    worker=w,
+                    num_workers=workers,
+                    chunk_rows=8,
+                )
                 assert sum(s.length for s in segs) == sum(sizes) and all(0 < s <= 7 for s in sizes)
                 n += len(sizes)
                 for s in segs:
@@ -131,7 +141,7 @@ def test_resumed_epoch_yields_exactly_the_batches_not_yet_delivered(processed, w
     full = epoch_batches(full_ds)
     assert len(full) == len(full_ds) >= 5
     # in-process every position; with spawned workers (slow to start) one that rotates the workers' turns
-    for k in (range(1, len(full)) if workers == 0 else (3,)):
+    for k in range(1, len(full)) if workers == 0 else (3,):
         ds = _stream(processed, shuffle=True, seed=3)
         ds.resume_at(epoch=1, batches_done=k)
         assert epoch_batches(ds) == full[k:]

@@ -17,12 +17,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ddp_cpu_reads_every_row_once_and_ranks_agree(tmp_path):
     audit = tmp_path / "audit"
     cmd = [
-        sys.executable, str(ROOT / "src" / "train.py"),
-        "experiment=multitask", "debug=fast", "trainer=ddp_cpu",
-        "data.simulator.n_impressions=12000", "data.batch_size=500", "trainer.max_epochs=2",
-        "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.throughput=null",
-        "+callbacks.audit._target_=mtrank.training.audit.RowAudit", f"+callbacks.audit.out_dir={audit}",
-        f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "experiment=multitask",
+        "debug=fast",
+        "trainer=ddp_cpu",
+        "data.simulator.n_impressions=12000",
+        "data.batch_size=500",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        "callbacks.throughput=null",
+        "+callbacks.audit._target_=mtrank.training.audit.RowAudit",
+        f"+callbacks.audit.out_dir={audit}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
@@ -30,6 +39,7 @@ def test_ddp_cpu_reads_every_row_once_and_ranks_agree(tmp_path):
 
     processed = next((tmp_path / "data" / "processed").glob("simulated-*"))
     train = pl.concat([pl.read_parquet(p) for p in sorted((processed / "train").glob("*.parquet"))])
+
     def keys(a):
         return np.sort(np.ascontiguousarray(a, dtype=np.int64).view("i8,i8").ravel())
 

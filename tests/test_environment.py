@@ -51,14 +51,17 @@ def test_lock_covers_every_dependency_and_leaves_torch_to_the_makefile():
 
 
 def test_makefile_installs_from_the_lock():
-    out = subprocess.run(["make", "-n", "-B", "setup", "PYTHON=python3"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        ["make", "-n", "-B", "setup", "PYTHON=python3"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     installs = [line for line in out.stdout.splitlines() if "pip install" in line and "--upgrade" not in line]
     assert len(installs) == 2, out.stdout  # torch (TORCH_SPEC), then the project with its extras
     assert all("-c requirements/lock.txt" in line for line in installs), installs
     assert '"torch==2.13.0"' in installs[0] and '-e ".[dev,baselines,serve,launchers]"' in installs[1]
-    unlocked = subprocess.run(["make", "-n", "-B", "setup", "LOCK="], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    unlocked = subprocess.run(
+        ["make", "-n", "-B", "setup", "LOCK="], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert "-c " not in unlocked.stdout
 
 
@@ -67,9 +70,13 @@ def test_installed_versions_are_the_locked_ones():
     lock = _lock()
     installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions()}
     drift = {n: (installed[n], v) for n, v in lock.items() if n in installed and installed[n].split("+")[0] != v}
-    assert drift == {}, f"installed ≠ locked (installed, locked): {drift}; reinstall from the lock: " \
-                           "`rm .venv/.mtrank-installed && make setup`"
-    missing = sorted(n for n in ("fastapi", "uvicorn", "httpx", "hydra-joblib-launcher", "polars") if n not in installed)
+    assert drift == {}, (
+        f"installed ≠ locked (installed, locked): {drift}; reinstall from the lock: "
+        "`rm .venv/.mtrank-installed && make setup`"
+    )
+    missing = sorted(
+        n for n in ("fastapi", "uvicorn", "httpx", "hydra-joblib-launcher", "polars") if n not in installed
+    )
     assert missing == []
 
 
@@ -81,9 +88,16 @@ def test_joblib_launcher_composes_with_the_ax_sweeper():
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["hparams_search=ax_multitask", "hydra/launcher=joblib",
-                                          "hydra.sweeper.batch_size=2", "hydra.launcher.n_jobs=2"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "hparams_search=ax_multitask",
+                "hydra/launcher=joblib",
+                "hydra.sweeper.batch_size=2",
+                "hydra.launcher.n_jobs=2",
+            ],
+            return_hydra_config=True,
+        )
     GlobalHydra.instance().clear()
     assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert cfg.hydra.launcher.n_jobs == 2

@@ -62,7 +62,8 @@ def test_training_writes_calibration_preprocessing_and_report(trained):
     summary = json.loads((run / "evaluation.json").read_text())
     for t in TASKS:
         assert {"ece", "ece_raw", "ece_corrected", "ece_true", "mae_true", "ndcg@5", "map", "oracle_ndcg@5"} <= {
-            k.split("/")[-1] for k in summary["metrics"] if k.startswith(f"test/{t}/")}
+            k.split("/")[-1] for k in summary["metrics"] if k.startswith(f"test/{t}/")
+        }
         assert len(summary["reliability"]["per_task"][t]["count"]) <= 8
     # the Trainer's test figures and the report's agree (same rows, same probabilities)
     assert summary["metrics"]["test/click/ece"] == pytest.approx(metrics["test/click/ece"], abs=1e-5)
@@ -85,22 +86,40 @@ def test_predict_frame_and_load_run(trained):
     assert run.run_dir == run_dir and run.calibration.method == "platt"
     bare = Calibration.from_downsampling(run.model.hparams.downsampling, TASKS, "multitask")
     raw_only = predict_frame(run, split="test", calibration=bare)
-    np.testing.assert_allclose(raw_only["p_click"].to_numpy(),
-                               bare.correct(raw_only.select("p_raw_click").to_numpy(), ["click"])[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(
+        raw_only["p_click"].to_numpy(),
+        bare.correct(raw_only.select("p_raw_click").to_numpy(), ["click"])[:, 0],
+        rtol=1e-5,
+    )
 
 
 def test_eval_job_refits_calibrators_and_logs_to_wandb(trained, tmp_path, monkeypatch):
     tmp, _, _ = trained
-    cfg = compose_config("eval", [f"ckpt_path={tmp / 'run'}", "calibration=isotonic", "report.ks=[3]",
-                                  "report.bins=uniform", "report.show_raw=true", "report.scale=log"], tmp_path)
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={tmp / 'run'}",
+            "calibration=isotonic",
+            "report.ks=[3]",
+            "report.bins=uniform",
+            "report.show_raw=true",
+            "report.scale=log",
+        ],
+        tmp_path,
+    )
     logged = {}
     from pytorch_lightning.loggers import WandbLogger
 
-    monkeypatch.setattr(WandbLogger, "log_image", lambda self, key, images, **kw: logged.setdefault("image", (key, images)))
-    monkeypatch.setattr(WandbLogger, "log_metrics", lambda self, metrics, step=None: logged.setdefault("metrics", metrics))
+    monkeypatch.setattr(
+        WandbLogger, "log_image", lambda self, key, images, **kw: logged.setdefault("image", (key, images))
+    )
+    monkeypatch.setattr(
+        WandbLogger, "log_metrics", lambda self, metrics, step=None: logged.setdefault("metrics", metrics)
+    )
     monkeypatch.setattr(WandbLogger, "save", lambda self: None)
-    monkeypatch.setattr("mtrank.utils.instantiate.instantiate_loggers",
-                        lambda c: [WandbLogger(offline=True, save_dir=str(tmp_path))])
+    monkeypatch.setattr(
+        "mtrank.utils.instantiate.instantiate_loggers", lambda c: [WandbLogger(offline=True, save_dir=str(tmp_path))]
+    )
     metrics = evaluate(cfg)
     out = tmp_path / "run"
     assert Calibration.load(out).method == "isotonic"
@@ -115,13 +134,13 @@ def test_eval_on_data_with_other_metadata_is_refused(trained, tmp_path):
     import hydra
 
     tmp, cfg, _ = trained
-    for override, match in (("tasks=related_products_ext", "tasks"),
-                            ("data.simulator.seed=7", "other metadata")):
+    for override, match in (("tasks=related_products_ext", "tasks"), ("data.simulator.seed=7", "other metadata")):
         other = compose_config("train", ["experiment=multitask", *FAST, override], tmp_path)
         dm = hydra.utils.instantiate(other.data, _recursive_=False)
         dm.prepare_data()
-        eval_cfg = compose_config("eval", [f"ckpt_path={tmp / 'run'}", f"processed_dir={dm.processed.directory}"],
-                                  tmp_path / "eval")
+        eval_cfg = compose_config(
+            "eval", [f"ckpt_path={tmp / 'run'}", f"processed_dir={dm.processed.directory}"], tmp_path / "eval"
+        )
         with pytest.raises(DataValidationError, match=match) as err:
             evaluate(eval_cfg)
         assert str(dm.processed.directory) in str(err.value)
@@ -140,7 +159,9 @@ def test_predict_raw_logs_maps_unseen_values_to_oov(trained, tmp_path):
     labels = ["save", "click", "long_click", "closeup", "hide", "checkout"]
     new = raw.head(3000).drop(labels + [f"p_true_{t}" for t in labels])
     new = new.with_columns(
-        pl.when(pl.int_range(pl.len()) < 37).then(pl.lit(10_000, pl.Int32)).otherwise(pl.col("user_segment"))
+        pl.when(pl.int_range(pl.len()) < 37)
+        .then(pl.lit(10_000, pl.Int32))
+        .otherwise(pl.col("user_segment"))
         .alias("user_segment")
     )
     path = tmp_path / "new" / "log.parquet"

@@ -18,8 +18,12 @@ pytestmark = pytest.mark.skipif(not LOG.exists(), reason=f"KuaiRand-Pure is not 
 
 def test_documented_train_rows_are_the_configs():
     df = pl.read_parquet(LOG, columns=["time_ms", "date"])
-    day = (pl.from_epoch("time_ms", time_unit="ms").dt.replace_time_zone("UTC")
-           .dt.convert_time_zone("Asia/Shanghai").dt.day())  # conf/data/kuairand.yaml: time_zone Asia/Shanghai
+    day = (
+        pl.from_epoch("time_ms", time_unit="ms")
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone("Asia/Shanghai")
+        .dt.day()
+    )  # conf/data/kuairand.yaml: time_zone Asia/Shanghai
     days = df.select(day.alias("d"))["d"]
     train, val, test = int((days <= 28).sum()), int((days == 29).sum()), int((days == 30).sum())
     by_date_column = int((df["date"] <= 20220428).sum())

@@ -120,8 +120,10 @@ def test_mean_over_heads_names_the_undefined_heads(caplog):
     assert math.isnan(float(out["val/click/auroc"]))
     assert float(out["val/mean/auroc"]) == pytest.approx(0.75)
     msgs = [r.getMessage() for r in caplog.records]
-    assert ("val/mean/auroc averages 1 of 2 heads: auroc is undefined (NaN) for ['click'] (no positive or no "
-            "negative label, or no row), so the mean is over ['save'] only") in msgs
+    assert (
+        "val/mean/auroc averages 1 of 2 heads: auroc is undefined (NaN) for ['click'] (no positive or no "
+        "negative label, or no row), so the mean is over ['save'] only"
+    ) in msgs
     assert len([x for x in msgs if x.startswith("val/mean/auroc")]) == 1  # once, not every epoch
 
 
@@ -135,8 +137,9 @@ def test_metrics_json_holds_no_bare_nan(tmp_path, caplog):
         raise ValueError(f"bare {constant} in metrics.json")
 
     with caplog.at_level(logging.WARNING, logger="mtrank.jobs.train"):
-        path = write_metrics_json(tmp_path, "", {"val/save/auroc": 0.7, "val/click/auroc": float("nan"),
-                                                 "test/click/logloss": float("inf")})
+        path = write_metrics_json(
+            tmp_path, "", {"val/save/auroc": 0.7, "val/click/auroc": float("nan"), "test/click/logloss": float("inf")}
+        )
     data = json.loads(path.read_text(), parse_constant=refuse)
     assert data["metrics"] == {"val/save/auroc": 0.7, "val/click/auroc": None, "test/click/logloss": None}
     assert data["undefined_metrics"] == ["val/click/auroc", "test/click/logloss"]

@@ -111,8 +111,9 @@ def test_every_task_gradient_reaches_every_shared_expert():
 
 def test_ple_task_experts_are_private():
     spec = make_spec()
-    net = PLENet(spec, TASKS, embedding_dim=4, n_experts=2, n_task_experts=1, expert=(8,), tower=(4,),
-                 activation="tanh")
+    net = PLENet(
+        spec, TASKS, embedding_dim=4, n_experts=2, n_task_experts=1, expert=(8,), tower=(4,), activation="tanh"
+    )
     assert len(net.experts) == 2 + len(TASKS)
     b = make_batch(spec, B=8)
     gates = net.gate_weights(b)
@@ -182,14 +183,24 @@ def _module(spec, net_cfg):
 
 
 def _trainer(callbacks):
-    return pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
 
 
 def test_gate_statistics_logs_mean_weight_per_expert_per_task():
     spec = make_spec(tasks=("save", "hide"))
-    module = _module(spec, {"_target_": "mtrank.models.mmoe.MMoENet", "embedding_dim": 4, "n_experts": 3,
-                            "expert": [8], "tower": [4]})
+    module = _module(
+        spec,
+        {"_target_": "mtrank.models.mmoe.MMoENet", "embedding_dim": 4, "n_experts": 3, "expert": [8], "tower": [4]},
+    )
     cb = GateStatistics()
     loader = torch.utils.data.DataLoader(_Loader(spec), batch_size=None)
     trainer = _trainer([cb])
@@ -212,8 +223,9 @@ def test_gate_statistics_logs_mean_weight_per_expert_per_task():
 
 def test_gate_statistics_skips_nets_without_gates():
     spec = make_spec(tasks=("save", "hide"))
-    module = _module(spec, {"_target_": "mtrank.models.networks.SharedBottomNet", "embedding_dim": 4,
-                            "trunk": [8], "tower": [4]})
+    module = _module(
+        spec, {"_target_": "mtrank.models.networks.SharedBottomNet", "embedding_dim": 4, "trunk": [8], "tower": [4]}
+    )
     assert isinstance(module.net, SharedBottomNet)
     trainer = _trainer([GateStatistics()])
     trainer.validate(module, dataloaders=torch.utils.data.DataLoader(_Loader(spec), batch_size=None), verbose=False)

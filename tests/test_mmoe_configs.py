@@ -35,8 +35,11 @@ def _build(cfg, tasks) -> RankingModule:
 
 
 def _batch(tasks, B=5):
-    return {"categorical": torch.stack([torch.randint(0, 13, (B,)), torch.randint(0, 21, (B,))], 1),
-            "numeric": torch.randn(B, 2), "labels": torch.zeros(B, len(tasks))}
+    return {
+        "categorical": torch.stack([torch.randint(0, 13, (B,)), torch.randint(0, 21, (B,))], 1),
+        "numeric": torch.randn(B, 2),
+        "labels": torch.zeros(B, len(tasks)),
+    }
 
 
 @pytest.mark.parametrize(

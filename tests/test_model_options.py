@@ -22,11 +22,15 @@ def make_spec(n_cat=3, n_num=2, tasks=TASKS):
 def make_batch(spec, B=7, seed=0):
     g = torch.Generator().manual_seed(seed)
     cat = torch.stack([torch.randint(0, f.cardinality, (B,), generator=g) for f in spec.categorical], dim=1)
-    return {"categorical": cat, "numeric": torch.randn(B, spec.n_numeric, generator=g),
-            "labels": (torch.rand(B, spec.n_tasks, generator=g) < 0.3).float()}
+    return {
+        "categorical": cat,
+        "numeric": torch.randn(B, spec.n_numeric, generator=g),
+        "labels": (torch.rand(B, spec.n_tasks, generator=g) < 0.3).float(),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- wide part
+
 
 def test_wide_part_adds_a_logistic_regression_to_the_deep_logits():
     spec = make_spec()
@@ -77,18 +81,21 @@ def test_wide_on_mmoe_and_bad_values():
 
 # ------------------------------------------------------------------------------------- numeric embeddings
 
+
 def test_piecewise_linear_encoding_values():
     m = NumericEmbedding(1, 3, type="piecewise_linear", n_bins=4)
     m.fit(torch.arange(0.0, 9.0)[:, None])  # quantile edges 0, 2, 4, 6, 8
     torch.testing.assert_close(m.edges[0], torch.tensor([0.0, 2.0, 4.0, 6.0, 8.0]))
     enc = m.encode(torch.tensor([[0.0], [3.0], [8.0], [-2.0], [10.0]]))[:, 0]
-    expected = torch.tensor([
-        [0.0, 0.0, 0.0, 0.0],
-        [1.0, 0.5, 0.0, 0.0],
-        [1.0, 1.0, 1.0, 1.0],
-        [-1.0, 0.0, 0.0, 0.0],   # below the train range: the first bin extrapolates
-        [1.0, 1.0, 1.0, 2.0],    # above it: the last bin extrapolates
-    ])
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0],
+            [1.0, 0.5, 0.0, 0.0],
+            [1.0, 1.0, 1.0, 1.0],
+            [-1.0, 0.0, 0.0, 0.0],  # below the train range: the first bin extrapolates
+            [1.0, 1.0, 1.0, 2.0],  # above it: the last bin extrapolates
+        ]
+    )
     torch.testing.assert_close(enc, expected)
     assert m(torch.tensor([[3.0]])).shape == (1, 1, 3)
 
@@ -110,8 +117,12 @@ def test_feature_layer_with_numeric_embedding():
     k = 3 + 2
     assert fl.out_dim == k * 4 + k * (k - 1) // 2  # numerics as vectors, no scalars
     assert fl(make_batch(spec)).shape == (7, fl.out_dim)
-    fl = FeatureLayer(spec, embedding_dim=4, interaction="none",
-                      numeric_embedding={"type": "periodic", "n_frequencies": 3, "sigma": 0.5})
+    fl = FeatureLayer(
+        spec,
+        embedding_dim=4,
+        interaction="none",
+        numeric_embedding={"type": "periodic", "n_frequencies": 3, "sigma": 0.5},
+    )
     assert fl.out_dim == 5 * 4
     out = fl(make_batch(spec))
     out.sum().backward()
@@ -135,8 +146,9 @@ def test_numeric_embedding_bad_options_name_the_key():
 
 def test_fit_numeric_encoders_sets_the_bins_from_train_batches_and_they_persist():
     spec = make_spec(2, 2)
-    net = SharedBottomNet(spec, TASKS, embedding_dim=4, trunk=(8,), tower=(),
-                          numeric_embedding={"type": "piecewise_linear", "n_bins": 4})
+    net = SharedBottomNet(
+        spec, TASKS, embedding_dim=4, trunk=(8,), tower=(), numeric_embedding={"type": "piecewise_linear", "n_bins": 4}
+    )
     before = net.feature_layer.numeric_embedding.edges.clone()
     batches = [{"numeric": torch.stack([torch.arange(10.0) + 10 * i, -torch.arange(10.0)], 1)} for i in range(3)]
     assert fit_numeric_encoders(net, batches) == 30
@@ -144,8 +156,9 @@ def test_fit_numeric_encoders_sets_the_bins_from_train_batches_and_they_persist(
     assert not torch.equal(edges, before)
     torch.testing.assert_close(edges[0, [0, -1]], torch.tensor([0.0, 29.0]))
     # a checkpoint carries them
-    other = SharedBottomNet(spec, TASKS, embedding_dim=4, trunk=(8,), tower=(),
-                            numeric_embedding={"type": "piecewise_linear", "n_bins": 4})
+    other = SharedBottomNet(
+        spec, TASKS, embedding_dim=4, trunk=(8,), tower=(), numeric_embedding={"type": "piecewise_linear", "n_bins": 4}
+    )
     other.load_state_dict(net.state_dict())
     torch.testing.assert_close(other.feature_layer.numeric_embedding.edges, edges)
     plain = SharedBottomNet(spec, TASKS, embedding_dim=4, trunk=(8,), tower=())
@@ -153,6 +166,7 @@ def test_fit_numeric_encoders_sets_the_bins_from_train_batches_and_they_persist(
 
 
 # -------------------------------------------------------------------------------------------- param groups
+
 
 def test_param_groups_split_the_parameters_by_prefix():
     spec = make_spec()
@@ -177,16 +191,24 @@ def test_param_groups_bad_prefix_names_the_key():
 
 # ------------------------------------------------------------------------------------ module and configs
 
+
 def test_ranking_module_builds_the_optimiser_groups_and_keeps_one_group_without_them():
     from mtrank.training.module import RankingModule
 
     spec = make_spec()
-    net = {"_target_": "mtrank.models.networks.SharedBottomNet", "embedding_dim": 4, "trunk": [8], "tower": [],
-           "wide": True, "interaction": "none"}
+    net = {
+        "_target_": "mtrank.models.networks.SharedBottomNet",
+        "embedding_dim": 4,
+        "trunk": [8],
+        "tower": [],
+        "wide": True,
+        "interaction": "none",
+    }
     opt = {"_target_": "torch.optim.Adam", "lr": 0.002, "weight_decay": 1e-5}
     loss = {"objective": "multitask", "task_weighting": "uncertainty"}
-    model = RankingModule(spec, net, loss, opt,
-                          param_groups={"wide": {"lr": 0.01}, "feature_layer": {"weight_decay": 1e-4}})
+    model = RankingModule(
+        spec, net, loss, opt, param_groups={"wide": {"lr": 0.01}, "feature_layer": {"weight_decay": 1e-4}}
+    )
     optimiser = model.configure_optimizers()
     lrs = [g["lr"] for g in optimiser.param_groups]
     wds = [g["weight_decay"] for g in optimiser.param_groups]
@@ -229,12 +251,21 @@ def test_training_fits_the_quantile_bins_on_train_and_the_checkpoint_keeps_them(
     import json
 
     from helpers import FAST_RUN, compose_config
-    from mtrank.training.module import RankingModule
     from mtrank.jobs.train import train
+    from mtrank.training.module import RankingModule
 
-    cfg = compose_config("train", [*FAST_RUN, "trainer.max_epochs=1", "logger=[]", "model.net.wide=true",
-                                   "model.net.numeric_embedding={type:piecewise_linear,n_bins:4}",
-                                   "model.param_groups={wide:{lr:0.01}}"], tmp_path)
+    cfg = compose_config(
+        "train",
+        [
+            *FAST_RUN,
+            "trainer.max_epochs=1",
+            "logger=[]",
+            "model.net.wide=true",
+            "model.net.numeric_embedding={type:piecewise_linear,n_bins:4}",
+            "model.param_groups={wide:{lr:0.01}}",
+        ],
+        tmp_path,
+    )
     metrics = train(cfg)
     assert all(0.5 < metrics[f"test/{t}/auroc"] <= 1.0 for t in cfg.tasks.names)
     best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best_checkpoint"]

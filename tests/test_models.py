@@ -17,8 +17,11 @@ def make_spec(n_cat=3, n_num=2, tasks=TASKS):
 
 def make_batch(spec, B=7, seed=0):
     g = torch.Generator().manual_seed(seed)
-    cat = torch.stack([torch.randint(0, f.cardinality, (B,), generator=g) for f in spec.categorical], dim=1) \
-        if spec.n_categorical else torch.zeros(B, 0, dtype=torch.long)
+    cat = (
+        torch.stack([torch.randint(0, f.cardinality, (B,), generator=g) for f in spec.categorical], dim=1)
+        if spec.n_categorical
+        else torch.zeros(B, 0, dtype=torch.long)
+    )
     return {
         "categorical": cat,
         "numeric": torch.randn(B, spec.n_numeric, generator=g),
@@ -43,8 +46,15 @@ def test_mlp_shapes_and_identity():
 
 @pytest.mark.parametrize(
     "n_cat,n_num,proj,interaction",
-    [(3, 2, True, "dot"), (3, 2, False, "dot"), (3, 0, True, "dot"), (0, 4, True, "dot"),
-     (0, 4, False, "dot"), (4, 2, True, "none"), (1, 0, True, "dot")],
+    [
+        (3, 2, True, "dot"),
+        (3, 2, False, "dot"),
+        (3, 0, True, "dot"),
+        (0, 4, True, "dot"),
+        (0, 4, False, "dot"),
+        (4, 2, True, "none"),
+        (1, 0, True, "dot"),
+    ],
 )
 def test_feature_layer_out_dim(n_cat, n_num, proj, interaction):
     d = 8

@@ -97,12 +97,26 @@ def _run_offline(tmp_path: Path, cmd: list[str]) -> tuple[list[str], list[str], 
     net_log, trace = tmp_path / "python_net.log", tmp_path / "strace.txt"
     net_log.touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # nothing pre-set by the caller
-    env.update(PYTHONPATH=os.pathsep.join([str(site), str(ROOT / "tests")]), MTRANK_NET_LOG=str(net_log),
-               OMP_NUM_THREADS="1", HOME=str(tmp_path / "home"))
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(site), str(ROOT / "tests")]),
+        MTRANK_NET_LOG=str(net_log),
+        OMP_NUM_THREADS="1",
+        HOME=str(tmp_path / "home"),
+    )
     traced = _strace_works()
     if traced:
-        cmd = ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-e", "signal=none",
-               "-o", str(trace), *cmd]
+        cmd = [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=connect,sendto,sendmsg,sendmmsg",
+            "-e",
+            "signal=none",
+            "-o",
+            str(trace),
+            *cmd,
+        ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     python_calls = [line for line in net_log.read_text().splitlines() if line]
@@ -115,11 +129,20 @@ def test_tune_utility_with_offline_wandb_makes_no_network_call(tmp_path):
     predictions = tmp_path / "predictions.parquet"
     simulated_predictions(5_000, noise=0.5, seed=0).write_parquet(predictions)
     out = tmp_path / "run"
-    python_calls, syscalls, _ = _run_offline(tmp_path, [
-        sys.executable, str(ROOT / "src" / "tune_utility.py"), f"predictions={predictions}",
-        f"paths.output_dir={out}", "n_trials=2", "generation.method=random_search", "compare_random=false",
-        "wandb.enabled=true", f"hydra.run.dir={out}",
-    ])
+    python_calls, syscalls, _ = _run_offline(
+        tmp_path,
+        [
+            sys.executable,
+            str(ROOT / "src" / "tune_utility.py"),
+            f"predictions={predictions}",
+            f"paths.output_dir={out}",
+            "n_trials=2",
+            "generation.method=random_search",
+            "compare_random=false",
+            "wandb.enabled=true",
+            f"hydra.run.dir={out}",
+        ],
+    )
     assert list(out.glob("wandb/offline-run-*")), "W&B did not run offline in the run folder"
     assert python_calls == []
     assert syscalls == []
@@ -129,7 +152,8 @@ def test_the_recorder_sees_a_remote_lookup(tmp_path):
     """The harness itself: a remote name lookup is recorded by the Python recorder, and a connection made below
     Python's socket module (as a Go service would) by strace, where it can trace."""
     script = tmp_path / "lookup.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import socket, _socket
         try:
             socket.getaddrinfo("example.invalid", 443)
@@ -138,7 +162,8 @@ def test_the_recorder_sees_a_remote_lookup(tmp_path):
         s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)  # not the patched class; UDP connect sends nothing
         s.connect(("10.255.255.1", 53))
         s.close()
-    """))
+    """)
+    )
     python_calls, syscalls, _ = _run_offline(tmp_path, [sys.executable, str(script)])
     assert python_calls == ["getaddrinfo example.invalid"]
     if not _strace_works():

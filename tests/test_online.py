@@ -85,8 +85,10 @@ def test_ratio_mean_and_lift_on_a_hand_made_case():
     sd = math.sqrt(0.05**2 + 0.08**2)
     assert lf.value == pytest.approx(0.2)
     assert lf.se == pytest.approx(1.2 * sd)
-    assert (lf.low, lf.high) == (pytest.approx(1.2 * math.exp(-z_value() * sd) - 1),
-                                 pytest.approx(1.2 * math.exp(z_value() * sd) - 1))
+    assert (lf.low, lf.high) == (
+        pytest.approx(1.2 * math.exp(-z_value() * sd) - 1),
+        pytest.approx(1.2 * math.exp(z_value() * sd) - 1),
+    )
     assert not lf.significant  # [−1.2 %, +45.8 %]
     assert z_value(0.95) == pytest.approx(1.959964, abs=1e-6)
 
@@ -137,8 +139,13 @@ def test_users_respond_with_the_position_bias_of_the_policys_slots(world):
 
 
 def test_rerank_keeps_top_k_by_score_with_ranks_as_positions():
-    frame = pl.DataFrame({"request_id": [1, 1, 1, 2, 2, 2], "position": pl.Series([0, 1, 2, 0, 1, 2], dtype=pl.Int32),
-                          "candidate_id": [10, 11, 12, 20, 21, 22]})
+    frame = pl.DataFrame(
+        {
+            "request_id": [1, 1, 1, 2, 2, 2],
+            "position": pl.Series([0, 1, 2, 0, 1, 2], dtype=pl.Int32),
+            "candidate_id": [10, 11, 12, 20, 21, 22],
+        }
+    )
     out = rerank(frame, np.array([0.1, 0.9, 0.5, 0.3, 0.2, 0.7]), k=2)
     assert out["candidate_id"].to_list() == [11, 12, 22, 20]
     assert out["position"].to_list() == [0, 1, 0, 1]
@@ -150,8 +157,9 @@ def test_rerank_keeps_top_k_by_score_with_ranks_as_positions():
 def _oracle_experiment(world, seed: int, name: str = "exp"):
     scorers = {"oracle": OracleScorer(world), "noisy": OracleScorer(world, noise=1.5)}
     pols = [Policy("control", "noisy", {"click": 1.0}), Policy("treatment", "oracle", {"click": 1.0})]
-    return run_experiment(world, pols, scorers, TrafficConfig(requests_per_arm=2_000, k=5, chunk_requests=1_500),
-                          TYPES, seed, name)
+    return run_experiment(
+        world, pols, scorers, TrafficConfig(requests_per_arm=2_000, k=5, chunk_requests=1_500), TYPES, seed, name
+    )
 
 
 def test_same_seed_same_result_other_seed_other_traffic(world):
@@ -165,10 +173,15 @@ def test_same_seed_same_result_other_seed_other_traffic(world):
 
 
 def test_online_constraints_are_eq5_on_lifts():
-    problem = UtilityProblem.from_mapping(OmegaConf.to_container(OmegaConf.load(ROOT / "conf/utility/related_products.yaml")))
+    problem = UtilityProblem.from_mapping(
+        OmegaConf.to_container(OmegaConf.load(ROOT / "conf/utility/related_products.yaml"))
+    )
     got = {c.metric: (c.op, c.bound, c.relative) for c in online_constraints(problem)}
-    assert got == {"lift_click": (">=", 0.0, False), "lift_save": (">=", -10.0, False),
-                   "lift_closeup": (">=", 0.0, False)}
+    assert got == {
+        "lift_click": (">=", 0.0, False),
+        "lift_save": (">=", -10.0, False),
+        "lift_closeup": (">=", 0.0, False),
+    }
 
 
 def test_cached_runs_are_trained_once(tmp_path):
@@ -194,8 +207,11 @@ def test_a_run_not_trained_on_the_simulator_is_refused():
 
     from mtrank.online.job import world_of
 
-    fake = SimpleNamespace(run=SimpleNamespace(train_config=OmegaConf.create({"data": {"pipeline": {"inputs": "x"}}}),
-                                               run_dir=Path("/runs/kuairand")))
+    fake = SimpleNamespace(
+        run=SimpleNamespace(
+            train_config=OmegaConf.create({"data": {"pipeline": {"inputs": "x"}}}), run_dir=Path("/runs/kuairand")
+        )
+    )
     with pytest.raises(ValueError, match=r"models.treatment .*/runs/kuairand.*simulator"):
         world_of({"treatment": fake})
 
@@ -222,13 +238,25 @@ def tiny_runs(tmp_path_factory):
 def test_tiny_simulation_end_to_end(tiny_runs, tmp_path):
     from mtrank.online.job import simulate_ab
 
-    cfg = compose_config("simulate_ab", ["ab=tiny", f"models.control={tiny_runs['binary']}",
-                                         f"models.treatment={tiny_runs['multitask']}"], tmp_path)
+    cfg = compose_config(
+        "simulate_ab",
+        ["ab=tiny", f"models.control={tiny_runs['binary']}", f"models.treatment={tiny_runs['multitask']}"],
+        tmp_path,
+    )
     cfg.models.cache_dir = str(tmp_path / "cache")
     res = simulate_ab(cfg)
     run = tmp_path / "run"
-    for f in ("report.md", "table1.md", "table1.png", "online_bo.md", "online_bo.png", "comparison.md",
-              "comparison.png", "results.json", "online_bo/ax_experiment.json"):
+    for f in (
+        "report.md",
+        "table1.md",
+        "table1.png",
+        "online_bo.md",
+        "online_bo.png",
+        "comparison.md",
+        "comparison.png",
+        "results.json",
+        "online_bo/ax_experiment.json",
+    ):
         assert (run / f).is_file(), f
     saved = json.loads((run / "results.json").read_text())
     for t in TYPES:

@@ -6,23 +6,32 @@ import pytest
 import torch
 
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
-from mtrank.training.module import RankingModule
 from mtrank.models.selection import PerHeadNet, PerHeadSelection
+from mtrank.training.module import RankingModule
 
 TASKS = ("click", "share")
-NET = {"_target_": "mtrank.models.networks.SharedBottomNet", "embedding_dim": 4, "trunk": [8], "tower": [],
-       "interaction": "none", "wide": True}
+NET = {
+    "_target_": "mtrank.models.networks.SharedBottomNet",
+    "embedding_dim": 4,
+    "trunk": [8],
+    "tower": [],
+    "interaction": "none",
+    "wide": True,
+}
 
 
 def make_spec():
-    return FeatureSpec(categorical=(CategoricalFeature("c0", 6), CategoricalFeature("c1", 9)), numeric=("n0",),
-                       tasks=TASKS)
+    return FeatureSpec(
+        categorical=(CategoricalFeature("c0", 6), CategoricalFeature("c1", 9)), numeric=("n0",), tasks=TASKS
+    )
 
 
 def make_batch(B=5):
     g = torch.Generator().manual_seed(0)
-    return {"categorical": torch.stack([torch.randint(0, 6, (B,), generator=g), torch.randint(0, 9, (B,), generator=g)], 1),
-            "numeric": torch.randn(B, 1, generator=g)}
+    return {
+        "categorical": torch.stack([torch.randint(0, 6, (B,), generator=g), torch.randint(0, 9, (B,), generator=g)], 1),
+        "numeric": torch.randn(B, 1, generator=g),
+    }
 
 
 def module():
@@ -30,9 +39,13 @@ def module():
 
 
 def fake_trainer(epoch, metrics, saved):
-    return SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), current_epoch=epoch,
-                           callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
-                           save_checkpoint=lambda path, weights_only=False: saved.append(path))
+    return SimpleNamespace(
+        sanity_checking=False,
+        state=SimpleNamespace(fn="fit"),
+        current_epoch=epoch,
+        callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
+        save_checkpoint=lambda path, weights_only=False: saved.append(path),
+    )
 
 
 def test_per_head_net_scores_each_head_with_its_copy():
@@ -58,7 +71,9 @@ def test_callback_keeps_each_heads_best_epoch_and_finalize_builds_the_composite(
             for p in model.net.parameters():
                 p.add_(0.1)  # the weights move every epoch
         states.append({k: v.clone() for k, v in model.net.state_dict().items()})
-        cb.on_validation_end(fake_trainer(epoch, {"val/click/logloss": click, "val/share/logloss": share}, saved), model)
+        cb.on_validation_end(
+            fake_trainer(epoch, {"val/click/logloss": click, "val/share/logloss": share}, saved), model
+        )
     assert cb.epochs() == {"click": 1, "share": 0}
     assert sorted(cb.states) == [0, 1]  # epoch 2 is nobody's best: not kept
     b = make_batch()

@@ -96,7 +96,9 @@ def test_cache_reuses_and_config_change_reprocesses(tmp_path, log_file):
 
 
 def test_split_by_request_keeps_requests_whole(tmp_path, log_file):
-    processed = process(PipelineConfig.from_mapping(pipeline_mapping(log_file, split={"by": "request"})), tmp_path / "p")
+    processed = process(
+        PipelineConfig.from_mapping(pipeline_mapping(log_file, split={"by": "request"})), tmp_path / "p"
+    )
     ids = {s: set(_load(processed, s)["request_id"].to_list()) for s in ("train", "val", "test")}
     assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
     sizes = make_log().group_by("request_id").len()
@@ -113,11 +115,16 @@ def test_csv_input_and_explicit_split_files(tmp_path):
     m = pipeline_mapping([], split_inputs={s: [str(p)] for s, p in paths.items()})
     processed = process(PipelineConfig.from_mapping(m), tmp_path / "proc")
     assert (processed.rows("train"), processed.rows("val"), processed.rows("test")) == (120, 40, 40)
-    assert json.loads((processed.directory / "metadata.json").read_text())["features"]["categorical"][2]["dtype"] == "String"
+    assert (
+        json.loads((processed.directory / "metadata.json").read_text())["features"]["categorical"][2]["dtype"]
+        == "String"
+    )
 
 
 def test_nan_policy_fill_mean_is_counted_and_warned(tmp_path, caplog):
-    df = make_log().with_columns(pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.col("price")).alias("price"))
+    df = make_log().with_columns(
+        pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.col("price")).alias("price")
+    )
     path = tmp_path / "nan.parquet"
     df.write_parquet(path)
     with caplog.at_level("WARNING"):
@@ -147,7 +154,9 @@ def test_same_config_twice_gives_identical_shards(tmp_path, log_file):
     assert _shard_bytes(a) == _shard_bytes(b)
     assert a.metadata["features"] == b.metadata["features"] and a.metadata["counts"] == b.metadata["counts"]
     # another seed shuffles (and downsamples) differently
-    c = process(PipelineConfig.from_mapping(pipeline_mapping(log_file, downsample={"beta": 0.5, "seed": 5})), tmp_path / "c")
+    c = process(
+        PipelineConfig.from_mapping(pipeline_mapping(log_file, downsample={"beta": 0.5, "seed": 5})), tmp_path / "c"
+    )
     assert _load(a, "train")["request_id"].to_list() != _load(c, "train")["request_id"].to_list()
 
 
@@ -192,23 +201,34 @@ def test_time_fractions_without_request_ids_rank_rows_by_time(tmp_path, log_file
     m["columns"] = {**m["columns"], "request_id": None}
     processed = process(PipelineConfig.from_mapping(m), tmp_path / "p")
     n = make_log().height  # rows are in time order, four per timestamp
-    train_end, val_end = 1.0 - 0.2 - 0.2, 1.0 - 0.2  # rank / n below these (as floats, as data.pipeline.split reads them)
-    expected = {"train": [r for r in range(n) if r / n < train_end],
-                "val": [r for r in range(n) if train_end <= r / n < val_end],
-                "test": [r for r in range(n) if r / n >= val_end]}
+    train_end, val_end = (
+        1.0 - 0.2 - 0.2,
+        1.0 - 0.2,
+    )  # rank / n below these (as floats, as data.pipeline.split reads them)
+    expected = {
+        "train": [r for r in range(n) if r / n < train_end],
+        "val": [r for r in range(n) if train_end <= r / n < val_end],
+        "test": [r for r in range(n) if r / n >= val_end],
+    }
     for s, rows in expected.items():
         assert sorted(_load(processed, s)["request_id"].to_list()) == rows  # request_id is the row number
 
 
 def test_downsampled_train_matches_counts(tmp_path, log_file):
-    processed = process(PipelineConfig.from_mapping(pipeline_mapping(log_file, downsample={"beta": 0.2})), tmp_path / "p")
+    processed = process(
+        PipelineConfig.from_mapping(pipeline_mapping(log_file, downsample={"beta": 0.2})), tmp_path / "p"
+    )
     c = processed.metadata["counts"]
     train = _load(processed, "train")
     assert train.height == c["rows_after"] == processed.rows("train")
     engaged = pl.any_horizontal([pl.col(f"label__{t}") > 0 for t in TASKS])
     assert train.filter(~engaged).height == c["unengaged_after"]
     for t in TASKS:
-        assert int(train[f"label__{t}"].sum()) == c["per_task"][t]["positives_after"] == c["per_task"][t]["positives_before"]
+        assert (
+            int(train[f"label__{t}"].sum())
+            == c["per_task"][t]["positives_after"]
+            == c["per_task"][t]["positives_before"]
+        )
 
 
 # --------------------------------------------------------------------------------------------- duplicates, OOV
@@ -225,7 +245,9 @@ def _with_copies(tmp_path, name="dup.parquet"):
 def test_duplicates_drop_policy_drops_and_warns(tmp_path, caplog):
     df, dup, path = _with_copies(tmp_path)
     with caplog.at_level("WARNING"):
-        processed = process(PipelineConfig.from_mapping(pipeline_mapping(path, duplicates={"policy": "drop"})), tmp_path / "p")
+        processed = process(
+            PipelineConfig.from_mapping(pipeline_mapping(path, duplicates={"policy": "drop"})), tmp_path / "p"
+        )
     meta = processed.metadata["duplicate_rows"]
     assert meta["total"] == meta["dropped"] == 8 and meta["policy"] == "drop" and not meta["kept"]
     assert sum(processed.rows(s) for s in ("train", "val", "test")) == df.height == dup.height - 8
@@ -248,14 +270,26 @@ def test_duplicates_across_files_and_by_key(tmp_path, caplog):
     assert processed.metadata["duplicate_rows"]["files"] == {str(a): 0, str(b): 20}
     assert "KEPT" in caplog.text
     # by key: an impression shown twice in a request with other labels is a duplicate of the key, not of the row
-    twice = df.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.col("item_id").first()).otherwise(pl.col("item_id")).alias("item_id"))
-    twice = twice.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(1 - pl.col("click")).otherwise(pl.col("click")).alias("click"))
+    twice = df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 1)
+        .then(pl.col("item_id").first())
+        .otherwise(pl.col("item_id"))
+        .alias("item_id")
+    )
+    twice = twice.with_columns(
+        pl.when(pl.int_range(pl.len()) == 1).then(1 - pl.col("click")).otherwise(pl.col("click")).alias("click")
+    )
     path = tmp_path / "twice.parquet"
     twice.write_parquet(path)
     by_row = process(PipelineConfig.from_mapping(pipeline_mapping(path)), tmp_path / "q")
-    by_key = process(PipelineConfig.from_mapping(pipeline_mapping(path, duplicates={"key": ["request_id", "item_id"]})), tmp_path / "q")
-    per_request = twice.group_by("request_id", "item_id").len().filter(pl.col("len") > 1)["len"].sum() - \
-        twice.group_by("request_id", "item_id").len().filter(pl.col("len") > 1).height
+    by_key = process(
+        PipelineConfig.from_mapping(pipeline_mapping(path, duplicates={"key": ["request_id", "item_id"]})),
+        tmp_path / "q",
+    )
+    per_request = (
+        twice.group_by("request_id", "item_id").len().filter(pl.col("len") > 1)["len"].sum()
+        - twice.group_by("request_id", "item_id").len().filter(pl.col("len") > 1).height
+    )
     assert by_row.metadata["duplicate_rows"]["total"] == 0
     assert by_key.metadata["duplicate_rows"]["total"] == per_request >= 1
     assert by_key.metadata["duplicate_rows"]["key"] == ["request_id", "item_id"]
@@ -277,13 +311,20 @@ def test_oov_fraction_is_logged_and_limited(tmp_path, caplog):
     process(PipelineConfig.from_mapping(ok), tmp_path / "ok")
     from mtrank.data.errors import DataValidationError
 
-    with pytest.raises(DataValidationError, match=r"categorical column 'item_id' .* maps 100\.0% of the test split .* "
-                       r"expected at most data\.pipeline\.encoding\.max_oov_fraction=0\.4 \(also over: 'item_id' in val: 55\.6%\)"):
-        process(PipelineConfig.from_mapping(pipeline_mapping(log_file, encoding={"max_oov_fraction": 0.4})), tmp_path / "no")
+    with pytest.raises(
+        DataValidationError,
+        match=r"categorical column 'item_id' .* maps 100\.0% of the test split .* "
+        r"expected at most data\.pipeline\.encoding\.max_oov_fraction=0\.4 \(also over: 'item_id' in val: 55\.6%\)",
+    ):
+        process(
+            PipelineConfig.from_mapping(pipeline_mapping(log_file, encoding={"max_oov_fraction": 0.4})), tmp_path / "no"
+        )
 
 
 def test_no_positive_in_val_is_warned(tmp_path, caplog):
-    df = make_log().with_columns(pl.when(pl.col("request_id") >= 30).then(0).otherwise(pl.col("save")).cast(pl.Int8).alias("save"))
+    df = make_log().with_columns(
+        pl.when(pl.col("request_id") >= 30).then(0).otherwise(pl.col("save")).cast(pl.Int8).alias("save")
+    )
     path = tmp_path / "log.parquet"
     df.write_parquet(path)
     with caplog.at_level("WARNING"):

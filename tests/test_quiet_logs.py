@@ -23,15 +23,23 @@ def test_known_noise_is_filtered_and_other_warnings_kept():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         filter_known_noise()
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
-                      "treespec.is_leaf()` instead.", FutureWarning)
-        warnings.warn("When using the `ThroughputMonitor`, you need to define a `flops_per_batch` attribute or "
-                      "property in RankingModule to compute the FLOPs.", UserWarning)
+        warnings.warn(
+            "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
+            "treespec.is_leaf()` instead.",
+            FutureWarning,
+        )
+        warnings.warn(
+            "When using the `ThroughputMonitor`, you need to define a `flops_per_batch` attribute or "
+            "property in RankingModule to compute the FLOPs.",
+            UserWarning,
+        )
         warnings.warn("FLOPs not found for 'NVIDIA H200'", UserWarning)
         warnings.warn("The dataloader does not have many workers which may be a bottleneck.", UserWarning)
         warnings.warn("`isinstance(x, Foo)` is deprecated", FutureWarning)
-    assert [str(w.message) for w in caught] == ["The dataloader does not have many workers which may be a bottleneck.",
-                                                "`isinstance(x, Foo)` is deprecated"]
+    assert [str(w.message) for w in caught] == [
+        "The dataloader does not have many workers which may be a bottleneck.",
+        "`isinstance(x, Foo)` is deprecated",
+    ]
 
 
 def test_lightning_tips_are_dropped_other_info_kept(caplog):
@@ -60,9 +68,21 @@ def test_a_default_training_log_is_quiet_and_the_bar_switch_works_alone(tmp_path
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env.update(PROJECT_ROOT=str(ROOT), WANDB_MODE="offline", OMP_NUM_THREADS="1")
     run = tmp_path / "run"
-    r = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *overrides, "report.enabled=false",
-                        f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}",
-                        f"hydra.run.dir={run}"], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            *overrides,
+            "report.enabled=false",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"hydra.run.dir={run}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     log_file = next(run.glob("*.log")).read_text()
     assert "Leaving out callbacks.progress_bar <pytorch_lightning.callbacks.TQDMProgressBar>" in log_file

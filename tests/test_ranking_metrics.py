@@ -52,11 +52,13 @@ def test_perfect_ranking_scores_one():
 def test_ties_are_not_broken_by_row_order():
     """All scores equal: a tie-break by row order would always put the first row (a positive) on top."""
     n_req, k = 400, 5
-    df = pl.DataFrame({
-        "request_id": np.repeat(np.arange(n_req), k),
-        "p_click": np.full(n_req * k, 0.1),
-        "label_click": np.tile([1, 0, 0, 0, 0], n_req),
-    })
+    df = pl.DataFrame(
+        {
+            "request_id": np.repeat(np.arange(n_req), k),
+            "p_click": np.full(n_req * k, 0.1),
+            "label_click": np.tile([1, 0, 0, 0, 0], n_req),
+        }
+    )
     out = ranking_metrics(df, ["click"], ks=[1])
     assert 0.1 < out["click/ndcg@1"] < 0.3  # expected 1/5
 
@@ -113,8 +115,11 @@ def test_tied_scores_share_their_ranks_discount_as_torchmetrics_does():
     label = (rng.random(n_req * k) < 0.1 + 0.3 * score).astype(np.int64)
     df = pl.DataFrame({"request_id": rid, "p_click": score, "label_click": label})
     out = ranking_metrics(df, ["click"], ks=[3])
-    ref = [float(retrieval_normalized_dcg(torch.as_tensor(score[rid == r]), torch.as_tensor(label[rid == r]), top_k=3))
-           for r in range(n_req) if label[rid == r].any()]
+    ref = [
+        float(retrieval_normalized_dcg(torch.as_tensor(score[rid == r]), torch.as_tensor(label[rid == r]), top_k=3))
+        for r in range(n_req)
+        if label[rid == r].any()
+    ]
     assert out["click/ndcg@3"] == pytest.approx(np.mean(ref), abs=1e-6)
     assert ndcg_at_k(rid, score, label, k=3) == pytest.approx(out["click/ndcg@3"], abs=1e-12)
     # independent of the row order

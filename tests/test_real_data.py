@@ -60,8 +60,12 @@ def test_kuairand_pipeline_on_a_slice(tmp_path, kuairand_slice):
     meta = processed.metadata
     # split by Beijing-time day: train 04-25..28, val 04-29, test 04-30 (the log's own date column agrees on
     # about 99% of rows; it is not the time column)
-    day = (pl.from_epoch("time_ms", time_unit="ms").dt.replace_time_zone("UTC")
-           .dt.convert_time_zone("Asia/Shanghai").dt.day())
+    day = (
+        pl.from_epoch("time_ms", time_unit="ms")
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone("Asia/Shanghai")
+        .dt.day()
+    )
     days = part.select(day.alias("d"))["d"]
     assert processed.rows("val") == int((days == 29).sum())
     assert processed.rows("test") == int((days == 30).sum())
@@ -93,8 +97,9 @@ def test_kuairand_test_file_and_side_tables_overridable(tmp_path, kuairand_slice
     part.filter(pl.int_range(pl.len()) % 3 == 0).write_parquet(other)
     users = tmp_path / "users.csv"
     pl.read_parquet(KUAIRAND / "user_features.parquet").write_csv(users)
-    cfg = _kuairand_cfg(tmp_path, path, f"data.pipeline.split_inputs.test=[{other}]",
-                        f"data.pipeline.side_tables.users.path={users}")
+    cfg = _kuairand_cfg(
+        tmp_path, path, f"data.pipeline.split_inputs.test=[{other}]", f"data.pipeline.side_tables.users.path={users}"
+    )
     processed = process(cfg, tmp_path / "proc")
     assert processed.metadata["source"]["files"]["test"] == [str(other)]
     assert processed.metadata["source"]["side_tables"][0] == str(users)
@@ -125,9 +130,13 @@ def test_census_pipeline_on_a_slice(tmp_path, census_slice):
     names = [f["name"] for f in meta["features"]["categorical"]] + [f["name"] for f in meta["features"]["numeric"]]
     assert not {"marital_stat", "income_50k_raw", "instance_weight", "label_income_50k"} & set(names)
     assert meta["tasks"] == ["income", "never_married"]
-    assert sum(meta["splits"][s]["positives"]["income"] for s in ("train", "val", "test")) == int(part["label_income_50k"].sum())
+    assert sum(meta["splits"][s]["positives"]["income"] for s in ("train", "val", "test")) == int(
+        part["label_income_50k"].sum()
+    )
     rows = [processed.rows(s) for s in ("train", "val", "test")]
-    assert sum(rows) == part.height and all(math.isclose(r / part.height, f, abs_tol=0.04) for r, f in zip(rows, (0.6, 0.2, 0.2)))
+    assert sum(rows) == part.height and all(
+        math.isclose(r / part.height, f, abs_tol=0.04) for r, f in zip(rows, (0.6, 0.2, 0.2))
+    )
     vocab = pl.read_parquet(processed.directory / "vocab" / "education.parquet")
     assert vocab.schema["value"] == pl.String and "Bachelors degree(BA AB BS)" in vocab["value"].to_list()
 
@@ -146,9 +155,17 @@ def test_census_baselines_train_on_a_slice(tmp_path, census_slice, overrides):
     _, path = census_slice
     cfg = compose_config(
         "train",
-        ["experiment=census", f"data.pipeline.inputs=[{path}]", "trainer.max_epochs=1", "logger=[]",
-         "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.throughput",
-         "trainer.enable_model_summary=false", *overrides],
+        [
+            "experiment=census",
+            f"data.pipeline.inputs=[{path}]",
+            "trainer.max_epochs=1",
+            "logger=[]",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+            "~callbacks.throughput",
+            "trainer.enable_model_summary=false",
+            *overrides,
+        ],
         tmp_path,
     )
     metrics = train(cfg)

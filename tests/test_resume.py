@@ -20,20 +20,35 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 # ~1.8k train rows after downsampling → 14 batches of 128 per epoch, 3 epochs
 RUN = [
-    *FAST_RUN, "data.batch_size=128", "trainer.max_epochs=3", "callbacks.early_stopping=null", "report.enabled=false",
+    *FAST_RUN,
+    "data.batch_size=128",
+    "trainer.max_epochs=3",
+    "callbacks.early_stopping=null",
+    "report.enabled=false",
     # dropout, so that the test also checks the random generators are restored
     "model.net.dropout=0.2",
 ]
 
 
 def _cmd(tmp: Path, task: str, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "src" / "train.py"), *RUN, f"task_name={task}",
-            f"paths.data_dir={tmp / 'data'}", f"paths.log_dir={tmp / 'logs'}", *extra]
+    return [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        *RUN,
+        f"task_name={task}",
+        f"paths.data_dir={tmp / 'data'}",
+        f"paths.log_dir={tmp / 'logs'}",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+    }
 
 
 def _run(cmd: list[str]) -> None:
@@ -75,9 +90,18 @@ def test_sigkill_then_resume_matches_uninterrupted_run(whole, kill_step, every, 
     every_n = f"callbacks.resume_checkpoint.every_n_train_steps={every}"
     marker = tmp / f"paused_{kill_step}"
     proc = subprocess.Popen(
-        _cmd(tmp, task, every_n, "+callbacks.pause._target_=killing.PauseAtStep", f"+callbacks.pause.step={kill_step}",
-             f"+callbacks.pause.marker={marker}"),
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        _cmd(
+            tmp,
+            task,
+            every_n,
+            "+callbacks.pause._target_=killing.PauseAtStep",
+            f"+callbacks.pause.step={kill_step}",
+            f"+callbacks.pause.marker={marker}",
+        ),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 600
     while not marker.exists():

@@ -28,8 +28,14 @@ from helpers import FAST_RUN
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 # ~1.8k train rows after downsampling → 4 batches of 512 per epoch
-RUN = [*FAST_RUN, "trainer.max_epochs=3", "callbacks.early_stopping=null", "report.enabled=false",
-       "calibration=none", "callbacks.resume_checkpoint.every_n_train_steps=2"]
+RUN = [
+    *FAST_RUN,
+    "trainer.max_epochs=3",
+    "callbacks.early_stopping=null",
+    "report.enabled=false",
+    "calibration=none",
+    "callbacks.resume_checkpoint.every_n_train_steps=2",
+]
 
 
 _DATA: dict[str, Path] = {}
@@ -44,13 +50,24 @@ def _shared_data(tmp_path_factory):
 
 
 def _cmd(tmp: Path, task: str, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "src" / "train.py"), *RUN, f"task_name={task}",
-            f"paths.data_dir={_DATA['dir']}", f"paths.log_dir={tmp / 'logs'}", *extra]
+    return [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        *RUN,
+        f"task_name={task}",
+        f"paths.data_dir={_DATA['dir']}",
+        f"paths.log_dir={tmp / 'logs'}",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+    }
 
 
 def _run(cmd: list[str], ok: bool = True) -> subprocess.CompletedProcess:
@@ -67,9 +84,18 @@ def _killed(tmp: Path, task: str, *extra: str, step: int = 3) -> Path:
     marker = tmp / f"paused_{task}_{time.time_ns()}"
     before = set((tmp / "logs" / task / "runs").glob("*")) if (tmp / "logs" / task / "runs").exists() else set()
     proc = subprocess.Popen(
-        _cmd(tmp, task, *extra, "+callbacks.pause._target_=killing.PauseAtStep", f"+callbacks.pause.step={step}",
-             f"+callbacks.pause.marker={marker}"),
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        _cmd(
+            tmp,
+            task,
+            *extra,
+            "+callbacks.pause._target_=killing.PauseAtStep",
+            f"+callbacks.pause.step={step}",
+            f"+callbacks.pause.marker={marker}",
+        ),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 600
     while not marker.exists():
@@ -85,8 +111,11 @@ def _killed(tmp: Path, task: str, *extra: str, step: int = 3) -> Path:
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _runs(tmp: Path, task: str) -> set[Path]:
@@ -109,8 +138,10 @@ def test_last_resumes_the_run_with_the_same_config_not_the_newest(tmp_path):
 
     # now both have finished, and a third config matches neither: refused before any folder is made or written
     before = {d: _hashes(d) for d in (a, b)}
-    for extra, why in [((), "have finished: there is nothing to resume"),
-                       (("model.net.trunk=[32]",), "no unfinished run has this config")]:
+    for extra, why in [
+        ((), "have finished: there is nothing to resume"),
+        (("model.net.trunk=[32]",), "no unfinished run has this config"),
+    ]:
         done = _run(_cmd(tmp_path, "rel", *extra, "ckpt_path=last"), ok=False)
         assert why in done.stderr, done.stderr[-3000:]
         assert f"{a}  last.ckpt" in done.stderr and f"{b}  last.ckpt" in done.stderr
@@ -124,16 +155,23 @@ def test_last_resumes_the_run_with_the_same_config_not_the_newest(tmp_path):
 def test_a_refused_resume_leaves_the_run_folder_byte_identical(tmp_path):
     a = _killed(tmp_path, "hp")
     before = _hashes(a)
-    assert {".hydra/config.yaml", ".hydra/overrides.yaml", "config.yaml", "run_info.json", "hp.log",
-            "csv/version_0/hparams.yaml"} <= set(before)
+    assert {
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "config.yaml",
+        "run_info.json",
+        "hp.log",
+        "csv/version_0/hparams.yaml",
+    } <= set(before)
     # the run's own last.ckpt (as a requeued job would), with other hyper-parameters: the weights do not fit
     done = _run(_cmd(tmp_path, "hp", "model.net.trunk=[16]", "ckpt_path=auto", f"hydra.run.dir={a}"), ok=False)
     assert "its weights do not fit the model" in done.stderr and "shapes differ" in done.stderr, done.stderr[-3000:]
     assert _hashes(a) == before
     # same weights, another setting: refused by the config comparison
     done = _run(_cmd(tmp_path, "hp", "model.optimizer.lr=0.5", "ckpt_path=auto", f"hydra.run.dir={a}"), ok=False)
-    assert "this config differs from its config.yaml (model.optimizer.lr: run 0.002, now 0.5)" in done.stderr, \
+    assert "this config differs from its config.yaml (model.optimizer.lr: run 0.002, now 0.5)" in done.stderr, (
         done.stderr[-3000:]
+    )
     assert _hashes(a) == before
 
 

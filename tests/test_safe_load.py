@@ -27,9 +27,16 @@ GOOD_NET = {"_target_": "mtrank.models.networks.SharedBottomNet", "trunk": [8], 
 
 
 def _hparams(net: dict) -> dict:
-    return {"spec": SPEC, "net": net, "loss": {"objective": "multitask"},
-            "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01}, "scheduler": None, "metrics": None,
-            "downsampling": None, "compile": None}
+    return {
+        "spec": SPEC,
+        "net": net,
+        "loss": {"objective": "multitask"},
+        "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01},
+        "scheduler": None,
+        "metrics": None,
+        "downsampling": None,
+        "compile": None,
+    }
 
 
 def _crafted(tmp_path: Path, victim: Path, nested: bool) -> Path:
@@ -69,9 +76,19 @@ def test_eval_and_predict_refuse_a_checkpoint_that_names_builtins_open(tmp_path,
 def test_eval_script_refuses_the_crafted_checkpoint_and_leaves_the_file(tmp_path, victim):
     ckpt = _crafted(tmp_path, victim, nested=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), f"ckpt_path={ckpt}",
-                           f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "eval.py"),
+            f"ckpt_path={ckpt}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     assert "refusing to load the checkpoint" in done.stderr and "builtins.open" in done.stderr, done.stderr[-3000:]
     assert victim.read_text() == "do not truncate me\n"
@@ -79,8 +96,12 @@ def test_eval_script_refuses_the_crafted_checkpoint_and_leaves_the_file(tmp_path
 
 def test_every_slot_and_form_is_walked():
     nets = network_targets()
-    assert {"mtrank.models.networks.SharedBottomNet", "mtrank.models.mmoe.MMoENet", "mtrank.models.mmoe.PLENet",
-            "mtrank.models.linear.LogisticNet"} <= nets
+    assert {
+        "mtrank.models.networks.SharedBottomNet",
+        "mtrank.models.mmoe.MMoENet",
+        "mtrank.models.mmoe.PLENet",
+        "mtrank.models.linear.LogisticNet",
+    } <= nets
     assert not any(n.startswith(("torch.", "builtins")) for n in nets)
     check_checkpoint_dict({"hyper_parameters": _hparams(GOOD_NET)}, "ok.ckpt")  # the shipped configs pass
     bad = [
@@ -88,7 +109,12 @@ def test_every_slot_and_form_is_walked():
         {"hyper_parameters": _hparams({**GOOD_NET, "_partial_": True, "_target_": "subprocess.run"})},
         {"hyper_parameters": {**_hparams(GOOD_NET), "optimizer": {"_target_": "shutil.rmtree", "path": "/"}}},
         {"hyper_parameters": {**_hparams(GOOD_NET), "loss": {"x": {"_target_": "builtins.exec"}}}},
-        {"hyper_parameters": {**_hparams(GOOD_NET), "optimizer": {"_target_": "mtrank.models.networks.SharedBottomNet"}}},
+        {
+            "hyper_parameters": {
+                **_hparams(GOOD_NET),
+                "optimizer": {"_target_": "mtrank.models.networks.SharedBottomNet"},
+            }
+        },
         {"hparams": {"net": {"_target_": "builtins.eval"}}},  # a key Lightning also merges into the arguments
         {"hyper_parameters": _hparams({**GOOD_NET, "trunk": "${oc.env:HOME}"})},
     ]
@@ -110,8 +136,14 @@ def test_a_run_config_may_only_build_the_datamodule(tmp_path, victim):
     from mtrank.scoring.run import LoadedRun
 
     cfg = OmegaConf.create({"data": {"_target_": "builtins.open", "_args_": [str(victim), "w"]}})
-    run = LoadedRun(model=None, ckpt_path=tmp_path / "x.ckpt", run_dir=tmp_path, calibration=None,  # type: ignore[arg-type]
-                    train_config=cfg, preprocessing=None)
+    run = LoadedRun(
+        model=None,
+        ckpt_path=tmp_path / "x.ckpt",
+        run_dir=tmp_path,
+        calibration=None,  # type: ignore[arg-type]
+        train_config=cfg,
+        preprocessing=None,
+    )
     with pytest.raises(UnsafeCheckpointError, match=rf"{tmp_path / 'config.yaml'}: data._target_ = 'builtins.open'"):
         run.processed_data()
     assert victim.read_text() == "do not truncate me\n"

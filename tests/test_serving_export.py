@@ -101,12 +101,17 @@ def test_exported_path_equals_eval_on_the_test_split(every_run):
         assert ranking.item_ids == part["candidate_id"].to_list()
     got_p = np.concatenate(got_p)
     order = np.concatenate([p["candidate_id"].to_numpy() for p in requests])
-    ref = pred.join(pl.DataFrame({"item_id": order, "request_id": np.concatenate(
-        [p["request_id"].to_numpy() for p in requests])}).with_row_index("__o"), on=["request_id", "item_id"]).sort("__o")
+    ref = pred.join(
+        pl.DataFrame(
+            {"item_id": order, "request_id": np.concatenate([p["request_id"].to_numpy() for p in requests])}
+        ).with_row_index("__o"),
+        on=["request_id", "item_id"],
+    ).sort("__o")
     want_p = ref.select([f"p_{t}" for t in tasks]).to_numpy()
     np.testing.assert_allclose(got_p, want_p, rtol=0, atol=1e-5)
-    want_rank = rank_within_requests(ref["request_id"].to_numpy(),
-                                     want_p.astype(np.float64) @ np.array([WEIGHTS[t] for t in tasks]))
+    want_rank = rank_within_requests(
+        ref["request_id"].to_numpy(), want_p.astype(np.float64) @ np.array([WEIGHTS[t] for t in tasks])
+    )
     assert np.array_equal(np.concatenate(got_rank), want_rank)
     # ... and the whole split at once from the log frame (extra columns dropped on request)
     p_frame, raw_frame = art.score(rows, ignore_unknown=True)
@@ -227,18 +232,33 @@ def test_export_refuses_weights_for_other_tasks(exported, tmp_path):
 def test_export_entry_point(exported, tmp_path):
     _, run, _, _ = exported
     out = tmp_path / "cli_artifact"
-    proc = subprocess.run([sys.executable, "src/export.py", f"ckpt_path={run}", f"output={out}",
-                           f"hydra.run.dir={tmp_path / 'hydra'}",
-                           "weights={save: 0.5, click: 0.5, long_click: 0.0, closeup: 0.0}"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "src/export.py",
+            f"ckpt_path={run}",
+            f"output={out}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+            "weights={save: 0.5, click: 0.5, long_click: 0.0, closeup: 0.0}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"artifact: {out}" in proc.stdout
     art = load_artifact(out)
     assert art.default_weights == {"save": 0.5, "click": 0.5, "long_click": 0.0, "closeup": 0.0}
     assert json.loads((out / "utility.json").read_text())["source"] == "weights"
     # without weights=: the utility config's (conf/utility/related_products.yaml)
-    proc = subprocess.run([sys.executable, "src/export.py", f"ckpt_path={run}", f"output={out}",
-                           f"hydra.run.dir={tmp_path / 'hydra2'}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "src/export.py", f"ckpt_path={run}", f"output={out}", f"hydra.run.dir={tmp_path / 'hydra2'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert load_artifact(out).default_weights == WEIGHTS
     assert json.loads((out / "utility.json").read_text())["source"] == "utility=related_products"

@@ -52,9 +52,20 @@ def server(tmp_path_factory):
     log_path = tmp / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "src/serve.py", f"artifact={run}", f"port={port}", "host=127.0.0.1",
-             "max_body_bytes=200000", "max_candidates=1000", f"hydra.run.dir={tmp / 'serve'}"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            [
+                sys.executable,
+                "src/serve.py",
+                f"artifact={run}",
+                f"port={port}",
+                "host=127.0.0.1",
+                "max_body_bytes=200000",
+                "max_candidates=1000",
+                f"hydra.run.dir={tmp / 'serve'}",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
     base = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=base, timeout=TIMEOUT)
@@ -124,21 +135,21 @@ def test_bad_requests_get_4xx_naming_the_field(server):
     cand = good["candidates"][0]
     without = {k: v for k, v in cand.items() if k != "price"}
     cases = [
-        ({**good, "candidates": [cand, without]}, 422, "body.candidates.1.price"),                # missing column
-        ({**good, "candidates": [{**cand, "price": "cheap"}]}, 422, "body.candidates.0.price"),     # wrong type
+        ({**good, "candidates": [cand, without]}, 422, "body.candidates.1.price"),  # missing column
+        ({**good, "candidates": [{**cand, "price": "cheap"}]}, 422, "body.candidates.0.price"),  # wrong type
         ({**good, "candidates": [{**cand, "position": 1.5}]}, 422, "body.candidates.0.position"),  # not a category
-        ({**good, "candidates": [{**cand, "price": [1]}]}, 422, "body.candidates.0.price"),       # not a scalar
-        ({**good, "candidates": [{**cand, "price": 10**400}]}, 422, "body.candidates.0.price"),   # not finite
+        ({**good, "candidates": [{**cand, "price": [1]}]}, 422, "body.candidates.0.price"),  # not a scalar
+        ({**good, "candidates": [{**cand, "price": 10**400}]}, 422, "body.candidates.0.price"),  # not finite
         ({**good, "candidates": [{**cand, "position": 2**64}]}, 422, "body.candidates.0.position"),  # not int64
-        ({**good, "candidates": []}, 422, "body.candidates"),                                      # empty
-        ({**good, "candidates": [{**cand, "colour": "red"}]}, 422, "body.candidates.0.colour"),    # unknown column
-        ({**good, "colour": "red"}, 422, "body.colour"),                                           # unknown field
-        ({**good, "request": {**good["request"], "mood": 1}}, 422, "body.request.mood"),          # unknown column
-        ({**good, "weights": {"hover": 1.0}}, 422, "body.weights.hover"),                         # unknown task
-        ({**good, "weights": {"click": "much"}}, 422, "body.weights.click"),                      # not a number
-        ({**good, "candidates": [cand] * 1001}, 422, "body.candidates"),                          # too many
-        ({k: v for k, v in good.items() if k != "candidates"}, 422, "body.candidates"),           # no candidates
-        ({"requests": []}, 422, "body.candidates"),                                                # wrong endpoint body
+        ({**good, "candidates": []}, 422, "body.candidates"),  # empty
+        ({**good, "candidates": [{**cand, "colour": "red"}]}, 422, "body.candidates.0.colour"),  # unknown column
+        ({**good, "colour": "red"}, 422, "body.colour"),  # unknown field
+        ({**good, "request": {**good["request"], "mood": 1}}, 422, "body.request.mood"),  # unknown column
+        ({**good, "weights": {"hover": 1.0}}, 422, "body.weights.hover"),  # unknown task
+        ({**good, "weights": {"click": "much"}}, 422, "body.weights.click"),  # not a number
+        ({**good, "candidates": [cand] * 1001}, 422, "body.candidates"),  # too many
+        ({k: v for k, v in good.items() if k != "candidates"}, 422, "body.candidates"),  # no candidates
+        ({"requests": []}, 422, "body.candidates"),  # wrong endpoint body
     ]
     for body, status, field in cases:
         resp = client.post("/rank", json=body)
@@ -147,8 +158,11 @@ def test_bad_requests_get_4xx_naming_the_field(server):
         named = [d for d in resp.json()["detail"] if ".".join(str(x) for x in d["loc"]) == field]
         assert field.split(".")[-1] in named[0]["msg"], (field, resp.text)
     # a weight that is not finite (JSON has no literal for it, Python's json writes one)
-    resp = client.post("/rank", content=json.dumps({**good, "weights": {"click": float("inf")}}),
-                       headers={"content-type": "application/json"})
+    resp = client.post(
+        "/rank",
+        content=json.dumps({**good, "weights": {"click": float("inf")}}),
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == 422 and "body.weights.click" in _fields(resp), resp.text
     # not JSON at all
     resp = client.post("/rank", content=b"{not json", headers={"content-type": "application/json"})
@@ -158,8 +172,11 @@ def test_bad_requests_get_4xx_naming_the_field(server):
     resp = client.post("/rank", json=huge)
     assert resp.status_code == 413 and _fields(resp) == ["body"] and "max_body_bytes=200000" in resp.text
     payload = json.dumps(huge).encode()
-    resp = client.post("/rank", content=iter([payload[i:i + 65536] for i in range(0, len(payload), 65536)]),
-                       headers={"content-type": "application/json"})
+    resp = client.post(
+        "/rank",
+        content=iter([payload[i : i + 65536] for i in range(0, len(payload), 65536)]),
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == 413, resp.text
     # batch errors name the request
     resp = client.post("/rank/batch", json={"requests": [good, {**good, "candidates": [without]}]})
@@ -189,7 +206,9 @@ def test_weights_change_without_retraining(server):
     resp = client.put("/weights", json={"weights": {**only, "save": 1.0}})
     assert resp.status_code == 200 and resp.json()["weights"]["save"] == 1.0
     r = client.post("/rank", json=body).json()
-    assert r["weights"]["save"] == 1.0 and r["order"] == list(np.argsort(-np.array(r["probabilities"]["save"]), kind="stable"))
+    assert r["weights"]["save"] == 1.0 and r["order"] == list(
+        np.argsort(-np.array(r["probabilities"]["save"]), kind="stable")
+    )
     assert client.put("/weights", json={"weights": {"hover": 1}}).status_code == 422
     # a re-export with other weights, then POST /reload
     old_id = client.get("/health").json()["artifact_id"]
@@ -217,16 +236,41 @@ def test_benchmark_script_prints_its_figures_against_the_targets(server, tmp_pat
     logs = sorted((server["tmp"] / "data" / "raw").glob("simulated-*/*.parquet"))
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "scripts/bench_serving.py", "--artifact", str(server["run"] / "artifact"), "--logs", *map(str, logs),
-         "--candidates", "50", "--batch", "2", "--iters", "8", "--warmup", "2", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            "scripts/bench_serving.py",
+            "--artifact",
+            str(server["run"] / "artifact"),
+            "--logs",
+            *map(str, logs),
+            "--candidates",
+            "50",
+            "--batch",
+            "2",
+            "--iters",
+            "8",
+            "--warmup",
+            "2",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| in-process") or line.startswith("| HTTP")]
     assert len(rows) == 4 and "≤ 20 ms" in rows[0] and "≤ 50 ms" in rows[2], proc.stdout
     assert "load average before" in proc.stdout
     figures = json.loads(out.read_text())["rows"]
-    assert [(r["case"], r["requests_per_call"]) for r in figures] == [("in-process", 1), ("in-process", 2),
-                                                                       ("HTTP", 1), ("HTTP", 2)]
+    assert [(r["case"], r["requests_per_call"]) for r in figures] == [
+        ("in-process", 1),
+        ("in-process", 2),
+        ("HTTP", 1),
+        ("HTTP", 2),
+    ]
     assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["candidates_per_s"] > 0 for r in figures)
 
 

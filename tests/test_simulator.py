@@ -32,11 +32,21 @@ def big_log() -> pl.DataFrame:
 
 def test_schema_and_size(log, cfg):
     expected = {
-        "request_id": pl.Int64, "timestamp": pl.Int64, "user_id": pl.Int64, "query_id": pl.Int64,
-        "candidate_id": pl.Int64, "position": pl.Int32, "user_segment": pl.Int32,
-        "user_activity": pl.Int64, "query_category": pl.Int32, "candidate_category": pl.Int32,
-        "price": pl.Float64, "candidate_popularity": pl.Int64, "retrieval_score": pl.Float64,
-        **{t: pl.Int8 for t in TASKS}, **{f"p_true_{t}": pl.Float64 for t in TASKS},
+        "request_id": pl.Int64,
+        "timestamp": pl.Int64,
+        "user_id": pl.Int64,
+        "query_id": pl.Int64,
+        "candidate_id": pl.Int64,
+        "position": pl.Int32,
+        "user_segment": pl.Int32,
+        "user_activity": pl.Int64,
+        "query_category": pl.Int32,
+        "candidate_category": pl.Int32,
+        "price": pl.Float64,
+        "candidate_popularity": pl.Int64,
+        "retrieval_score": pl.Float64,
+        **{t: pl.Int8 for t in TASKS},
+        **{f"p_true_{t}": pl.Float64 for t in TASKS},
     }
     assert dict(log.schema) == expected
     assert list(log.columns) == list(expected)
@@ -44,8 +54,9 @@ def test_schema_and_size(log, cfg):
     assert log.height == (cfg.n_impressions // k) * k
     # sorted by time, then request, then position; whole requests with positions 0..K-1
     assert log.equals(log.sort(["timestamp", "request_id", "position"]))
-    per_req = log.group_by("request_id").agg(pl.len(), pl.col("position").min().alias("lo"),
-                                              pl.col("position").max().alias("hi"))
+    per_req = log.group_by("request_id").agg(
+        pl.len(), pl.col("position").min().alias("lo"), pl.col("position").max().alias("hi")
+    )
     assert (per_req["len"] == k).all() and (per_req["lo"] == 0).all() and (per_req["hi"] == k - 1).all()
     # ranked by retrieval_score within a request
     ranked = log.with_columns(pl.col("retrieval_score").diff().over("request_id").alias("d"))
@@ -131,8 +142,10 @@ def test_draw_labels_and_sample_requests(cfg):
     assert labelled.columns == frame.columns + list(TASKS) + [f"p_true_{t}" for t in TASKS]
     assert all(labelled[t].dtype == pl.Int8 for t in TASKS)
     # no duplicate candidates within a request
-    assert frame.group_by("request_id").agg(pl.col("candidate_id").n_unique())["candidate_id"].min() == \
-        cfg.candidates_per_request
+    assert (
+        frame.group_by("request_id").agg(pl.col("candidate_id").n_unique())["candidate_id"].min()
+        == cfg.candidates_per_request
+    )
 
 
 def test_write_logs(tmp_path, log, cfg):

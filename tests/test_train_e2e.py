@@ -33,8 +33,11 @@ def test_train_end_to_end(experiment, tmp_path):
 
 
 def test_uncertainty_weighting_trains_and_logs_task_weights(tmp_path):
-    cfg = compose_config("train", ["experiment=multitask", "loss.task_weighting=uncertainty", *FAST,
-                                   "trainer.log_every_n_steps=1"], tmp_path)
+    cfg = compose_config(
+        "train",
+        ["experiment=multitask", "loss.task_weighting=uncertainty", *FAST, "trainer.log_every_n_steps=1"],
+        tmp_path,
+    )
     train(cfg)
     import polars as pl
 
@@ -50,8 +53,9 @@ def test_resume_from_last_checkpoint(tmp_path):
     train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert last.exists()
-    cfg2 = compose_config("train", ["experiment=multitask", *FAST, "trainer.max_epochs=2", "test=false",
-                                    f"ckpt_path={last}"], tmp_path)
+    cfg2 = compose_config(
+        "train", ["experiment=multitask", *FAST, "trainer.max_epochs=2", "test=false", f"ckpt_path={last}"], tmp_path
+    )
     cfg2.paths.output_dir = str(tmp_path / "run2")
     metrics = train(cfg2)
     assert "val/mean/auroc" in metrics
@@ -62,8 +66,11 @@ def test_compiled_network_trains_and_keeps_checkpoint_names(tmp_path):
     so the checkpoint's parameter names are those of an uncompiled model."""
     import torch
 
-    cfg = compose_config("train", ["experiment=multitask", *FAST, "trainer.max_epochs=1", "test=false",
-                                   "model.compile={backend: eager}"], tmp_path)
+    cfg = compose_config(
+        "train",
+        ["experiment=multitask", *FAST, "trainer.max_epochs=1", "test=false", "model.compile={backend: eager}"],
+        tmp_path,
+    )
     train(cfg)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["hyper_parameters"]["compile"] == {"backend": "eager"}

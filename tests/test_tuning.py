@@ -97,8 +97,10 @@ def test_relative_constraint_arithmetic_is_c_times_baseline():
         OutcomeConstraint.parse("f_click > 0.1")
     cons = relative_constraints({"click": 1.0, "save": 0.9}, "f_{}")
     base = {"f_click": 0.15, "f_save": 0.1}
-    assert thresholds(cons, base) == {"f_click >= 1.0 * baseline": pytest.approx(0.15),
-                                      "f_save >= 0.9 * baseline": pytest.approx(0.09)}
+    assert thresholds(cons, base) == {
+        "f_click >= 1.0 * baseline": pytest.approx(0.15),
+        "f_save >= 0.9 * baseline": pytest.approx(0.09),
+    }
     assert is_feasible({"f_click": 0.15, "f_save": 0.0905}, cons, base)
     assert violations({"f_click": 0.149, "f_save": 0.0905}, cons, base)[0].startswith("f_click")
 
@@ -107,8 +109,12 @@ def test_threshold_agrees_with_ax_derelativisation():
     from ax.adapter.transforms.derelativize import derelativize_bound
     from ax.core.outcome_constraint import OutcomeConstraint as AxConstraint
 
-    for text, b in [("m >= 0.9 * baseline", 0.2), ("m >= 1.05 * baseline", 0.3), ("m <= 0.8 * baseline", -2.0),
-                    ("m >= 0.9 * baseline", -0.5)]:
+    for text, b in [
+        ("m >= 0.9 * baseline", 0.2),
+        ("m >= 1.05 * baseline", 0.3),
+        ("m <= 0.8 * baseline", -2.0),
+        ("m >= 0.9 * baseline", -0.5),
+    ]:
         ax_c = AxConstraint(expression=text, metric_name_to_signature={"m": "m"})
         assert OutcomeConstraint.parse(text).threshold(b) == pytest.approx(derelativize_bound(ax_c.bound, b), rel=1e-9)
 
@@ -139,8 +145,9 @@ def test_conf_utility_problems_are_valid_and_hide_is_negative():
 def test_every_trial_satisfies_s1_and_s2_and_best_meets_constraints(tmp_path, predictions, name):
     problem = _problem(name)
     ev = UtilityEvaluator.from_parquet(predictions, problem.tasks, problem.label_tasks)
-    loop = run_tuning(problem, ev, 12, GenerationConfig(method="random_search", seed=1, noiseless=True),
-                      tmp_path / "ax.json")
+    loop = run_tuning(
+        problem, ev, 12, GenerationConfig(method="random_search", seed=1, noiseless=True), tmp_path / "ax.json"
+    )
     recs = loop.records()
     assert recs[0].is_baseline and recs[0].status == "COMPLETED"
     assert recs[0].params == pytest.approx(problem.params(problem.weights))
@@ -151,7 +158,9 @@ def test_every_trial_satisfies_s1_and_s2_and_best_meets_constraints(tmp_path, pr
     best = loop.best()
     assert best is not None  # the baseline itself meets c ≤ 1 constraints
     assert is_feasible(best.metrics, problem.constraints, base)
-    better = [r for r in recs if r.feasible and r.metrics[problem.objective_metric] > best.metrics[problem.objective_metric]]
+    better = [
+        r for r in recs if r.feasible and r.metrics[problem.objective_metric] > best.metrics[problem.objective_metric]
+    ]
     assert not better
     if name == "related_products_ext":
         assert min(problem.weights_of(r.params)["hide"] for r in recs) < 0
@@ -161,8 +170,15 @@ def test_every_trial_satisfies_s1_and_s2_and_best_meets_constraints(tmp_path, pr
 def test_gp_trials_satisfy_s1_and_s2(tmp_path, predictions):
     problem = _problem("related_products")
     ev = UtilityEvaluator.from_parquet(predictions, problem.tasks, problem.label_tasks)
-    gen = GenerationConfig(method="fast", initialization_budget=3, initialize_with_center=False, seed=0,
-                           noiseless=True, num_restarts=4, raw_samples=128)
+    gen = GenerationConfig(
+        method="fast",
+        initialization_budget=3,
+        initialize_with_center=False,
+        seed=0,
+        noiseless=True,
+        num_restarts=4,
+        raw_samples=128,
+    )
     loop = run_tuning(problem, ev, 5, gen, tmp_path / "ax.json")
     nodes = [r.node for r in loop.records()]
     assert "MBM" in nodes, nodes  # GP-generated trials were checked too
@@ -208,9 +224,10 @@ def _finished(state: Path) -> dict[int, dict]:
     exp = json.loads(state.read_text())["experiment"]
     out = {}
     for t in exp["trials"].values():
-        out[int(t["index"])] = {"status": t["status"]["name"] if isinstance(t["status"], dict) else str(t["status"]),
-                                "params": t["generator_run"]["arms"][0]["parameters"] if t.get("generator_run")
-                                else None}
+        out[int(t["index"])] = {
+            "status": t["status"]["name"] if isinstance(t["status"], dict) else str(t["status"]),
+            "params": t["generator_run"]["arms"][0]["parameters"] if t.get("generator_run") else None,
+        }
     return out
 
 
@@ -220,8 +237,14 @@ def test_killed_run_resumes_to_the_configured_number_of_trials(tmp_path, predict
     state = tmp_path / "ax.json"
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)
-    cmd = [sys.executable, str(script), str(CONF / "utility" / "related_products.yaml"), str(predictions), str(state),
-           str(n_trials)]
+    cmd = [
+        sys.executable,
+        str(script),
+        str(CONF / "utility" / "related_products.yaml"),
+        str(predictions),
+        str(state),
+        str(n_trials),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600  # generous: importing Ax on a busy 2-core machine can take long
@@ -255,14 +278,28 @@ def test_tune_utility_job_writes_its_outputs(tmp_path, predictions):
 
     out = tmp_path / "run"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("tune_utility", overrides=[
-            f"predictions={predictions}", f"paths.output_dir={out}", f"paths.work_dir={tmp_path}", "n_trials=4",
-            "generation.method=random_search", "compare_random=true",
-        ])
+        cfg = compose(
+            "tune_utility",
+            overrides=[
+                f"predictions={predictions}",
+                f"paths.output_dir={out}",
+                f"paths.work_dir={tmp_path}",
+                "n_trials=4",
+                "generation.method=random_search",
+                "compare_random=true",
+            ],
+        )
     best = tune_utility(cfg)
     assert best["f_long_click"] > 0
-    for name in ("ax_experiment.json", "trials.csv", "trials.png", "best_weights.yaml", "summary.json",
-                 "random_search/ax_experiment.json", "random_search/trials.csv"):
+    for name in (
+        "ax_experiment.json",
+        "trials.csv",
+        "trials.png",
+        "best_weights.yaml",
+        "summary.json",
+        "random_search/ax_experiment.json",
+        "random_search/trials.csv",
+    ):
         assert (out / name).exists(), name
     bw = yaml.safe_load((out / "best_weights.yaml").read_text())
     assert bw["feasible"] and sum(bw["weights"].values()) == pytest.approx(1.0)
@@ -271,7 +308,14 @@ def test_tune_utility_job_writes_its_outputs(tmp_path, predictions):
     assert summary["thresholds"]["f_save >= 0.9 * baseline"] == pytest.approx(0.9 * summary["baseline"]["f_save"])
     # evaluate mode: the f_t of the configured weights, what a sweeper job returns
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("tune_utility", overrides=[f"predictions={predictions}", f"paths.output_dir={tmp_path / 'ev'}",
-                                                 f"paths.work_dir={tmp_path}", "mode=evaluate"])
+        cfg = compose(
+            "tune_utility",
+            overrides=[
+                f"predictions={predictions}",
+                f"paths.output_dir={tmp_path / 'ev'}",
+                f"paths.work_dir={tmp_path}",
+                "mode=evaluate",
+            ],
+        )
     values = tune_utility(cfg)
     assert values == pytest.approx(summary["baseline"])

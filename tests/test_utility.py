@@ -60,8 +60,10 @@ def test_average_precision_matches_torchmetrics_with_ties():
     s = np.round(rng.random(n), 2)  # many ties
     y = (rng.random((n, 3)) < [0.02, 0.1, 0.4]).astype(np.uint8)
     ours = average_precision(s, y)
-    ref = [float(binary_average_precision(torch.from_numpy(s), torch.from_numpy(y[:, j].astype(np.int64))))
-           for j in range(3)]
+    ref = [
+        float(binary_average_precision(torch.from_numpy(s), torch.from_numpy(y[:, j].astype(np.int64))))
+        for j in range(3)
+    ]
     np.testing.assert_allclose(ours, ref, rtol=1e-6)
 
 
@@ -76,11 +78,16 @@ def test_ndcg_at_k_matches_torchmetrics_per_request():
     for r in np.unique(rid):
         m = rid == r
         if y[m].sum() > 0:
-            vals.append(float(retrieval_normalized_dcg(torch.from_numpy(s[m]), torch.from_numpy(y[m].astype(np.int64)),
-                                                       top_k=3)))
+            vals.append(
+                float(
+                    retrieval_normalized_dcg(torch.from_numpy(s[m]), torch.from_numpy(y[m].astype(np.int64)), top_k=3)
+                )
+            )
     assert ndcg_at_k(rid, s, y, k=3) == pytest.approx(np.mean(vals), rel=1e-6)  # torchmetrics: float32
     # hand case: one request, positive at rank 2 of 3 → (1/log2(3)) / 1
-    assert ndcg_at_k(np.zeros(3), np.array([0.9, 0.5, 0.1]), np.array([0, 1, 0]), k=2) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at_k(np.zeros(3), np.array([0.9, 0.5, 0.1]), np.array([0, 1, 0]), k=2) == pytest.approx(
+        1 / math.log2(3)
+    )
     assert ndcg_at_k(np.zeros(3), np.array([0.9, 0.5, 0.1]), np.array([0, 0, 1]), k=2) == 0.0
 
 
@@ -109,8 +116,10 @@ def test_evaluator_matches_functions_and_ranking_moves_with_weights():
 def test_all_objectives_for_a_million_predictions_well_under_a_second():
     rng = np.random.default_rng(0)
     n, tasks = 1_000_000, [f"t{i}" for i in range(6)]
-    ev = UtilityEvaluator({t: rng.random(n).astype(np.float32) for t in tasks},
-                          {t: (rng.random(n) < 0.03).astype(np.uint8) for t in tasks})
+    ev = UtilityEvaluator(
+        {t: rng.random(n).astype(np.float32) for t in tasks},
+        {t: (rng.random(n) < 0.03).astype(np.uint8) for t in tasks},
+    )
     w = {t: 1.0 / 6 for t in tasks}
     times = []
     for _ in range(3):

@@ -34,8 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
@@ -137,8 +138,11 @@ class AxSweeper(Sweeper):
             try:
                 p = parse_param(name, spec)
             except ValueError as exc:
-                raise ConfigError(str(exc) if str(exc).startswith("hydra.sweeper.params") else
-                                  f"hydra.sweeper.params.{name} = {spec!r}: {exc}") from exc
+                raise ConfigError(
+                    str(exc)
+                    if str(exc).startswith("hydra.sweeper.params")
+                    else f"hydra.sweeper.params.{name} = {spec!r}: {exc}"
+                ) from exc
             if p is None:
                 value = plain(spec)
                 if isinstance(value, Mapping):  # {type: fixed, value: v}
@@ -148,8 +152,7 @@ class AxSweeper(Sweeper):
             else:
                 params.append(p)
         if not params:
-            raise ConfigError("hydra.sweeper.params defines no search parameter (use interval(...), choice(...), "
-                              "...)")
+            raise ConfigError("hydra.sweeper.params defines no search parameter (use interval(...), choice(...), ...)")
         self.described = [describe_param(p) for p in params] + [f"{k}: fixed={v}" for k, v in fixed_text.items()]
         sc = None
         try:
@@ -175,8 +178,10 @@ class AxSweeper(Sweeper):
             for name in space.free_names:
                 v = OmegaConf.select(self.config, name, default=None)
                 if v is None:
-                    raise ValueError(f"hydra.sweeper.baseline=config: the composed config has no value for {name}; "
-                                     f"set hydra.sweeper.baseline to a mapping or to null")
+                    raise ValueError(
+                        f"hydra.sweeper.baseline=config: the composed config has no value for {name}; "
+                        f"set hydra.sweeper.baseline to a mapping or to null"
+                    )
                 values[name] = v
         else:
             raise ValueError(f"hydra.sweeper.baseline must be 'config', a mapping or null, got {self.baseline!r}")
@@ -223,7 +228,8 @@ class AxSweeper(Sweeper):
 
         # a bad config or search space of mtrank's own jobs fails before any job is launched
         validate = {"train": validate_train_config, "tune_utility": validate_tune_config}.get(
-            str(self.config.hydra.job.name))
+            str(self.config.hydra.job.name)
+        )
         if validate is not None:
             validate(self.config)
         quiet_ax()
@@ -238,42 +244,69 @@ class AxSweeper(Sweeper):
         size = space.n_points
         if size is not None and n_trials + (baseline is not None) > size:
             n_trials = max(1, size - (baseline is not None))
-            log.info("The search space has %d points only: %d trials instead of hydra.sweeper.n_trials=%d",
-                     size, n_trials, self.n_trials)
+            log.info(
+                "The search space has %d points only: %d trials instead of hydra.sweeper.n_trials=%d",
+                size,
+                n_trials,
+                self.n_trials,
+            )
         loop = AxLoop.open(
-            state, resume=self.resume, space=space, objective=self.objective, n_trials=n_trials,
-            constraints=self._constraints, minimize=self.minimize, generation=gen,
-            baseline=baseline, name=str(self.config.hydra.job.name),
+            state,
+            resume=self.resume,
+            space=space,
+            objective=self.objective,
+            n_trials=n_trials,
+            constraints=self._constraints,
+            minimize=self.minimize,
+            generation=gen,
+            baseline=baseline,
+            name=str(self.config.hydra.job.name),
         )
         literal = {p.name for p in space.params if getattr(p, "literal", False)}
-        log.info("Ax sweep: %d trials%s in batches of %d; state %s; parameters:\n%s", n_trials,
-                 " (+ baseline)" if loop.baseline_index is not None else "", self.batch_size, state,
-                 "\n".join(f"  {line}" for line in self.described))
+        log.info(
+            "Ax sweep: %d trials%s in batches of %d; state %s; parameters:\n%s",
+            n_trials,
+            " (+ baseline)" if loop.baseline_index is not None else "",
+            self.batch_size,
+            state,
+            "\n".join(f"  {line}" for line in self.described),
+        )
         failures = 0
         while not loop.done:
             batch = loop.pending()
             if len(batch) < self.batch_size:
                 batch.update(loop.ask(self.batch_size - len(batch)))
             if not batch:
-                log.warning("Ax proposed no new trial%s; stopping with %d of %d finished",
-                            " (every point of the search space was tried)" if loop.exhausted else "",
-                            loop.n_finished, n_trials)
+                log.warning(
+                    "Ax proposed no new trial%s; stopping with %d of %d finished",
+                    " (every point of the search space was tried)" if loop.exhausted else "",
+                    loop.n_finished,
+                    n_trials,
+                )
                 break
             for run in _contiguous(sorted(batch)):
-                overrides = [fixed + [f"{k}={v if k in literal else format_value(v)}" for k, v in batch[i].items()]
-                             for i in run]
+                overrides = [
+                    fixed + [f"{k}={v if k in literal else format_value(v)}" for k, v in batch[i].items()] for i in run
+                ]
                 self.validate_batch_is_legal(overrides)
                 returns = self.launcher.launch(overrides, initial_job_idx=run[0])
                 for i, ret in zip(run, returns):
                     failures += self._record(loop, i, ret)
             self._write_results(loop, sweep_dir, plot=False)
             if self.max_failures is not None and failures > self.max_failures:
-                raise RuntimeError(f"{failures} trials failed (hydra.sweeper.max_failures={self.max_failures}); "
-                                   f"see the job logs under {sweep_dir}")
+                raise RuntimeError(
+                    f"{failures} trials failed (hydra.sweeper.max_failures={self.max_failures}); "
+                    f"see the job logs under {sweep_dir}"
+                )
         best = self._write_results(loop, sweep_dir)
         if best["best_trial"] is not None:
-            log.info("Best trial %d: %s=%.6g with %s", best["best_trial"], self.objective,
-                     best["best_evaluated_result"], best["best_evaluated_params"])
+            log.info(
+                "Best trial %d: %s=%.6g with %s",
+                best["best_trial"],
+                self.objective,
+                best["best_evaluated_result"],
+                best["best_evaluated_params"],
+            )
         else:
             log.warning("No completed trial met the outcome constraints; results in %s", sweep_dir)
         return best
@@ -288,8 +321,10 @@ class AxSweeper(Sweeper):
             needed = [self.objective] + [c.metric for c in self._constraints]
             missing = [m for m in needed if m not in values or not math.isfinite(_mean(values[m]))]
             if missing:
-                raise ValueError(f"metric(s) {missing} neither returned by the job nor found in its "
-                                 f"{self.metrics_file}; got {sorted(values)}")
+                raise ValueError(
+                    f"metric(s) {missing} neither returned by the job nor found in its "
+                    f"{self.metrics_file}; got {sorted(values)}"
+                )
         except Exception as e:  # noqa: BLE001 - a failed job is a failed trial
             reason = f"{type(e).__name__}: {e}"
             loop.fail(i, reason)
@@ -301,9 +336,14 @@ class AxSweeper(Sweeper):
             return 1
         loop.tell(i, values)
         best = loop.best()
-        log.info("Trial %d%s: %s=%.6g; best %s", i, " (baseline)" if i == loop.baseline_index else "", self.objective,
-                 _mean(values[self.objective]), "none feasible yet" if best is None else
-                 f"{best.metrics[self.objective]:.6g} (trial {best.index})")
+        log.info(
+            "Trial %d%s: %s=%.6g; best %s",
+            i,
+            " (baseline)" if i == loop.baseline_index else "",
+            self.objective,
+            _mean(values[self.objective]),
+            "none feasible yet" if best is None else f"{best.metrics[self.objective]:.6g} (trial {best.index})",
+        )
         return 0
 
     def _write_results(self, loop: Any, sweep_dir: Path, plot: bool = True) -> dict[str, Any]:
@@ -329,24 +369,31 @@ class AxSweeper(Sweeper):
             "best_metrics": None if best is None else best.metrics,
             "note": None if best is not None else "no completed trial met the outcome constraints",
             "outcome_constraints": [str(c) for c in loop.constraints],
-            "thresholds": thresholds(loop.constraints, loop.baseline_values()) if loop.baseline_values() is not None
-            or not any(c.relative for c in loop.constraints) else None,
+            "thresholds": thresholds(loop.constraints, loop.baseline_values())
+            if loop.baseline_values() is not None or not any(c.relative for c in loop.constraints)
+            else None,
             "baseline_params": None if base_i is None else next(r.params for r in recs if r.index == base_i),
             "baseline_metrics": loop.baseline_values(),
-            "n_trials": {"budget": loop.n_trials, "finished": loop.n_finished, "completed": loop.n_completed,
-                         "failed": sum(r.status == "FAILED" for r in recs)},
+            "n_trials": {
+                "budget": loop.n_trials,
+                "finished": loop.n_finished,
+                "completed": loop.n_completed,
+                "failed": sum(r.status == "FAILED" for r in recs),
+            },
             "state_file": str(loop.path) if loop.path else None,
         }
         write_yaml(sweep_dir / "optimization_results.yaml", results)
         write_text(sweep_dir / "trials.csv", trial_table(recs).write_csv())
         if plot and any(r.status == "COMPLETED" for r in recs):
-            plot_trials(loop, sweep_dir / "trials.png", title=f"{'minimise' if self.minimize else 'maximise'} "
-                        f"{self.objective}")
+            plot_trials(
+                loop, sweep_dir / "trials.png", title=f"{'minimise' if self.minimize else 'maximise'} {self.objective}"
+            )
         return results
 
 
 def _observation(v: Any) -> float | tuple[float, float | None] | None:
     """A number, or a ``(mean, sem)`` pair of numbers (sem may be None: Ax infers the noise); None otherwise."""
+
     def num(x: Any) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool)
 

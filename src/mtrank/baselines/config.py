@@ -13,7 +13,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -26,8 +27,15 @@ BASELINES = ("lightgbm", "logistic")
 STOPPING_METRICS = ("binary_logloss", "auc")
 # the keys each baseline reads under `baseline`
 KEYS = {
-    "lightgbm": ("name", "num_boost_round", "early_stopping_rounds", "early_stopping_metric",
-                 "categorical_max_cardinality", "save_models", "params"),
+    "lightgbm": (
+        "name",
+        "num_boost_round",
+        "early_stopping_rounds",
+        "early_stopping_metric",
+        "categorical_max_cardinality",
+        "save_models",
+        "params",
+    ),
     "logistic": ("name", "c_grid", "max_iter", "tol"),
 }
 RESERVED_PARAMS = ("objective", "metric", "seed")
@@ -42,16 +50,29 @@ def _int_at_least(p: Problems, key: str, v: Any, low: int, what: str) -> None:
 
 def _check_lightgbm(b: Mapping[str, Any], p: Problems) -> None:
     _int_at_least(p, "baseline.num_boost_round", b.get("num_boost_round"), 1, "the most boosting rounds per task")
-    _int_at_least(p, "baseline.early_stopping_rounds", b.get("early_stopping_rounds"), 1,
-                  "rounds without improvement on val before stopping")
+    _int_at_least(
+        p,
+        "baseline.early_stopping_rounds",
+        b.get("early_stopping_rounds"),
+        1,
+        "rounds without improvement on val before stopping",
+    )
     m = b.get("early_stopping_metric")
     if m not in STOPPING_METRICS:
-        p.add("baseline.early_stopping_metric", f"baseline.early_stopping_metric = {m!r}: expected one of "
-                                                f"{fmt_list(STOPPING_METRICS)}{suggest(m, STOPPING_METRICS)}")
+        p.add(
+            "baseline.early_stopping_metric",
+            f"baseline.early_stopping_metric = {m!r}: expected one of "
+            f"{fmt_list(STOPPING_METRICS)}{suggest(m, STOPPING_METRICS)}",
+        )
     mc = b.get("categorical_max_cardinality")
     if mc is not None:
-        _int_at_least(p, "baseline.categorical_max_cardinality", mc, 2,
-                      "or null: larger vocabularies are given as numbers, not as categorical columns")
+        _int_at_least(
+            p,
+            "baseline.categorical_max_cardinality",
+            mc,
+            2,
+            "or null: larger vocabularies are given as numbers, not as categorical columns",
+        )
     if not isinstance(b.get("save_models", False), bool):
         p.add("baseline.save_models", f"baseline.save_models = {b.get('save_models')!r}: expected true or false")
     params = b.get("params")
@@ -62,20 +83,27 @@ def _check_lightgbm(b: Mapping[str, Any], p: Problems) -> None:
         return
     for k in RESERVED_PARAMS:
         if k in params:
-            p.add(f"baseline.params.{k}", f"baseline.params.{k} is set by mtrank (objective: binary; metric: "
-                                          f"baseline.early_stopping_metric; seed: the top-level seed); remove it")
+            p.add(
+                f"baseline.params.{k}",
+                f"baseline.params.{k} is set by mtrank (objective: binary; metric: "
+                f"baseline.early_stopping_metric; seed: the top-level seed); remove it",
+            )
 
 
 def _check_logistic(b: Mapping[str, Any], p: Problems) -> None:
     grid = b.get("c_grid")
     if not isinstance(grid, list) or not grid:
-        p.add("baseline.c_grid", f"baseline.c_grid = {grid!r}: expected a non-empty list of positive numbers (the "
-                                 "inverse L2 strengths tried; the one with the lowest val log-loss is kept)")
+        p.add(
+            "baseline.c_grid",
+            f"baseline.c_grid = {grid!r}: expected a non-empty list of positive numbers (the "
+            "inverse L2 strengths tried; the one with the lowest val log-loss is kept)",
+        )
     else:
         bad = [c for c in grid if not is_number(c) or float(c) <= 0]
         if bad:
-            p.add("baseline.c_grid", f"baseline.c_grid = {fmt_list(grid)}: {fmt_list(bad)} not positive finite "
-                                     "number(s)")
+            p.add(
+                "baseline.c_grid", f"baseline.c_grid = {fmt_list(grid)}: {fmt_list(bad)} not positive finite number(s)"
+            )
         values = [float(c) for c in grid if is_number(c)]
         dup = sorted({c for c in values if values.count(c) > 1})
         if dup:
@@ -101,13 +129,18 @@ def validate_baseline_config(cfg: DictConfig) -> list[str]:
         else:
             name = b.get("name")
             if name not in BASELINES:
-                p.add("baseline.name", f"baseline.name = {name!r}: expected one of {fmt_list(BASELINES)}"
-                                       f"{suggest(name, BASELINES)}")
+                p.add(
+                    "baseline.name",
+                    f"baseline.name = {name!r}: expected one of {fmt_list(BASELINES)}{suggest(name, BASELINES)}",
+                )
             else:
                 for k in b:
                     if k not in KEYS[name]:
-                        p.add(f"baseline.{k}", f"baseline.{k}: unknown key for baseline {name}; its keys are "
-                                               f"{fmt_list(KEYS[name])}{suggest(k, KEYS[name])}")
+                        p.add(
+                            f"baseline.{k}",
+                            f"baseline.{k}: unknown key for baseline {name}; its keys are "
+                            f"{fmt_list(KEYS[name])}{suggest(k, KEYS[name])}",
+                        )
                 (_check_lightgbm if name == "lightgbm" else _check_logistic)(b, p)
     p.raise_if_any("baselines")
     return tasks

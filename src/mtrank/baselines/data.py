@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -48,8 +48,10 @@ def load_split(processed: ProcessedData, split: str, tasks: Sequence[str] | None
     tasks = tuple(tasks) if tasks is not None else spec.tasks
     unknown = [t for t in tasks if t not in spec.tasks]
     if unknown:
-        raise DataValidationError(f"task(s) {unknown} have no label column in the processed data {processed.directory} "
-                                  f"(its tasks: {list(spec.tasks)}); tasks.names must be tasks of data.pipeline.tasks")
+        raise DataValidationError(
+            f"task(s) {unknown} have no label column in the processed data {processed.directory} "
+            f"(its tasks: {list(spec.tasks)}); tasks.names must be tasks of data.pipeline.tasks"
+        )
     files = processed.files(split)
     if not files:
         raise DataValidationError(f"the {split} split of {processed.directory} has no shard")
@@ -70,11 +72,14 @@ def load_split(processed: ProcessedData, split: str, tasks: Sequence[str] | None
     for j, (col, card) in enumerate(zip(cat_cols, cards)):
         bad = (cat[:, j] < 0) | (cat[:, j] >= card)
         if bad.any():
-            raise DataValidationError(f"column '{col}' of the {split} split of {processed.directory} holds indices "
-                                      f"outside [0, {card}) (e.g. {int(cat[bad, j][0])}): the shards do not match "
-                                      "metadata.json")
+            raise DataValidationError(
+                f"column '{col}' of the {split} split of {processed.directory} holds indices "
+                f"outside [0, {card}) (e.g. {int(cat[bad, j][0])}): the shards do not match "
+                "metadata.json"
+            )
     num = df.select(num_cols).to_numpy().astype(np.float32) if num_cols else np.zeros((df.height, 0), np.float32)
     labels = df.select(lab_cols).to_numpy().astype(np.float32)
     p_true = df.select(pt_cols).to_numpy().astype(np.float32) if pt_cols else None
-    return SplitArrays(split, cat, num, labels, tuple(f.name for f in spec.categorical), cards, tuple(spec.numeric),
-                       tasks, p_true)
+    return SplitArrays(
+        split, cat, num, labels, tuple(f.name for f in spec.categorical), cards, tuple(spec.numeric), tasks, p_true
+    )

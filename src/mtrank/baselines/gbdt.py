@@ -13,9 +13,10 @@ LightGBM is the optional extra ``baselines`` of mtrank: ``pip install -e ".[base
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,16 +97,28 @@ def fit_lightgbm(
     boosters, details = {}, {}
     for task in tasks:
         y_train, y_val = train.label(task), val.label(task)
-        dtrain = lgb.Dataset(x_train, y_train, feature_name=names, categorical_feature=cats, free_raw_data=False,
-                             params={"verbosity": full.get("verbosity", -1)})
+        dtrain = lgb.Dataset(
+            x_train,
+            y_train,
+            feature_name=names,
+            categorical_feature=cats,
+            free_raw_data=False,
+            params={"verbosity": full.get("verbosity", -1)},
+        )
         beta = float((betas or {}).get(task, 1.0))
         init = np.full(len(y_val), np.log(beta)) if beta < 1.0 else None
         dval = lgb.Dataset(x_val, y_val, reference=dtrain, free_raw_data=False, init_score=init)
         history: dict[str, Any] = {}
         booster = lgb.train(
-            full, dtrain, num_boost_round=num_boost_round, valid_sets=[dval], valid_names=["val"],
-            callbacks=[lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False),
-                       lgb.record_evaluation(history)],
+            full,
+            dtrain,
+            num_boost_round=num_boost_round,
+            valid_sets=[dval],
+            valid_names=["val"],
+            callbacks=[
+                lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False),
+                lgb.record_evaluation(history),
+            ],
         )
         curve = history["val"][early_stopping_metric]  # one value per round trained
         best = int(booster.best_iteration) or len(curve)
@@ -117,6 +130,12 @@ def fit_lightgbm(
             "categorical_features": [names[j] for j in cats],
         }
         boosters[task] = booster
-        log.info("lightgbm %s: best round %d of %d (val %s %.5f)", task, best, len(curve),
-                 early_stopping_metric, curve[best - 1])
+        log.info(
+            "lightgbm %s: best round %d of %d (val %s %.5f)",
+            task,
+            best,
+            len(curve),
+            early_stopping_metric,
+            curve[best - 1],
+        )
     return LightGBMModels(tuple(tasks), boosters, details)

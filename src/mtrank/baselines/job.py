@@ -35,15 +35,23 @@ __all__ = ["run_baseline", "split_metrics"]
 log = logging.getLogger(__name__)
 
 
-def split_metrics(probs: np.ndarray, data: SplitArrays, cfg: DictConfig,
-                  betas: dict[str, float] | None = None) -> dict[str, float]:
+def split_metrics(
+    probs: np.ndarray, data: SplitArrays, cfg: DictConfig, betas: dict[str, float] | None = None
+) -> dict[str, float]:
     """The nets' per-head metrics of ``probs`` on ``data`` under ``<split>/<task>/<metric>``; with ``betas`` (train
     downsampled), each head's probabilities are first corrected by Eq. 3, as the nets' are."""
     if betas and any(betas[t] < 1.0 for t in data.tasks):
         probs = correct(probs, np.array([betas[t] for t in data.tasks])).astype(np.float32)
     m = cfg.get("metrics") or {}
-    return compute_head_metrics(probs, data.labels, data.tasks, p_true=data.p_true, prefix=data.split,
-                                thresholds=m.get("thresholds", 40000), ece_bins=int(m.get("ece_bins", 15)))
+    return compute_head_metrics(
+        probs,
+        data.labels,
+        data.tasks,
+        p_true=data.p_true,
+        prefix=data.split,
+        thresholds=m.get("thresholds", 40000),
+        ece_bins=int(m.get("ece_bins", 15)),
+    )
 
 
 def _fit(cfg: DictConfig, train: SplitArrays, val: SplitArrays, tasks: list[str], betas: dict[str, float]):
@@ -52,10 +60,16 @@ def _fit(cfg: DictConfig, train: SplitArrays, val: SplitArrays, tasks: list[str]
         from mtrank.baselines.gbdt import fit_lightgbm
 
         return fit_lightgbm(
-            train, val, tasks, params=b.get("params") or {}, num_boost_round=int(b["num_boost_round"]),
+            train,
+            val,
+            tasks,
+            params=b.get("params") or {},
+            num_boost_round=int(b["num_boost_round"]),
             early_stopping_rounds=int(b["early_stopping_rounds"]),
             early_stopping_metric=str(b["early_stopping_metric"]),
-            categorical_max_cardinality=b.get("categorical_max_cardinality"), seed=int(cfg.seed), betas=betas,
+            categorical_max_cardinality=b.get("categorical_max_cardinality"),
+            seed=int(cfg.seed),
+            betas=betas,
         )
     from mtrank.baselines.logistic import fit_logistic
 
@@ -63,8 +77,16 @@ def _fit(cfg: DictConfig, train: SplitArrays, val: SplitArrays, tasks: list[str]
         out = compute_head_metrics(p[:, None], y[:, None], [task], thresholds=[0.0, 1.0])
         return out[f"{task}/logloss"]
 
-    return fit_logistic(train, val, tasks, c_grid=b["c_grid"], val_logloss=val_logloss, max_iter=int(b["max_iter"]),
-                        tol=float(b["tol"]), betas=betas)
+    return fit_logistic(
+        train,
+        val,
+        tasks,
+        c_grid=b["c_grid"],
+        val_logloss=val_logloss,
+        max_iter=int(b["max_iter"]),
+        tol=float(b["tol"]),
+        betas=betas,
+    )
 
 
 # what a baseline run reads; config.yaml records these (the nets' groups are composed only so that experiments compose)
@@ -90,9 +112,17 @@ def run_baseline(cfg: DictConfig) -> dict[str, Any]:
     write_run_info(output_dir, recorded_config(cfg), processed.metadata)
     train, val, test = (load_split(processed, s, tasks) for s in ("train", "val", "test"))
     name = str(cfg.baseline.name)
-    log.info("%s on %s: %d train, %d val, %d test rows; %d categorical and %d numeric features; tasks %s", name,
-             processed.directory.name, train.rows, val.rows, test.rows, len(train.categorical_names),
-             len(train.numeric_names), tasks)
+    log.info(
+        "%s on %s: %d train, %d val, %d test rows; %d categorical and %d numeric features; tasks %s",
+        name,
+        processed.directory.name,
+        train.rows,
+        val.rows,
+        test.rows,
+        len(train.categorical_names),
+        len(train.numeric_names),
+        tasks,
+    )
     # β_t of every head when train was downsampled (val and test are not): Eq. 3 as the nets apply it
     betas = {t: float(b) for t, b in downsampling_from_metadata(processed.metadata)["effective_beta"].items()}
     t0 = time.perf_counter()
@@ -104,6 +134,7 @@ def run_baseline(cfg: DictConfig) -> dict[str, Any]:
         fitted.save(output_dir)
     for stage in ("val", "test"):
         log.info("%s per head: %s", stage, "; ".join(f"{t}: auroc={metrics[f'{stage}/{t}/auroc']:.4f}" for t in tasks))
-    write_json_atomic(output_dir / "metrics.json", {"baseline": name, "metrics": metrics, "models": fitted.details},
-                      sort_keys=True)
+    write_json_atomic(
+        output_dir / "metrics.json", {"baseline": name, "metrics": metrics, "models": fitted.details}, sort_keys=True
+    )
     return metrics

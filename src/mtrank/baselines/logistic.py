@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,7 +37,7 @@ class OneHotDesign:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, train: SplitArrays) -> "OneHotDesign":
+    def fit(cls, train: SplitArrays) -> OneHotDesign:
         mean = train.numeric.astype(np.float64).mean(axis=0) if train.numeric.shape[1] else np.zeros(0)
         std = train.numeric.astype(np.float64).std(axis=0) if train.numeric.shape[1] else np.ones(0)
         return cls(tuple(train.cardinalities), mean, np.where(std > 0, std, 1.0))
@@ -47,10 +48,14 @@ class OneHotDesign:
 
     def transform(self, data: SplitArrays) -> sp.csr_matrix:
         if tuple(data.cardinalities) != self.cardinalities:
-            raise ValueError(f"the {data.split} split's vocabulary sizes {data.cardinalities} differ from train's "
-                             f"{self.cardinalities}")
+            raise ValueError(
+                f"the {data.split} split's vocabulary sizes {data.cardinalities} differ from train's "
+                f"{self.cardinalities}"
+            )
         n, c = data.categorical.shape
-        offsets = np.concatenate([[0], np.cumsum(self.cardinalities)[:-1]]).astype(np.int64) if c else np.zeros(0, np.int64)
+        offsets = (
+            np.concatenate([[0], np.cumsum(self.cardinalities)[:-1]]).astype(np.int64) if c else np.zeros(0, np.int64)
+        )
         onehot = sp.csr_matrix(
             (np.ones(n * c), (np.repeat(np.arange(n), c), (data.categorical + offsets).reshape(-1))),
             shape=(n, int(sum(self.cardinalities))),
@@ -116,8 +121,9 @@ def fit_logistic(
             fitted[c] = copy.deepcopy(m)
         best = min(grid, key=lambda c: (scores[c], c))
         if not converged[best]:
-            log.warning("logistic %s: lbfgs did not converge in baseline.max_iter=%d iterations at C=%g", task,
-                        max_iter, best)
+            log.warning(
+                "logistic %s: lbfgs did not converge in baseline.max_iter=%d iterations at C=%g", task, max_iter, best
+            )
         models[task] = fitted[best]
         details[task] = {
             "C": best,
@@ -126,6 +132,11 @@ def fit_logistic(
             "n_iter": int(np.max(fitted[best].n_iter_)),
             "at_grid_edge": len(grid) > 1 and best in (grid[0], grid[-1]),
         }
-        log.info("logistic %s: C=%g (val log-loss %.5f; grid %s)", task, best, scores[best],
-                 ", ".join(f"{c:g}: {scores[c]:.5f}" for c in grid))
+        log.info(
+            "logistic %s: C=%g (val log-loss %.5f; grid %s)",
+            task,
+            best,
+            scores[best],
+            ", ".join(f"{c:g}: {scores[c]:.5f}" for c in grid),
+        )
     return LogisticModels(tuple(tasks), design, models, details)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,14 +43,17 @@ def _check_fit_inputs(p, y, weight=None) -> tuple[Tensor, Tensor, Tensor | None]
     return p, y, weight
 
 
-def _fit_logistic(x: Tensor, y: Tensor, slope0: float, intercept: bool, weight: Tensor | None = None) -> tuple[float, float]:
+def _fit_logistic(
+    x: Tensor, y: Tensor, slope0: float, intercept: bool, weight: Tensor | None = None
+) -> tuple[float, float]:
     """Maximum-likelihood σ(a x + b) on one feature (full-batch L-BFGS; b fixed at 0 without intercept); rows
     weighted by ``weight`` when given (a row of weight w counts as w rows)."""
     a = torch.tensor([slope0], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(1, dtype=torch.float64, requires_grad=intercept)
     params = [a, b] if intercept else [a]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-12,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-12, line_search_fn="strong_wolfe"
+    )
     w = None if weight is None else weight / weight.sum()
 
     def closure():
@@ -70,7 +74,7 @@ class Calibrator:
 
     method = "none"
 
-    def fit(self, p, y, weight=None) -> "Calibrator":
+    def fit(self, p, y, weight=None) -> Calibrator:
         """Fit on scores ``p`` and 0/1 labels ``y`` (1-D), each row counted ``weight`` times when given."""
         return self
 
@@ -102,7 +106,7 @@ class TemperatureCalibrator(Calibrator):
     temperature: float = 1.0
     method = "temperature"
 
-    def fit(self, p, y, weight=None) -> "TemperatureCalibrator":
+    def fit(self, p, y, weight=None) -> TemperatureCalibrator:
         p, y, weight = _check_fit_inputs(p, y, weight)
         a, _ = _fit_logistic(_logit(p), y, 1.0, intercept=False, weight=weight)
         if a <= 0:
@@ -125,7 +129,7 @@ class PlattCalibrator(Calibrator):
     b: float = 0.0
     method = "platt"
 
-    def fit(self, p, y, weight=None) -> "PlattCalibrator":
+    def fit(self, p, y, weight=None) -> PlattCalibrator:
         p, y, weight = _check_fit_inputs(p, y, weight)
         self.a, self.b = _fit_logistic(_logit(p), y, 1.0, intercept=True, weight=weight)
         return self
@@ -148,7 +152,7 @@ class IsotonicCalibrator(Calibrator):
     y: list[float] = field(default_factory=lambda: [0.0, 1.0])
     method = "isotonic"
 
-    def fit(self, p, y, weight=None) -> "IsotonicCalibrator":
+    def fit(self, p, y, weight=None) -> IsotonicCalibrator:
         from sklearn.isotonic import IsotonicRegression
 
         p, y, weight = _check_fit_inputs(p, y, weight)
@@ -173,8 +177,12 @@ class IsotonicCalibrator(Calibrator):
         return {"method": self.method, "x": self.x, "y": self.y}
 
 
-_CLASSES = {"none": IdentityCalibrator, "temperature": TemperatureCalibrator, "platt": PlattCalibrator,
-            "isotonic": IsotonicCalibrator}
+_CLASSES = {
+    "none": IdentityCalibrator,
+    "temperature": TemperatureCalibrator,
+    "platt": PlattCalibrator,
+    "isotonic": IsotonicCalibrator,
+}
 
 
 def build_calibrator(method: str | None) -> Calibrator:
@@ -219,7 +227,7 @@ class BinnedLabels:
         self.pos = np.zeros(self.n_bins)
         self.p_sum = np.zeros(self.n_bins)
 
-    def update(self, p, y) -> "BinnedLabels":
+    def update(self, p, y) -> BinnedLabels:
         p = np.asarray(p, dtype=np.float64).reshape(-1)
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         if p.shape != y.shape:

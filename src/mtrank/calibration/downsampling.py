@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,9 @@ def effective_betas(counts: Mapping[str, Any], tasks: Sequence[str]) -> dict[str
         b = effective_beta(int(c["negatives_before"]), int(c["negatives_after"]))
         recorded = c.get("effective_beta")
         if recorded is not None and not math.isclose(b, float(recorded), rel_tol=1e-9, abs_tol=1e-12):
-            raise ValueError(f"counts for task '{t}': effective_beta {recorded} ≠ negatives_after/negatives_before = {b}")
+            raise ValueError(
+                f"counts for task '{t}': effective_beta {recorded} ≠ negatives_after/negatives_before = {b}"
+            )
         out[t] = b
     return out
 

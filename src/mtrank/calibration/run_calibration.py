@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,29 +83,38 @@ class Calibration:
         """Raw scores ``[N, T]`` → corrected and calibrated probabilities ``[N, T]``."""
         return self.calibrate(self.correct(p_raw, tasks), tasks)
 
-    def fit(self, p_corrected, labels, method: str) -> "Calibration":
+    def fit(self, p_corrected, labels, method: str) -> Calibration:
         """Fit one ``method`` calibrator per task on corrected probabilities ``[N, T]`` and 0/1 labels ``[N, T]``."""
         p = np.asarray(p_corrected, dtype=np.float64)
         y = np.asarray(labels, dtype=np.float64)
         if p.shape != y.shape or p.ndim != 2 or p.shape[1] != len(self.tasks):
-            raise ValueError(f"calibration fit: probabilities {p.shape} and labels {y.shape} must both be [N, {len(self.tasks)}]")
-        return self._fit_each(method, {t: (p.shape[0], float(y[:, j].sum()), lambda c, j=j: c.fit(p[:, j], y[:, j]))
-                                       for j, t in enumerate(self.tasks)})
+            raise ValueError(
+                f"calibration fit: probabilities {p.shape} and labels {y.shape} must both be [N, {len(self.tasks)}]"
+            )
+        return self._fit_each(
+            method,
+            {
+                t: (p.shape[0], float(y[:, j].sum()), lambda c, j=j: c.fit(p[:, j], y[:, j]))
+                for j, t in enumerate(self.tasks)
+            },
+        )
 
-    def fit_binned(self, binned: Mapping[str, BinnedLabels], method: str) -> "Calibration":
+    def fit_binned(self, binned: Mapping[str, BinnedLabels], method: str) -> Calibration:
         """Fit one ``method`` calibrator per task on its :class:`BinnedLabels` (corrected probabilities and labels
         summed on the fitting grid, e.g. by :func:`mtrank.scoring.score.fit_calibration`)."""
         missing = [t for t in self.tasks if t not in binned]
         if missing:
             raise ValueError(f"calibration fit: no binned scores for task(s) {missing}")
+
         def fit(c: Calibrator, b: BinnedLabels) -> Calibrator:
             p, y, w = b.points()
             return c.fit(p, y, weight=w)
 
-        return self._fit_each(method, {t: (binned[t].rows, binned[t].positives, lambda c, b=binned[t]: fit(c, b))
-                                       for t in self.tasks})
+        return self._fit_each(
+            method, {t: (binned[t].rows, binned[t].positives, lambda c, b=binned[t]: fit(c, b)) for t in self.tasks}
+        )
 
-    def _fit_each(self, method: str, per_task: Mapping[str, tuple[int, float, Any]]) -> "Calibration":
+    def _fit_each(self, method: str, per_task: Mapping[str, tuple[int, float, Any]]) -> Calibration:
         """``per_task``: task → (rows, positives, fit(calibrator) → calibrator)."""
         self.method = method or "none"
         build_calibrator(self.method)  # an unknown method fails here, before any fitting
@@ -112,8 +122,11 @@ class Calibration:
         for t in self.tasks:
             rows, positives, fit = per_task[t]
             if self.method != "none" and (rows == 0 or positives in (0, rows)):
-                log.warning("calibration: task '%s' has %s in the fitting rows; left uncalibrated (identity)", t,
-                            "no rows" if rows == 0 else "a single class")
+                log.warning(
+                    "calibration: task '%s' has %s in the fitting rows; left uncalibrated (identity)",
+                    t,
+                    "no rows" if rows == 0 else "a single class",
+                )
                 fitted[t] = IdentityCalibrator()
                 continue
             fitted[t] = fit(build_calibrator(self.method))
@@ -133,9 +146,11 @@ class Calibration:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Calibration":
+    def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
         if d.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"calibration format_version {d.get('format_version')}; this mtrank reads {_FORMAT_VERSION}")
+            raise ValueError(
+                f"calibration format_version {d.get('format_version')}; this mtrank reads {_FORMAT_VERSION}"
+            )
         return cls(
             tasks=list(d["tasks"]),
             betas={k: float(v) for k, v in d["betas"].items()},
@@ -154,7 +169,7 @@ class Calibration:
         return path
 
     @classmethod
-    def load(cls, path: Path | str) -> "Calibration":
+    def load(cls, path: Path | str) -> Calibration:
         path = Path(path)
         if path.suffix != ".json":
             path = path / CALIBRATION_FILE
@@ -170,8 +185,7 @@ class Calibration:
             raise ValueError(f"calibration file {path} is malformed: {exc}") from None
 
     @classmethod
-    def from_downsampling(cls, downsampling: Mapping[str, Any], tasks: Sequence[str],
-                          objective: Any) -> "Calibration":
+    def from_downsampling(cls, downsampling: Mapping[str, Any], tasks: Sequence[str], objective: Any) -> Calibration:
         """The correction-only calibration of a model: the β per task of its objective (``loss.objective``, a name
         or the objective itself, :class:`mtrank.training.objectives.TaskObjective`: β_t per task for multitask, β for
         all for binary, see :data:`~mtrank.calibration.downsampling.BETA_RULES`); 1 for all when the loss reweighted

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import polars as pl
 
@@ -94,13 +95,23 @@ def check_positives(cfg: PipelineConfig, summary: Mapping[str, Mapping[str, int]
         if empty:
             log.warning(
                 "Task '%s' (label column '%s') has no positive label in the %s split(s): its AUROC / AP there are "
-                "undefined", t, col, ", ".join(empty),
+                "undefined",
+                t,
+                col,
+                ", ".join(empty),
             )
-        full = [s for s in present if s != "train" and summary[s]["rows"] and summary[s][f"ds:pos:{t}"] == summary[s]["rows"]]
+        full = [
+            s
+            for s in present
+            if s != "train" and summary[s]["rows"] and summary[s][f"ds:pos:{t}"] == summary[s]["rows"]
+        ]
         if full:
             log.warning(
                 "Task '%s' (label column '%s') has no negative label in the %s split(s): its AUROC / AP there are "
-                "undefined", t, col, ", ".join(full),
+                "undefined",
+                t,
+                col,
+                ", ".join(full),
             )
 
 
@@ -114,7 +125,11 @@ def _feature_key(cfg: PipelineConfig, col: str) -> str:
 def check_vocabularies(cfg: PipelineConfig, encoder: FeatureEncoder) -> None:
     for c in encoder.categorical:
         if encoder.vocabularies[c].height == 0:
-            limit = f" within data.pipeline.encoding.max_vocab={cfg.encoding.max_vocab}" if cfg.encoding.max_vocab is not None else ""
+            limit = (
+                f" within data.pipeline.encoding.max_vocab={cfg.encoding.max_vocab}"
+                if cfg.encoding.max_vocab is not None
+                else ""
+            )
             raise DataValidationError(
                 f"categorical column '{c}' ({_feature_key(cfg, c)}) has an empty vocabulary: none of its train values "
                 f"is seen at least data.pipeline.encoding.min_count={cfg.encoding.min_count} times{limit} (or every train "
@@ -132,8 +147,11 @@ def check_oov(cfg: PipelineConfig, splits_meta: Mapping[str, Mapping[str, Any]])
         if s != "train" and m["rows"]
     }
     for s, f in frac.items():
-        log.info("Out-of-vocabulary fraction per categorical column in the %s split: %s", s,
-                 {c: round(x, 4) for c, x in f.items()})
+        log.info(
+            "Out-of-vocabulary fraction per categorical column in the %s split: %s",
+            s,
+            {c: round(x, 4) for c, x in f.items()},
+        )
     limit = cfg.encoding.max_oov_fraction
     if limit is None:
         return
@@ -157,7 +175,7 @@ def check_disjoint_requests(cfg: PipelineConfig, rows_lf: pl.LazyFrame, groups: 
     explicit split files and ``split.by=random`` are checked (a pass over one row per request)."""
     if not cfg.columns.request_id or (groups == ["all"] and cfg.split.by != "random"):
         return
-    pairs = [(a, b) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1 :]]
     flags = rows_lf.group_by(REQUEST_COL).agg([(pl.col(SPLIT_CODE) == split_code(s)).any().alias(s) for s in SPLITS])
     both = flags.select([(pl.col(a) & pl.col(b)).sum().alias(f"{a}|{b}") for a, b in pairs]).collect(engine="streaming")
     for a, b in pairs:
@@ -198,7 +216,13 @@ def check_numeric_stats(cfg: PipelineConfig, encoder: FeatureEncoder) -> None:
                 "Numeric column '%s' (%s) is nearly constant after z-scoring: its train values span min %.6g to max "
                 "%.6g, std %.6g, but half of the rows lie within %.6g of the median (%.3g std), so a few extreme values "
                 "set the scale; clip or clean them, or list the column in data.pipeline.columns.log_numeric",
-                c, key, sp.get("min"), sp.get("max"), st["std"], mad, mad / st["std"],
+                c,
+                key,
+                sp.get("min"),
+                sp.get("max"),
+                st["std"],
+                mad,
+                mad / st["std"],
             )
 
 
@@ -208,10 +232,18 @@ def log_split_sizes(cfg: PipelineConfig, summary: Mapping[str, Mapping[str, int]
     sizes = {}
     for s in present:
         m = summary[s]
-        sizes[s] = {"rows": int(m["rows"]), "requests": int(m.get("requests", m["rows"])),
-                    "positives": {t: int(m[f"ds:pos:{t}"]) for t in cfg.tasks}}
-        log.info("Split %s: %d rows, %d requests, positives per task %s", s, sizes[s]["rows"], sizes[s]["requests"],
-                 sizes[s]["positives"])
+        sizes[s] = {
+            "rows": int(m["rows"]),
+            "requests": int(m.get("requests", m["rows"])),
+            "positives": {t: int(m[f"ds:pos:{t}"]) for t in cfg.tasks},
+        }
+        log.info(
+            "Split %s: %d rows, %d requests, positives per task %s",
+            s,
+            sizes[s]["rows"],
+            sizes[s]["requests"],
+            sizes[s]["positives"],
+        )
     return sizes
 
 
@@ -243,12 +275,20 @@ def warn_ignored_split_keys(cfg: PipelineConfig) -> list[str]:
             rest = ", ".join(f"{p}" for p in produced)
             how = (
                 f"data.pipeline.inputs is cut into {rest} only"
-                + (f" (data.pipeline.split.val_fraction = {cfg.split.val_fraction} of data.pipeline.inputs, the rest train)"
-                   if produced == ("train", "val") and not cfg.split.cut_points else "")
-                + (f" (val from data.pipeline.split.val_start = {cfg.split.val_start!r} to the end of data.pipeline.inputs)"
-                   if produced == ("train", "val") and cfg.split.cut_points else "")
+                + (
+                    f" (data.pipeline.split.val_fraction = {cfg.split.val_fraction} of data.pipeline.inputs, the rest train)"
+                    if produced == ("train", "val") and not cfg.split.cut_points
+                    else ""
+                )
+                + (
+                    f" (val from data.pipeline.split.val_start = {cfg.split.val_start!r} to the end of data.pipeline.inputs)"
+                    if produced == ("train", "val") and cfg.split.cut_points
+                    else ""
+                )
             )
         else:
             how = "data.pipeline.split_inputs gives every split as files, data.pipeline.inputs and data.pipeline.split are not used"
-        log.warning("%s = %r is ignored: the %s split comes from data.pipeline.split_inputs.%s, so %s", k, v, split, split, how)
+        log.warning(
+            "%s = %r is ignored: the %s split comes from data.pipeline.split_inputs.%s, so %s", k, v, split, split, how
+        )
     return names

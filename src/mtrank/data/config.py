@@ -6,8 +6,9 @@ Everything a user can set about their logs lives here (see ``conf/data/*.yaml`` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from mtrank.data.errors import DataValidationError
 
@@ -154,7 +155,7 @@ class PipelineConfig:
         check_pipeline_config(self)
 
     @classmethod
-    def from_mapping(cls, m: Mapping[str, Any], key: str = "data.pipeline") -> "PipelineConfig":
+    def from_mapping(cls, m: Mapping[str, Any], key: str = "data.pipeline") -> PipelineConfig:
         m = dict(m)
         allowed = {f.name for f in fields(cls)}
         unknown = sorted(set(m) - allowed)
@@ -167,7 +168,9 @@ class PipelineConfig:
             if k in cols:
                 cols[k] = tuple(_as_list(cols[k]))
         if "labels" not in cols or not cols["labels"]:
-            raise DataValidationError(f"config key {key}.columns.labels is missing: map each task name to a label column")
+            raise DataValidationError(
+                f"config key {key}.columns.labels is missing: map each task name to a label column"
+            )
         cols["labels"] = dict(cols["labels"])
         split_inputs = m.get("split_inputs")
         if split_inputs:
@@ -291,7 +294,9 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         raise DataValidationError(f"data.pipeline.split.by = '{cfg.split.by}': expected one of {list(SPLIT_KINDS)}")
     produced = cfg.produced_splits
     if cfg.split.by == "time" and not cfg.columns.time and len(produced) > 1:
-        raise DataValidationError("data.pipeline.split.by = 'time' needs data.pipeline.columns.time; set it or use split.by=request")
+        raise DataValidationError(
+            "data.pipeline.split.by = 'time' needs data.pipeline.columns.time; set it or use split.by=request"
+        )
     v = cfg.split.val_fraction if "val" in produced else 0.0
     t = cfg.split.test_fraction if "test" in produced else 0.0
     if len(produced) > 1 and not cfg.split.cut_points and (v < 0 or t < 0 or v + t >= 1):
@@ -306,7 +311,9 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         raise DataValidationError(
             f"data.pipeline.duplicates.policy = '{cfg.duplicates.policy}': expected one of {list(DUPLICATE_POLICIES)}"
         )
-    if cfg.duplicates.key is not None and (not cfg.duplicates.key or len(set(cfg.duplicates.key)) != len(cfg.duplicates.key)):
+    if cfg.duplicates.key is not None and (
+        not cfg.duplicates.key or len(set(cfg.duplicates.key)) != len(cfg.duplicates.key)
+    ):
         raise DataValidationError(
             f"data.pipeline.duplicates.key = {list(cfg.duplicates.key)}: expected distinct column names, or null for every column"
         )
@@ -316,9 +323,13 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
             f"data.pipeline.encoding.max_oov_fraction = {m!r}: expected a fraction in [0, 1], or null for no limit"
         )
     if cfg.encoding.min_count < 1:
-        raise DataValidationError(f"data.pipeline.encoding.min_count = {cfg.encoding.min_count}: expected an integer ≥ 1")
+        raise DataValidationError(
+            f"data.pipeline.encoding.min_count = {cfg.encoding.min_count}: expected an integer ≥ 1"
+        )
     if not cfg.inputs and not cfg.split_inputs:
-        raise DataValidationError("data.pipeline.inputs is empty: give the raw log files (or data.pipeline.split_inputs)")
+        raise DataValidationError(
+            "data.pipeline.inputs is empty: give the raw log files (or data.pipeline.split_inputs)"
+        )
     if cfg.split_inputs:
         bad = sorted(set(cfg.split_inputs) - {"train", "val", "test"})
         if bad or ("train" not in cfg.split_inputs and not cfg.inputs):
@@ -333,7 +344,9 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
     feats = cfg.features
     dup = sorted({f for f in feats if feats.count(f) > 1})
     if dup:
-        raise DataValidationError(f"feature column(s) {dup} are listed more than once in data.pipeline.columns / side_tables")
+        raise DataValidationError(
+            f"feature column(s) {dup} are listed more than once in data.pipeline.columns / side_tables"
+        )
     leaks = sorted(set(feats) & (set(cfg.columns.labels.values()) | set(cfg.columns.exclude)))
     if leaks:
         raise DataValidationError(
@@ -341,7 +354,9 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
             "remove them from data.pipeline.columns.categorical/numeric/log_numeric"
         )
     if cfg.rows_per_shard < 1 or cfg.row_group_size < 1:
-        raise DataValidationError("data.pipeline.rows_per_shard and data.pipeline.row_group_size must be positive integers")
+        raise DataValidationError(
+            "data.pipeline.rows_per_shard and data.pipeline.row_group_size must be positive integers"
+        )
 
 
 def reserved_task_name(name: str) -> bool:
@@ -353,9 +368,13 @@ def reserved_task_name(name: str) -> bool:
 def _check_time_config(cfg: PipelineConfig) -> None:
     cols, split = cfg.columns, cfg.split
     if cols.time_unit is not None and cols.time_unit not in TIME_UNITS:
-        raise DataValidationError(f"data.pipeline.columns.time_unit = '{cols.time_unit}': expected one of {list(TIME_UNITS)} or null")
+        raise DataValidationError(
+            f"data.pipeline.columns.time_unit = '{cols.time_unit}': expected one of {list(TIME_UNITS)} or null"
+        )
     if (cols.time_unit or cols.time_zone) and not cols.time:
-        raise DataValidationError("data.pipeline.columns.time_unit / time_zone are set but data.pipeline.columns.time is not")
+        raise DataValidationError(
+            "data.pipeline.columns.time_unit / time_zone are set but data.pipeline.columns.time is not"
+        )
     if cols.time_zone is not None:
         import polars as pl  # its own zone database: the one the pipeline will use
 
@@ -384,4 +403,6 @@ def _check_time_config(cfg: PipelineConfig) -> None:
             )
     v, t = split.val_start, split.test_start
     if "val" in produced and "test" in produced and type(v) is type(t) and v > t:
-        raise DataValidationError(f"data.pipeline.split.val_start = {v!r} is after data.pipeline.split.test_start = {t!r}")
+        raise DataValidationError(
+            f"data.pipeline.split.val_start = {v!r} is after data.pipeline.split.test_start = {t!r}"
+        )

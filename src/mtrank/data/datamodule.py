@@ -6,8 +6,9 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -128,8 +129,12 @@ class RankingDataModule(pl.LightningDataModule):
         )
         if split == "train" and self._resume is not None:
             ds.resume_at(self._resume["epoch"], self._resume["batches_done"])
-            log.info("Resuming the train stream at epoch %d after %d of its %d batches",
-                     self._resume["epoch"], self._resume["batches_done"], len(ds))
+            log.info(
+                "Resuming the train stream at epoch %d after %d of its %d batches",
+                self._resume["epoch"],
+                self._resume["batches_done"],
+                len(ds),
+            )
             self._resume = None
         self.datasets[split] = ds
         return ds

@@ -25,10 +25,10 @@ DataLoader's round-robin over workers back onto each worker's own batches).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -307,6 +307,7 @@ class ShardStream(IterableDataset):
         if rows is None and first:
             frame = frame.slice(first)
         return self._tensors(frame, rows)
+
 
 def windows(sizes: Sequence[int], buffer_size: int) -> list[list[int]]:
     """Consecutive groups of the batch sizes, each of at least ``buffer_size`` rows but the last: a shuffle

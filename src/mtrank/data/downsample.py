@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -68,7 +68,9 @@ def downsample(df: pl.DataFrame, tasks, beta: float, seed: int) -> tuple[pl.Data
     lf = df.lazy() if ROW_INDEX in df.columns else df.lazy().with_row_index(ROW_INDEX)
     labels = {t: pl.col(LABEL_PREFIX + t) for t in tasks}
     keep, engaged = keep_expr(list(labels.values()), beta, seed)
-    counts = downsample_counts(lf.select(downsample_aggs(labels, keep, engaged)).collect().row(0, named=True), tasks, beta)
+    counts = downsample_counts(
+        lf.select(downsample_aggs(labels, keep, engaged)).collect().row(0, named=True), tasks, beta
+    )
     kept = lf.filter(keep)
     if ROW_INDEX not in df.columns:
         kept = kept.drop(ROW_INDEX)

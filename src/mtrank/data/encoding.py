@@ -46,7 +46,7 @@ class FeatureEncoder:
 
     def fit(
         self, train: pl.LazyFrame, min_count: int = 1, max_vocab: int | None = None, rows: int | None = None
-    ) -> "FeatureEncoder":
+    ) -> FeatureEncoder:
         """Vocabularies and statistics from ``train``, streamed: the plan is never held whole in memory.
 
         All vocabularies come from one streaming pass (value counts). The numeric statistics come from the
@@ -88,7 +88,8 @@ class FeatureEncoder:
                     lo, hi, med = x.min(), x.max(), x.median()
                     mad = (x - med).abs().median() if med is not None else None
                     self.spread[col] = {
-                        "min": None if lo is None else float(lo), "max": None if hi is None else float(hi),
+                        "min": None if lo is None else float(lo),
+                        "max": None if hi is None else float(hi),
                         "mad": None if mad is None else float(mad),
                     }
                 del df
@@ -111,7 +112,12 @@ class FeatureEncoder:
             # batch by batch (replace_strict would need the whole column at once)
             values = self.vocabularies[col]["value"].cast(pl.String)
             exprs.append(
-                pl.col(col).cast(pl.String).cast(pl.Enum(values), strict=False).to_physical().cast(pl.Int32).add(1)
+                pl.col(col)
+                .cast(pl.String)
+                .cast(pl.Enum(values), strict=False)
+                .to_physical()
+                .cast(pl.Int32)
+                .add(1)
                 .fill_null(OOV_INDEX)
                 .alias(CAT_PREFIX + col)
             )
@@ -139,14 +145,18 @@ class FeatureEncoder:
                 for c in self.categorical
             ],
             "numeric": [
-                {"name": c, "transform": "log1p" if c in self.log_numeric else "none", **self.stats[c],
-                 **{k: self.spread[c][k] for k in ("min", "max") if c in self.spread}}
+                {
+                    "name": c,
+                    "transform": "log1p" if c in self.log_numeric else "none",
+                    **self.stats[c],
+                    **{k: self.spread[c][k] for k in ("min", "max") if c in self.spread},
+                }
                 for c in self.numeric_all
             ],
         }
 
     @classmethod
-    def load(cls, directory: Path, description: dict) -> "FeatureEncoder":
+    def load(cls, directory: Path, description: dict) -> FeatureEncoder:
         cat = [f["name"] for f in description["categorical"]]
         num = [f["name"] for f in description["numeric"] if f["transform"] == "none"]
         log = [f["name"] for f in description["numeric"] if f["transform"] == "log1p"]
@@ -159,4 +169,3 @@ class FeatureEncoder:
             if f.get("min") is not None and f.get("max") is not None:  # data processed before they were recorded: none
                 enc.spread[f["name"]] = {"min": f["min"], "max": f["max"]}
         return enc
-

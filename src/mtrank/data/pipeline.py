@@ -45,9 +45,10 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -127,7 +128,7 @@ class ProcessedData:
         return FeatureEncoder.load(self.directory, self.metadata["features"])
 
     @classmethod
-    def load(cls, directory: Path | str) -> "ProcessedData":
+    def load(cls, directory: Path | str) -> ProcessedData:
         directory = Path(directory)
         meta_path = directory / METADATA_FILE
         if not meta_path.exists():
@@ -201,12 +202,17 @@ def _log_cached_split_sizes(meta: Mapping[str, Any]) -> None:
     sizes = meta.get("split_sizes")
     if sizes:
         for s, m in sizes.items():
-            log.info("Split %s: %d rows, %d requests, positives per task %s", s, m["rows"], m["requests"], m["positives"])
+            log.info(
+                "Split %s: %d rows, %d requests, positives per task %s", s, m["rows"], m["requests"], m["positives"]
+            )
     else:  # processed before the sizes were recorded
         log.info("Split rows: %s", {s: m["rows"] for s, m in meta.get("splits", {}).items()})
     for key in meta.get("ignored_split_keys") or []:
-        log.warning("%s is ignored: that split comes from data.pipeline.split_inputs (see the warning when %s was built)",
-                    key, meta.get("name", "this data set"))
+        log.warning(
+            "%s is ignored: that split comes from data.pipeline.split_inputs (see the warning when %s was built)",
+            key,
+            meta.get("name", "this data set"),
+        )
 
 
 def _resolve_split_files(cfg: PipelineConfig) -> dict[str, list[Path]]:
@@ -261,17 +267,26 @@ def _build(cfg: PipelineConfig, split_files: dict[str, list[Path]], side_files: 
 
     def sample(split: str, col: str) -> list:
         return (
-            rows_lf.filter(pl.col(SPLIT_CODE) == split_code(split)).select(pl.col(col)).drop_nulls().head(3)
-            .collect()[col].to_list()
+            rows_lf.filter(pl.col(SPLIT_CODE) == split_code(split))
+            .select(pl.col(col))
+            .drop_nulls()
+            .head(3)
+            .collect()[col]
+            .to_list()
         )
 
     side_report = reading.side_table_report(
-        side, rows, {st.table.name: {s: summary[s][f"unmatched:{st.table.name}"] for s in present} for st in side},
-        cfg.encoding.nan_policy, sample,
+        side,
+        rows,
+        {st.table.name: {s: summary[s][f"unmatched:{st.table.name}"] for s in present} for st in side},
+        cfg.encoding.nan_policy,
+        sample,
     )
     check_disjoint_requests(cfg, rows_lf, list(imp.frames))
     if rows.get("train", 0) == 0:
-        raise DataValidationError("the train split is empty after splitting; check data.pipeline.split and data.pipeline.inputs")
+        raise DataValidationError(
+            "the train split is empty after splitting; check data.pipeline.split and data.pipeline.inputs"
+        )
     for s, n in rows.items():
         if n == 0:
             hint = f"move data.pipeline.split.{s}_start" if cuts else f"raise data.pipeline.split.{s}_fraction"

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -77,7 +78,9 @@ def cut_point(value: Any, key: str, col: str, dtype: pl.DataType, unit: str | No
             )
         parsed = pl.Series([value]).str.to_datetime(time_unit="us", time_zone=zone or "UTC", strict=False)
         if parsed.null_count():
-            raise DataValidationError(f"{key} = {value!r} is not an ISO date or datetime (e.g. 2022-04-29 or 2022-04-29 06:00)")
+            raise DataValidationError(
+                f"{key} = {value!r} is not an ISO date or datetime (e.g. 2022-04-29 or 2022-04-29 06:00)"
+            )
         return int(parsed.dt.replace_time_zone(None).dt.epoch("us")[0])
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataValidationError(f"{key} = {value!r}: expected a number or an ISO date string")
@@ -142,10 +145,16 @@ def read_impressions(cfg: PipelineConfig, split_files: Mapping[str, list[Path]])
             schema = lf.collect_schema()
             validation.check_schema(path, schema, roles, lf)
             report = validation.inspect_file(
-                path, lf, label_cols, nums, required, cfg.encoding.nan_policy,
+                path,
+                lf,
+                label_cols,
+                nums,
+                required,
+                cfg.encoding.nan_policy,
                 code_cols=validation.float_code_columns(schema, code_like),
                 ptrue_cols=[cols.p_true_prefix + t for t in cfg.tasks if cols.p_true_prefix + t in schema]
-                if cols.p_true_prefix else (),
+                if cols.p_true_prefix
+                else (),
             )
             rows[str(path)] = report.rows
             if cols.time and schema[cols.time] == pl.String:
@@ -215,7 +224,9 @@ def duplicate_key_description(key: Sequence[str] | None) -> str:
     return f"the key columns {list(key)} (data.pipeline.duplicates.key)"
 
 
-def _apply_duplicate_policy(cfg: PipelineConfig, dups: validation.DuplicateReport, scans: Mapping[str, pl.LazyFrame]) -> None:
+def _apply_duplicate_policy(
+    cfg: PipelineConfig, dups: validation.DuplicateReport, scans: Mapping[str, pl.LazyFrame]
+) -> None:
     """Raise under ``policy=error``; warn under ``keep`` / ``drop`` (the rows themselves are dropped by the reader)."""
     found = {f: n for f, n in dups.counts.items() if n}
     if not found:
@@ -226,7 +237,13 @@ def _apply_duplicate_policy(cfg: PipelineConfig, dups: validation.DuplicateRepor
         path = next(iter(found))
         row = int(dups.rows[path][0])
         earlier_path, earlier_row = dups.first[path]
-        example = scans[path].slice(row, 1).select(pl.all() if key is None else pl.col(list(key))).collect().row(0, named=True)
+        example = (
+            scans[path]
+            .slice(row, 1)
+            .select(pl.all() if key is None else pl.col(list(key)))
+            .collect()
+            .row(0, named=True)
+        )
         shown = dict(list(example.items())[:8])
         more = f" (+{len(example) - 8} more columns)" if len(example) > 8 else ""
         where = "the same file" if earlier_path == path else earlier_path
@@ -239,13 +256,17 @@ def _apply_duplicate_policy(cfg: PipelineConfig, dups: validation.DuplicateRepor
     if policy == "drop":
         log.warning(
             "%d duplicated impression(s) (%s) are DROPPED, the first copy of each kept (data.pipeline.duplicates.policy=drop): %s",
-            sum(found.values()), what, found,
+            sum(found.values()),
+            what,
+            found,
         )
     else:
         log.warning(
             "%d duplicated impression(s) (%s) are KEPT as separate impressions (data.pipeline.duplicates.policy=keep; set "
             "drop or error to change this): %s",
-            sum(found.values()), what, found,
+            sum(found.values()),
+            what,
+            found,
         )
 
 
@@ -276,7 +297,9 @@ def read_side_tables(
         schema = lf.collect_schema()
         roles = {t.on: validation.Role("id", f"{t.key}.on")}
         roles.update({c: validation.Role("categorical", f"{t.key}.categorical") for c in t.categorical})
-        roles.update({c: validation.Role("numeric", f"{t.key}.numeric/log_numeric") for c in (*t.numeric, *t.log_numeric)})
+        roles.update(
+            {c: validation.Role("numeric", f"{t.key}.numeric/log_numeric") for c in (*t.numeric, *t.log_numeric)}
+        )
         validation.check_schema(path, schema, roles)
         for c in t.features:
             if c in taken:
@@ -356,10 +379,18 @@ def side_table_report(
             log.warning(
                 "%d impression(s) have no row in side table %s (key '%s'): their side features are null "
                 "(categorical: the out-of-vocabulary index; numeric: filled under data.pipeline.encoding.nan_policy)",
-                total, st.path, st.table.on,
+                total,
+                st.path,
+                st.table.on,
             )
         report.append(
-            {"name": st.table.name, "path": str(st.path), "on": st.table.on, "rows": st.rows, "unmatched_impressions": missed}
+            {
+                "name": st.table.name,
+                "path": str(st.path),
+                "on": st.table.on,
+                "rows": st.rows,
+                "unmatched_impressions": missed,
+            }
         )
     return report
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import polars as pl
 
@@ -39,7 +39,9 @@ def sink_by_split(plan: pl.LazyFrame, work: Path, splits: Sequence[str], row_gro
             d.mkdir(parents=True)
         pl.collect_all(
             [
-                plan.filter(pl.col(SPLIT_CODE) == split_code(s)).drop(SPLIT_CODE).sink_parquet(d / "part.parquet", lazy=True, **opts)
+                plan.filter(pl.col(SPLIT_CODE) == split_code(s))
+                .drop(SPLIT_CODE)
+                .sink_parquet(d / "part.parquet", lazy=True, **opts)
                 for s, d in folders.items()
             ],
             engine="streaming",
@@ -47,7 +49,7 @@ def sink_by_split(plan: pl.LazyFrame, work: Path, splits: Sequence[str], row_gro
     return {s: sorted(d.glob("*.parquet")) if d.is_dir() else [] for s, d in folders.items()}
 
 
-def shuffle_into(writer: "ShardWriter", files: list[Path], rows: int, schema: Mapping[str, pl.DataType]) -> None:
+def shuffle_into(writer: ShardWriter, files: list[Path], rows: int, schema: Mapping[str, pl.DataType]) -> None:
     """Write the rows of ``files`` (the columns of ``schema``) in the order of their shuffle key (ties: row number),
     holding one bucket of at most about SHUFFLE_ROWS rows at a time: bucket b holds the keys in the b-th of equal
     ranges of the 64-bit key space, so the order (and the shards) do not depend on the number of buckets."""
@@ -99,10 +101,14 @@ class ShardWriter:
         part.write_parquet(path, compression="lz4", row_group_size=self.cfg.row_group_size, statistics=False)
         self.files.append({"path": str(path.relative_to(self.root)), "rows": part.height})
         self.rows += part.height
-        tally = part.select(
-            [pl.col(LABEL_PREFIX + t).cast(pl.Int64).sum().alias(t) for t in self.cfg.tasks]
-            + [(pl.col(CAT_PREFIX + c) == 0).sum().alias(c) for c in self.cfg.categorical]
-        ).row(0, named=True) if part.height else {}
+        tally = (
+            part.select(
+                [pl.col(LABEL_PREFIX + t).cast(pl.Int64).sum().alias(t) for t in self.cfg.tasks]
+                + [(pl.col(CAT_PREFIX + c) == 0).sum().alias(c) for c in self.cfg.categorical]
+            ).row(0, named=True)
+            if part.height
+            else {}
+        )
         for t in self.cfg.tasks:
             self.positives[t] += int(tally.get(t) or 0)
         for c in self.cfg.categorical:

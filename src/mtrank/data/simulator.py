@@ -82,8 +82,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -233,9 +233,7 @@ def write_logs(
     return [out_dir / n for n in names]
 
 
-def _write_tmp(
-    df: pl.DataFrame, out_dir: Path, n_files: int, cfg: SimulatorConfig | None
-) -> tuple[Path, list[str]]:
+def _write_tmp(df: pl.DataFrame, out_dir: Path, n_files: int, cfg: SimulatorConfig | None) -> tuple[Path, list[str]]:
     """Write the files of ``out_dir`` into a new temporary sibling folder; returns it and the file names."""
     n_files = int(n_files)
     if n_files < 1:
@@ -284,9 +282,7 @@ def _existing_log(cfg: SimulatorConfig, out_dir: Path) -> list[Path] | None:
     return files
 
 
-def generate_logs(
-    cfg: SimulatorConfig, out_dir: str | os.PathLike, chunk_requests: int = CHUNK_REQUESTS
-) -> list[Path]:
+def generate_logs(cfg: SimulatorConfig, out_dir: str | os.PathLike, chunk_requests: int = CHUNK_REQUESTS) -> list[Path]:
     """The log written chunk by chunk (:func:`iter_log`: memory flat in its length, files identical for any
     ``chunk_requests``); reuses ``out_dir`` when it already holds a complete log written with the same config
     (raises :class:`FileExistsError` if it holds anything else).
@@ -302,9 +298,7 @@ def generate_logs(
     if existing is not None:
         return existing
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(
-            f"{out_dir} is not empty and does not hold a complete log for this simulator config"
-        )
+        raise FileExistsError(f"{out_dir} is not empty and does not hold a complete log for this simulator config")
     tmp, names = _write_stream_tmp(cfg, out_dir, chunk_requests)
     try:
         os.replace(tmp, out_dir)

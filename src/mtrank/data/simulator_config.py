@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 TASKS: tuple[str, ...] = ("save", "click", "long_click", "closeup", "hide", "checkout")
 
@@ -40,12 +41,12 @@ SIMULATOR_VERSION = 3  # 3: requests drawn in blocks of their own random stream 
 # Weights on (aff, rel, -pos, lp, g, act) per task; long_click and checkout are conditional on click.
 TASK_WEIGHTS: dict[str, tuple[float, float, float, float, float, float]] = {
     #              aff   rel   -pos   lp    g     act
-    "hide":       (-0.6, -1.5, 0.25, 0.0, -0.8, 0.0),
-    "closeup":    (0.7, 1.5, 0.45, 0.15, 0.45, 0.1),
-    "save":       (1.6, 0.7, 0.35, 0.1, 0.35, 0.15),
-    "click":      (1.1, 1.6, 0.55, -0.2, 0.3, 0.2),
+    "hide": (-0.6, -1.5, 0.25, 0.0, -0.8, 0.0),
+    "closeup": (0.7, 1.5, 0.45, 0.15, 0.45, 0.1),
+    "save": (1.6, 0.7, 0.35, 0.1, 0.35, 0.15),
+    "click": (1.1, 1.6, 0.55, -0.2, 0.3, 0.2),
     "long_click": (0.5, 0.2, 0.0, 0.0, 0.4, 0.0),
-    "checkout":   (0.5, 0.2, 0.0, -0.4, 0.2, 0.2),
+    "checkout": (0.5, 0.2, 0.0, -0.4, 0.2, 0.2),
 }
 
 
@@ -90,8 +91,18 @@ class SimulatorConfig:
             raise ValueError(f"unknown task(s) {unknown} in base_logits; allowed: {list(TASKS)}")
         bl.update({k: float(v) for k, v in given.items()})
         object.__setattr__(self, "base_logits", {t: bl[t] for t in TASKS})
-        for name in ("n_impressions", "candidates_per_request", "n_users", "n_queries", "n_products",
-                     "n_categories", "n_segments", "latent_dim", "n_days", "n_files"):
+        for name in (
+            "n_impressions",
+            "candidates_per_request",
+            "n_users",
+            "n_queries",
+            "n_products",
+            "n_categories",
+            "n_segments",
+            "latent_dim",
+            "n_days",
+            "n_files",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SimulatorConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.in_category_fraction <= 1.0:
@@ -124,13 +135,11 @@ class SimulatorConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "SimulatorConfig":
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> SimulatorConfig:
         allowed = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in mapping if k not in allowed]
         if unknown:
-            raise ValueError(
-                f"unknown simulator config key(s) {sorted(map(str, unknown))}; allowed keys: {allowed}"
-            )
+            raise ValueError(f"unknown simulator config key(s) {sorted(map(str, unknown))}; allowed keys: {allowed}")
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in mapping:

@@ -8,8 +8,8 @@ import gzip
 import hashlib
 import io
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import polars as pl
 
@@ -43,7 +43,9 @@ def resolve_inputs(specs: Sequence[str], key: str = "data.pipeline.inputs") -> l
                 raise DataValidationError(f"{key}: no file matches the pattern {spec}")
             files.extend(matches)
         elif p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(PARQUET_SUFFIXES + CSV_SUFFIXES))
+            found = sorted(
+                f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(PARQUET_SUFFIXES + CSV_SUFFIXES)
+            )
             if not found:
                 raise DataValidationError(f"{key}: directory {p} holds no Parquet or CSV file")
             files.extend(found)
@@ -70,7 +72,9 @@ def scan(path: Path) -> pl.LazyFrame:
         with open(path, "rb") as fh:
             head = fh.read(4)
         if head != _PARQUET_MAGIC:
-            raise DataValidationError(f"file {path} is not a Parquet file (it does not start with the Parquet magic bytes)")
+            raise DataValidationError(
+                f"file {path} is not a Parquet file (it does not start with the Parquet magic bytes)"
+            )
         lf = pl.scan_parquet(path)
     else:
         sep = "\t" if path.name.lower().endswith(".tsv") else ","

@@ -16,8 +16,9 @@ dict of tensors::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # Column-name prefixes used inside processed shards.
 CAT_PREFIX = "cat__"
@@ -66,7 +67,7 @@ class FeatureSpec:
             raise KeyError(f"task '{task}' is not one of the data set's tasks {list(self.tasks)}") from None
 
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, Any]) -> "FeatureSpec":
+    def from_metadata(cls, meta: Mapping[str, Any]) -> FeatureSpec:
         feats = meta["features"]
         return cls(
             categorical=tuple(CategoricalFeature(f["name"], int(f["cardinality"])) for f in feats["categorical"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import polars as pl
 
@@ -15,8 +15,6 @@ from mtrank.data.spec import (
 )
 
 SPLITS = ("train", "val", "test")
-
-
 
 
 SPLIT_CODE = "__split"  # UInt8: the index in SPLITS
@@ -38,7 +36,13 @@ def uniform_hash(expr: pl.Expr, seed: int, salt: int) -> pl.Expr:
 
 
 def _by_fraction(q: pl.Expr, v: float, t: float) -> pl.Expr:
-    return pl.when(q < 1.0 - v - t).then(split_code("train")).when(q < 1.0 - t).then(split_code("val")).otherwise(split_code("test"))
+    return (
+        pl.when(q < 1.0 - v - t)
+        .then(split_code("train"))
+        .when(q < 1.0 - t)
+        .then(split_code("val"))
+        .otherwise(split_code("test"))
+    )
 
 
 def _by_cut_points(first: pl.Expr, cuts: Mapping[str, int]) -> pl.Expr:
@@ -118,8 +122,10 @@ def _assign_by_time(cfg: PipelineConfig, lf: pl.LazyFrame, cuts: Mapping[str, in
         return (pl.col(TIME_COL) < tk) | ((pl.col(TIME_COL) == tk) & (pl.col(ROW_INDEX) < rk))
 
     split = (
-        pl.when(before(_rank_cut(n, 1.0 - v - t))).then(split_code("train"))
-        .when(before(_rank_cut(n, 1.0 - t))).then(split_code("val"))
+        pl.when(before(_rank_cut(n, 1.0 - v - t)))
+        .then(split_code("train"))
+        .when(before(_rank_cut(n, 1.0 - t)))
+        .then(split_code("val"))
         .otherwise(split_code("test"))
     )
     return lf.with_columns(split.alias(SPLIT_CODE))
@@ -130,7 +136,9 @@ def cut_points(cfg: PipelineConfig, time_dtype) -> dict[str, int]:
         return {}
     cols = cfg.columns
     return {
-        s: reading.cut_point(value, f"data.pipeline.split.{s}_start", cols.time, time_dtype, cols.time_unit, cols.time_zone)
+        s: reading.cut_point(
+            value, f"data.pipeline.split.{s}_start", cols.time, time_dtype, cols.time_unit, cols.time_zone
+        )
         for s in ("val", "test")
         if s in cfg.produced_splits and (value := getattr(cfg.split, f"{s}_start")) is not None
     }

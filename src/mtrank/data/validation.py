@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -41,9 +41,7 @@ class Role:
     key: str  # the config key that named the column, for messages
 
 
-def column_roles(
-    columns, tasks: Sequence[str], categorical: Sequence[str], numeric: Sequence[str]
-) -> dict[str, Role]:
+def column_roles(columns, tasks: Sequence[str], categorical: Sequence[str], numeric: Sequence[str]) -> dict[str, Role]:
     """Which columns the impressions file must hold, and why (side-table columns excluded)."""
     roles: dict[str, Role] = {}
     for c in categorical:
@@ -87,9 +85,7 @@ def _check_schema(path: Path, schema: Mapping[str, pl.DataType], roles: Mapping[
     missing = [c for c in roles if c not in schema]
     if missing:
         details = ", ".join(f"'{c}' ({roles[c].key})" for c in missing)
-        raise DataValidationError(
-            f"file {path} is missing column(s) {details}; its columns are {list(schema)}"
-        )
+        raise DataValidationError(f"file {path} is missing column(s) {details}; its columns are {list(schema)}")
     for col, role in roles.items():
         dt = schema[col]
         if role.kind in ("numeric", "label", "p_true") and not _is_numeric(dt):
@@ -117,9 +113,15 @@ def check_time_strings(path: Path, lf: pl.LazyFrame, col: str, key: str = "data.
     parsed = pl.col(col).str.to_datetime(strict=False, time_unit="us")
     bad = pl.col(col).is_not_null() & parsed.is_null()
     try:
-        row = lf.select(bad.sum().alias("n"), pl.col(col).filter(bad).first().alias("example")).collect().row(0, named=True)
+        row = (
+            lf.select(bad.sum().alias("n"), pl.col(col).filter(bad).first().alias("example"))
+            .collect()
+            .row(0, named=True)
+        )
     except Exception as exc:
-        raise DataValidationError(f"column '{col}' ({key}) in file {path} could not be parsed as datetimes: {exc}") from exc
+        raise DataValidationError(
+            f"column '{col}' ({key}) in file {path} could not be parsed as datetimes: {exc}"
+        ) from exc
     if row["n"]:
         raise DataValidationError(
             f"column '{col}' ({key}) in file {path} has {row['n']} value(s) that are not ISO dates or datetimes "
@@ -144,8 +146,14 @@ def _as_year(value: float, unit: str) -> float:
     return 1970 + value / _PER_SECOND[unit] / _YEAR_SECONDS
 
 
-def check_time_range(path: Path, lf: pl.LazyFrame, col: str, dtype: pl.DataType, unit: str | None,
-                     key: str = "data.pipeline.columns.time") -> None:
+def check_time_range(
+    path: Path,
+    lf: pl.LazyFrame,
+    col: str,
+    dtype: pl.DataType,
+    unit: str | None,
+    key: str = "data.pipeline.columns.time",
+) -> None:
     """An epoch time column (integer or float, with ``data.pipeline.columns.time_unit``) must lie in the years
     ``TIME_YEARS`` once converted; the message gives the min / max found and the unit that would fit."""
     if unit is None or unit not in _PER_SECOND or not (dtype.is_integer() or dtype.is_float()):
@@ -164,15 +172,18 @@ def check_time_range(path: Path, lf: pl.LazyFrame, col: str, dtype: pl.DataType,
         return
     fits = [u for u in _PER_SECOND if _epoch_bounds(u)[0] <= lo and hi <= _epoch_bounds(u)[1]]
     hint = (
-        f"the values fit data.pipeline.columns.time_unit={' or '.join(fits)}" if fits
+        f"the values fit data.pipeline.columns.time_unit={' or '.join(fits)}"
+        if fits
         else "no unit of [s, ms, us, ns] puts every value in that range: the column holds corrupt or sentinel values"
     )
+
     def show(v: float) -> str:
         try:
             when = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=v / _PER_SECOND[unit])
             return f"{v:.6g} ({when:%Y-%m-%d %H:%M:%S})"
         except (OverflowError, ValueError):
             return f"{v:.6g} (year {_as_year(v, unit):.4g})"
+
     raise DataValidationError(
         f"time column '{col}' ({key}) in file {path} read with data.pipeline.columns.time_unit={unit} spans {show(lo)} to "
         f"{show(hi)}; expected Unix epochs in {unit} between the years {TIME_YEARS[0]} and {TIME_YEARS[1]} "
@@ -211,8 +222,11 @@ def inspect_file(
     for c in code_cols:
         x = pl.col(c).cast(pl.Float64)
         frac = x.is_not_null() & ~x.is_nan() & x.is_finite() & (x != x.floor())
-        exprs += [frac.sum().alias(f"{c}__frac"), x.filter(frac).first().alias(f"{c}__frac_example"),
-                  x.is_infinite().sum().alias(f"{c}__inf")]
+        exprs += [
+            frac.sum().alias(f"{c}__frac"),
+            x.filter(frac).first().alias(f"{c}__frac_example"),
+            x.is_infinite().sum().alias(f"{c}__inf"),
+        ]
     for c in label_cols:
         x = pl.col(c).cast(pl.Float64)
         exprs += [
@@ -222,13 +236,19 @@ def inspect_file(
         ]
     for c in numeric_cols:
         x = pl.col(c).cast(pl.Float64)
-        exprs += [(x.is_null() | x.is_nan()).sum().alias(f"{c}__missing"),
-                  (x == float("inf")).sum().alias(f"{c}__posinf"), (x == float("-inf")).sum().alias(f"{c}__neginf")]
+        exprs += [
+            (x.is_null() | x.is_nan()).sum().alias(f"{c}__missing"),
+            (x == float("inf")).sum().alias(f"{c}__posinf"),
+            (x == float("-inf")).sum().alias(f"{c}__neginf"),
+        ]
     for c in ptrue_cols:
         x = pl.col(c).cast(pl.Float64)
         bad = x.is_not_null() & (x.is_nan() | (x < 0.0) | (x > 1.0))
-        exprs += [bad.sum().alias(f"{c}__pbad"), x.filter(bad).first().alias(f"{c}__pbad_example"),
-                  x.null_count().alias(f"{c}__pnull")]
+        exprs += [
+            bad.sum().alias(f"{c}__pbad"),
+            x.filter(bad).first().alias(f"{c}__pbad_example"),
+            x.null_count().alias(f"{c}__pnull"),
+        ]
     for c in required_cols:
         exprs.append(pl.col(c).null_count().alias(f"{c}__idnulls"))
         if c in schema and schema[c].is_float():
@@ -354,7 +374,6 @@ def find_duplicates(files: Sequence[Path], hashes: Sequence[pl.Series]) -> Dupli
             first[name] = (earlier[0], j - earlier[1])
         offset += h.len()
     return DuplicateReport(counts, rows, first)
-
 
 
 def unify_categorical_dtype(dtypes: Sequence[pl.DataType]) -> pl.DataType:

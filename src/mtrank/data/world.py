@@ -63,7 +63,7 @@ class World:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def build(cls, cfg: SimulatorConfig) -> "World":
+    def build(cls, cfg: SimulatorConfig) -> World:
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(cfg.seed), 0])))
         C, S, d = cfg.n_categories, cfg.n_segments, cfg.latent_dim
         U, Q, P = cfg.n_users, cfg.n_queries, cfg.n_products
@@ -193,8 +193,11 @@ class World:
         if missing:
             raise KeyError(f"frame lacks column(s) {missing} needed for the true probabilities")
         out = []
-        for col, n in (("user_id", self.cfg.n_users), ("query_id", self.cfg.n_queries),
-                       ("candidate_id", self.cfg.n_products)):
+        for col, n in (
+            ("user_id", self.cfg.n_users),
+            ("query_id", self.cfg.n_queries),
+            ("candidate_id", self.cfg.n_products),
+        ):
             ids = frame.get_column(col).to_numpy().astype(np.int64, copy=False)
             if ids.size and (ids.min() < 0 or ids.max() >= n):
                 raise ValueError(f"{col} out of range [0, {n}) for this world")
@@ -249,8 +252,14 @@ class World:
         click = shown & (u[3] < c["click"])
         long_click = click & (u[4] < c["long_click"])
         checkout = click & (u[5] < c["checkout"])
-        labels = {"save": save, "click": click, "long_click": long_click, "closeup": closeup,
-                  "hide": hide, "checkout": checkout}
+        labels = {
+            "save": save,
+            "click": click,
+            "long_click": long_click,
+            "closeup": closeup,
+            "hide": hide,
+            "checkout": checkout,
+        }
         p = _marginals(c)
         return frame.with_columns(
             [pl.Series(t, labels[t].astype(np.int8), dtype=pl.Int8) for t in TASKS]

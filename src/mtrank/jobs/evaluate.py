@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import polars as pl
 import torch
@@ -40,15 +40,20 @@ def _in_sample(cfg: DictConfig, run: LoadedRun, data, split: str) -> str | None:
     fitted = (run.calibration.info or {}).get("fitted_on") or {}
     if fitted.get("split") != split or Path(str(fitted.get("data", ""))).resolve() != Path(data.directory).resolve():
         return None
-    why = (f"the {run.calibration.method} calibrators were fitted on the {split} split of {data.directory}, the "
-           "rows this evaluation scores")
+    why = (
+        f"the {run.calibration.method} calibrators were fitted on the {split} split of {data.directory}, the "
+        "rows this evaluation scores"
+    )
     if not bool(cfg.get("allow_in_sample", False)):
         own = (cfg.get("calibration") or {}).get("method") in (None, "")
         raise ValueError(
-            (f"{why} (the run's calibration.json): an in-sample evaluation; evaluate another split (e.g. split=test), "
-             "fit calibrators on another split with calibration=<method> calibration.fit_split=<other split>, or set "
-             "allow_in_sample=true to evaluate anyway with the report labelled IN-SAMPLE")
-            if own else in_sample_message(str(fitted.get("split")), split)
+            (
+                f"{why} (the run's calibration.json): an in-sample evaluation; evaluate another split (e.g. split=test), "
+                "fit calibrators on another split with calibration=<method> calibration.fit_split=<other split>, or set "
+                "allow_in_sample=true to evaluate anyway with the report labelled IN-SAMPLE"
+            )
+            if own
+            else in_sample_message(str(fitted.get("split")), split)
         )
     log.warning("IN-SAMPLE evaluation (allow_in_sample=true): %s; the report is labelled so", why)
     return why
@@ -80,16 +85,24 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     cal_file = run.run_dir / "calibration.json" if (run.run_dir / "calibration.json").exists() else None
     if cal_cfg is not None and cal_cfg.get("method"):
         if cal_cfg.get("downsampling", "correct") != run.calibration.info.get("mode", "correct"):
-            log.warning("calibration.downsampling is set at training time; this run used '%s'",
-                        run.calibration.info.get("mode", "correct"))
+            log.warning(
+                "calibration.downsampling is set at training time; this run used '%s'",
+                run.calibration.info.get("mode", "correct"),
+            )
         if str(cal_cfg.method) == "none":  # the correction alone
             run.model.set_calibration(None)
             run.calibration = run.model.calibration
             cal = run.calibration
         else:
             fit_data = data if data is not None else run.processed_data()
-            cal = fit_calibration(run, fit_data, str(cal_cfg.method), split=str(cal_cfg.get("fit_split", "val")),
-                                  batch_size=batch_size, device=device)
+            cal = fit_calibration(
+                run,
+                fit_data,
+                str(cal_cfg.method),
+                split=str(cal_cfg.get("fit_split", "val")),
+                batch_size=batch_size,
+                device=device,
+            )
             log.info("Fitted %s calibrators on the %s split", cal.method, cal_cfg.get("fit_split", "val"))
         cal_file = cal.save(out_dir)
     in_sample = _in_sample(cfg, run, data, split)
@@ -106,7 +119,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = inst.instantiate_loggers(cfg.get("logger"))
     context = {
         "title": f"{run.run_dir.name}, {split if not cfg.get('inputs') else 'raw logs'}"
-                 + (" (IN-SAMPLE calibration)" if in_sample else ""),
+        + (" (IN-SAMPLE calibration)" if in_sample else ""),
         "in_sample": in_sample,
         "checkpoint": str(run.ckpt_path),
         "data": source,
@@ -117,16 +130,28 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     }
     metrics_cfg = run.model.hparams.get("metrics") or {}
     metrics = write_report(
-        predictions, run.tasks, run.calibration, out_dir, cfg.get("report"),
+        predictions,
+        run.tasks,
+        run.calibration,
+        out_dir,
+        cfg.get("report"),
         split=split if not cfg.get("inputs") else "logs",
-        ece_bins=int(metrics_cfg.get("ece_bins", 15)), thresholds=metrics_cfg.get("thresholds"),
-        context=context, loggers=loggers,
+        ece_bins=int(metrics_cfg.get("ece_bins", 15)),
+        thresholds=metrics_cfg.get("thresholds"),
+        context=context,
+        loggers=loggers,
     )
     log.info("Evaluation written to %s", out_dir)
     for t in run.tasks:
         pre = split if not cfg.get("inputs") else "logs"
         if f"{pre}/{t}/ece" in metrics:
-            log.info("%s: ece %.4f (raw %.4f)  brier %.5f (raw %.5f)  auroc %.4f", t, metrics[f"{pre}/{t}/ece"],
-                     metrics[f"{pre}/{t}/ece_raw"], metrics[f"{pre}/{t}/brier"], metrics[f"{pre}/{t}/brier_raw"],
-                     metrics[f"{pre}/{t}/auroc"])
+            log.info(
+                "%s: ece %.4f (raw %.4f)  brier %.5f (raw %.5f)  auroc %.4f",
+                t,
+                metrics[f"{pre}/{t}/ece"],
+                metrics[f"{pre}/{t}/ece_raw"],
+                metrics[f"{pre}/{t}/brier"],
+                metrics[f"{pre}/{t}/brier_raw"],
+                metrics[f"{pre}/{t}/auroc"],
+            )
     return metrics

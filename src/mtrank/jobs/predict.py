@@ -34,17 +34,24 @@ def predict(cfg: DictConfig) -> pl.DataFrame:
         inputs = [cfg.inputs] if isinstance(cfg.inputs, str) else list(cfg.inputs)
         warn = cfg.get("warn_unseen_fraction")
         warn_range = cfg.get("warn_out_of_range_fraction")
-        frame, info = score_logs(run, inputs, batch_size=batch_size, device=device,
-                                 warn_unseen_fraction=WARN_UNSEEN_FRACTION if warn is None else float(warn),
-                                 max_unseen_fraction=cfg.get("max_unseen_fraction"),
-                                 warn_out_of_range_fraction=WARN_OUT_OF_RANGE_FRACTION if warn_range is None
-                                 else float(warn_range))
+        frame, info = score_logs(
+            run,
+            inputs,
+            batch_size=batch_size,
+            device=device,
+            warn_unseen_fraction=WARN_UNSEEN_FRACTION if warn is None else float(warn),
+            max_unseen_fraction=cfg.get("max_unseen_fraction"),
+            warn_out_of_range_fraction=WARN_OUT_OF_RANGE_FRACTION if warn_range is None else float(warn_range),
+        )
     else:
         data = ProcessedData.load(cfg.processed_dir) if cfg.get("processed_dir") else run.processed_data()
         frame = score_split(run, data, split=str(cfg.get("split", "test")), batch_size=batch_size, device=device)
-        info = ScoreInfo(rows=frame.height, has_labels=any(c.startswith("label_") for c in frame.columns),
-                         has_p_true=any(c.startswith("p_true_") for c in frame.columns),
-                         source=f"{data.directory} [{cfg.get('split', 'test')}]")
+        info = ScoreInfo(
+            rows=frame.height,
+            has_labels=any(c.startswith("label_") for c in frame.columns),
+            has_p_true=any(c.startswith("p_true_") for c in frame.columns),
+            source=f"{data.directory} [{cfg.get('split', 'test')}]",
+        )
     check_finite_predictions(frame, run.tasks, info.source)  # never write a NaN probability
     out_dir = Path(cfg.paths.output_dir)
     output = Path(cfg.output) if cfg.get("output") else out_dir / PREDICTIONS_FILE
@@ -59,6 +66,11 @@ def predict(cfg: DictConfig) -> pl.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "predict_info.json", json.dumps(summary, indent=2))
     unseen = sum(info.unseen.values())
-    log.info("Wrote %d predictions to %s (%s); %d categorical value(s) mapped to the OOV bucket",
-             frame.height, output, ", ".join(f"p_{t}" for t in run.tasks), unseen)
+    log.info(
+        "Wrote %d predictions to %s (%s); %d categorical value(s) mapped to the OOV bucket",
+        frame.height,
+        output,
+        ", ".join(f"p_{t}" for t in run.tasks),
+        unseen,
+    )
     return frame

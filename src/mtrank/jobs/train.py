@@ -42,7 +42,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = hydra.utils.instantiate(
-        cfg.model, spec=datamodule.spec,
+        cfg.model,
+        spec=datamodule.spec,
         downsampling=downsampling_from_metadata(
             datamodule.metadata, mode=str((cfg.get("calibration") or {}).get("downsampling", "correct"))
         ),
@@ -89,8 +90,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_run_info(output_dir, cfg, datamodule.metadata)
     if previous_data is not None and rank_zero_only.rank == 0:
         _record_data_change(output_dir, previous_data)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"),
-                                      progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)))
+    callbacks = instantiate_callbacks(
+        cfg.get("callbacks"), progress_bar=bool(cfg.trainer.get("enable_progress_bar", True))
+    )
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
@@ -131,8 +133,9 @@ def write_metrics_json(output_dir: Path, best: str | None, metrics: dict[str, An
     are one class) is written as null, listed under ``undefined_metrics`` and named in a warning."""
     clean, undefined = nonfinite_to_null(dict(metrics))
     if undefined:
-        log.warning("metrics.json: %d metric(s) are undefined (NaN or infinite), written as null: %s",
-                    len(undefined), undefined)
+        log.warning(
+            "metrics.json: %d metric(s) are undefined (NaN or infinite), written as null: %s", len(undefined), undefined
+        )
     summary = {"best_checkpoint": best or None, "metrics": clean, "undefined_metrics": undefined}
     return write_json_atomic(Path(output_dir) / "metrics.json", summary, sort_keys=True, allow_nan=False)
 
@@ -149,8 +152,14 @@ def _record_data_change(output_dir: Path, previous: dict) -> None:
 
 
 def _loaded_run(cfg: DictConfig, model, datamodule, best: str, output_dir: Path):
-    return LoadedRun(model=model, ckpt_path=Path(best) if best else Path(""), run_dir=output_dir,
-                     calibration=model.calibration, train_config=cfg, preprocessing=datamodule.processed)
+    return LoadedRun(
+        model=model,
+        ckpt_path=Path(best) if best else Path(""),
+        run_dir=output_dir,
+        calibration=model.calibration,
+        train_config=cfg,
+        preprocessing=datamodule.processed,
+    )
 
 
 def _calibrate(cfg: DictConfig, model, datamodule, best: str, output_dir: Path, write: bool) -> None:
@@ -164,14 +173,23 @@ def _calibrate(cfg: DictConfig, model, datamodule, best: str, output_dir: Path, 
         if best:  # the weights of the kept checkpoint, whatever the model holds after fit
             model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
         run = _loaded_run(cfg, model, datamodule, best, output_dir)
-        fit_calibration(run, datamodule.processed, method, split=str(cal_cfg.get("fit_split", "val")),
-                        batch_size=int(datamodule.eval_batch_size))
+        fit_calibration(
+            run,
+            datamodule.processed,
+            method,
+            split=str(cal_cfg.get("fit_split", "val")),
+            batch_size=int(datamodule.eval_batch_size),
+        )
         log.info("Fitted %s calibrators per task on the %s split", method, cal_cfg.get("fit_split", "val"))
     if not write:
         return
     path = model.calibration.save(output_dir)
-    log.info("Downsampling (%s): β_t per head for Eq. 3 %s → %s", model.calibration.info.get("mode", "correct"),
-             {t: round(b, 4) for t, b in model.calibration.betas.items()}, path)
+    log.info(
+        "Downsampling (%s): β_t per head for Eq. 3 %s → %s",
+        model.calibration.info.get("mode", "correct"),
+        {t: round(b, 4) for t, b in model.calibration.betas.items()},
+        path,
+    )
 
 
 def _write_test_report(cfg: DictConfig, model, datamodule, best: str, output_dir: Path, loggers) -> None:
@@ -179,11 +197,24 @@ def _write_test_report(cfg: DictConfig, model, datamodule, best: str, output_dir
     run = _loaded_run(cfg, model, datamodule, best, output_dir)
     frames = iter_score_split(run, datamodule.processed, "test", batch_size=int(datamodule.eval_batch_size))
     metrics_cfg = model.hparams.get("metrics") or {}
-    write_report(frames, run.tasks, model.calibration, output_dir, cfg.report, split="test",
-                 ece_bins=int(metrics_cfg.get("ece_bins", 15)), thresholds=metrics_cfg.get("thresholds"),
-                 context={"title": f"{cfg.task_name}, test split", "checkpoint": best or None,
-                          "data": str(datamodule.processed.directory), "split": "test", "rows": None},
-                 loggers=loggers)
+    write_report(
+        frames,
+        run.tasks,
+        model.calibration,
+        output_dir,
+        cfg.report,
+        split="test",
+        ece_bins=int(metrics_cfg.get("ece_bins", 15)),
+        thresholds=metrics_cfg.get("thresholds"),
+        context={
+            "title": f"{cfg.task_name}, test split",
+            "checkpoint": best or None,
+            "data": str(datamodule.processed.directory),
+            "split": "test",
+            "rows": None,
+        },
+        loggers=loggers,
+    )
 
 
 def _per_head_selection(trainer: pl.Trainer, model, output_dir: Path) -> str | None:

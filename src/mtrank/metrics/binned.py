@@ -38,12 +38,16 @@ def thresholds_arg(thresholds):
     if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool) and float(thresholds).is_integer():
         return binned_thresholds(int(thresholds))
     try:
-        values = torch.as_tensor(thresholds if isinstance(thresholds, Tensor) else list(thresholds), dtype=torch.float32)
+        values = torch.as_tensor(
+            thresholds if isinstance(thresholds, Tensor) else list(thresholds), dtype=torch.float32
+        )
     except (TypeError, ValueError):
         values = None
     if values is None or values.dim() != 1 or values.numel() < 2 or bool(((values < 0) | (values > 1)).any()):
-        raise ValueError(f"model.metrics.thresholds = {thresholds!r}: expected null (exact), an integer ≥ 2 or a list "
-                         "of at least 2 thresholds in [0, 1]")
+        raise ValueError(
+            f"model.metrics.thresholds = {thresholds!r}: expected null (exact), an integer ≥ 2 or a list "
+            "of at least 2 thresholds in [0, 1]"
+        )
     return values.sort().values
 
 
@@ -54,7 +58,9 @@ def binned_counts(preds: Tensor, target: Tensor, thresholds: Tensor) -> Tensor:
     k = thresholds.numel()
     reached = torch.searchsorted(thresholds, preds.contiguous(), right=True)
     pos = target == 1
-    return torch.stack([torch.bincount(reached[~pos], minlength=k + 1), torch.bincount(reached[pos], minlength=k + 1)], 1)
+    return torch.stack(
+        [torch.bincount(reached[~pos], minlength=k + 1), torch.bincount(reached[pos], minlength=k + 1)], 1
+    )
 
 
 def confmat_from_counts(counts: Tensor) -> Tensor:
@@ -72,18 +78,24 @@ def check_binary_inputs(preds: Tensor, target: Tensor, float_target: bool = Fals
     """torchmetrics' checks of binary inputs: the same shape, floating-point scores, labels in {0, 1} (and, unless
     ``float_target``, an integer label tensor)."""
     if preds.shape != target.shape:
-        raise RuntimeError(f"Predictions and targets are expected to have the same shape, but got {preds.shape} and "
-                           f"{target.shape}.")
+        raise RuntimeError(
+            f"Predictions and targets are expected to have the same shape, but got {preds.shape} and {target.shape}."
+        )
     if not float_target and target.is_floating_point():
-        raise ValueError("Expected argument `target` to be an int or long tensor with ground truth labels but got "
-                         f"tensor with dtype {target.dtype}")
+        raise ValueError(
+            "Expected argument `target` to be an int or long tensor with ground truth labels but got "
+            f"tensor with dtype {target.dtype}"
+        )
     if not preds.is_floating_point():
-        raise ValueError("Expected argument `preds` to be an floating tensor with probability/logit scores, but got "
-                         f"tensor with dtype {preds.dtype}")
+        raise ValueError(
+            "Expected argument `preds` to be an floating tensor with probability/logit scores, but got "
+            f"tensor with dtype {preds.dtype}"
+        )
     values = torch.unique(target)
     if torch.any((values != 0) & (values != 1)):
-        raise RuntimeError(f"Detected the following values in `target`: {values} but expected only the following "
-                           "values [0, 1].")
+        raise RuntimeError(
+            f"Detected the following values in `target`: {values} but expected only the following values [0, 1]."
+        )
 
 
 def as_probabilities(preds: Tensor) -> Tensor:

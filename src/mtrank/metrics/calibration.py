@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,11 @@ class RawScoreMetrics(nn.Module):
     """
 
     def __init__(
-        self, tasks: Sequence[str], stage: str, ece_bins: int = 15, suffix: str = RAW_SUFFIX,
+        self,
+        tasks: Sequence[str],
+        stage: str,
+        ece_bins: int = 15,
+        suffix: str = RAW_SUFFIX,
         sync_on_compute: bool = True,
     ) -> None:
         super().__init__()
@@ -61,7 +65,9 @@ class RawScoreMetrics(nn.Module):
     def update(self, probs: Tensor, labels: Tensor) -> None:
         """``probs`` and ``labels``: ``[B, T]`` with columns in ``tasks`` order."""
         if probs.shape != labels.shape or probs.dim() != 2 or probs.shape[1] != len(self.tasks):
-            raise ValueError(f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} must be [B, {len(self.tasks)}]")
+            raise ValueError(
+                f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} must be [B, {len(self.tasks)}]"
+            )
         if probs.shape[0] == 0:
             return
         probs = probs.detach().float()
@@ -104,7 +110,7 @@ class TrueCalibration:
         self.abs_sum = 0.0
         self.rows = 0
 
-    def update(self, p, p_true) -> "TrueCalibration":
+    def update(self, p, p_true) -> TrueCalibration:
         p = np.asarray(p, dtype=np.float64).reshape(-1)
         q = np.asarray(p_true, dtype=np.float64).reshape(-1)
         if p.shape != q.shape:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,9 @@ class HeadMetrics(nn.Module):
         m = nn.ModuleDict(
             {
                 "auroc": auroc(**kw),
-                "pr_auc": BinaryAveragePrecision(**kw) if thresholds is None else BinnedAveragePrecision(thresholds, **kw),
+                "pr_auc": BinaryAveragePrecision(**kw)
+                if thresholds is None
+                else BinnedAveragePrecision(thresholds, **kw),
                 "ece": StreamingCalibrationError(n_bins=ece_bins, **kw),
                 "brier": MeanSquaredError(**kw),
                 "logloss": MeanMetric(**kw),
@@ -149,8 +151,9 @@ class MultiHeadMetrics(nn.Module):
         self._warned: set[tuple[str, tuple[str, ...]]] = set()  # (metric, undefined heads) already warned about
         self.heads = nn.ModuleDict(
             {
-                t: HeadMetrics(has_p_true=has_p_true, thresholds=thresholds, ece_bins=ece_bins,
-                               sync_on_compute=sync_on_compute)
+                t: HeadMetrics(
+                    has_p_true=has_p_true, thresholds=thresholds, ece_bins=ece_bins, sync_on_compute=sync_on_compute
+                )
                 for t in self.tasks
             }
         )
@@ -193,8 +196,14 @@ class MultiHeadMetrics(nn.Module):
                 defined = [t for t in self.tasks if t not in undefined]
                 log.warning(
                     "%s averages %d of %d heads: %s is undefined (NaN) for %s (no positive or no negative label, or "
-                    "no row), so the mean is over %s only%s", self._key("mean", name), len(defined), len(self.tasks),
-                    name, list(undefined), defined or "no head", " and is NaN" if not defined else "",
+                    "no row), so the mean is over %s only%s",
+                    self._key("mean", name),
+                    len(defined),
+                    len(self.tasks),
+                    name,
+                    list(undefined),
+                    defined or "no head",
+                    " and is NaN" if not defined else "",
                 )
         return out
 
@@ -223,7 +232,11 @@ def compute_head_metrics(
     if p_true is not None:
         p_true = torch.as_tensor(p_true)
     m = MultiHeadMetrics(
-        tasks, stage=prefix.rstrip("/"), has_p_true=p_true is not None, thresholds=thresholds, ece_bins=ece_bins,
+        tasks,
+        stage=prefix.rstrip("/"),
+        has_p_true=p_true is not None,
+        thresholds=thresholds,
+        ece_bins=ece_bins,
         sync_on_compute=False,
     ).to(probs.device)
     m.update(probs, labels, p_true)

@@ -29,7 +29,7 @@ takes well under a second.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import polars as pl
@@ -77,8 +77,9 @@ def tie_averaged_discounts(request_index: np.ndarray, scores: np.ndarray, k: int
     return out
 
 
-def ndcg_per_request(request_index: np.ndarray, n_requests: int, scores: np.ndarray,
-                     positives: Sequence[np.ndarray], k: int) -> np.ndarray:
+def ndcg_per_request(
+    request_index: np.ndarray, n_requests: int, scores: np.ndarray, positives: Sequence[np.ndarray], k: int
+) -> np.ndarray:
     """NDCG@k of every request for each label, ``[n_labels, n_requests]`` (nan where a request has no positive).
 
     ``request_index``: the dense request index of each row (``0..n_requests-1``); ``positives``: per label, the
@@ -96,8 +97,9 @@ def ndcg_per_request(request_index: np.ndarray, n_requests: int, scores: np.ndar
     return out
 
 
-def mean_ndcg(request_index: np.ndarray, n_requests: int, scores: np.ndarray, positives: Sequence[np.ndarray],
-              k: int) -> np.ndarray:
+def mean_ndcg(
+    request_index: np.ndarray, n_requests: int, scores: np.ndarray, positives: Sequence[np.ndarray], k: int
+) -> np.ndarray:
     """Per label, NDCG@k (:func:`ndcg_per_request`) averaged over the requests with a positive (nan if none)."""
     per = ndcg_per_request(request_index, n_requests, scores, positives, k)
     out = np.full(len(positives), np.nan)
@@ -129,10 +131,15 @@ def per_request_metrics(
         if c not in schema:
             raise KeyError(f"column '{c}' is not in the frame (columns: {list(schema)})")
     y = pl.col(label).cast(pl.Float64)
-    rows = lf.select(pl.col(request_col), pl.col(score).cast(pl.Float64).alias("__s"), y.alias("__y"),
-                     (pl.col(request_col).rank("dense") - 1).cast(pl.Int64).alias("__g")).collect()
+    rows = lf.select(
+        pl.col(request_col),
+        pl.col(score).cast(pl.Float64).alias("__s"),
+        y.alias("__y"),
+        (pl.col(request_col).rank("dense") - 1).cast(pl.Int64).alias("__g"),
+    ).collect()
     ranked = (
-        rows.lazy().drop("__g")
+        rows.lazy()
+        .drop("__g")
         .with_columns(pl.int_range(pl.len()).shuffle(seed=seed).alias("__tie"))
         .sort([request_col, "__s", "__tie"], descending=[False, True, False])
         .with_columns(
@@ -140,8 +147,11 @@ def per_request_metrics(
             pl.col("__y").cum_sum().over(request_col).alias("__cum"),
         )
     )
-    aggs = [pl.len().alias("n"), pl.col("__y").sum().alias("n_pos"),
-            (pl.col("__y") * pl.col("__cum") / pl.col(_R)).sum().alias("__ap_sum")]
+    aggs = [
+        pl.len().alias("n"),
+        pl.col("__y").sum().alias("n_pos"),
+        (pl.col("__y") * pl.col("__cum") / pl.col(_R)).sum().alias("__ap_sum"),
+    ]
     per = ranked.group_by(request_col).agg(aggs).sort(request_col).collect()
     n_pos = per["n_pos"].to_numpy()
     has = n_pos > 0
@@ -176,8 +186,9 @@ def ranking_metrics(
     out: dict[str, float] = {}
     ks = sorted({int(k) for k in ks})
     for t in tasks:
-        per = per_request_metrics(base, score_template.format(task=t), label_template.format(task=t), ks,
-                                  request_col, seed)
+        per = per_request_metrics(
+            base, score_template.format(task=t), label_template.format(task=t), ks, request_col, seed
+        )
         pos = per.filter(pl.col("n_pos") > 0)
         for k in ks:
             out[f"{head}{t}/ndcg@{k}"] = float(pos[f"ndcg@{k}"].mean()) if pos.height else float("nan")

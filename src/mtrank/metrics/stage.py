@@ -12,7 +12,7 @@ The metric states are not persistent: these modules add nothing to a checkpoint.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -29,14 +29,23 @@ class StageMetrics(nn.Module):
     def __init__(self, tasks: Sequence[str], stage: str, has_p_true: bool, thresholds=None, ece_bins: int = 15) -> None:
         super().__init__()
         self.stage = str(stage)
-        self.calibrated = MultiHeadMetrics(tasks, stage, has_p_true=has_p_true, thresholds=thresholds, ece_bins=ece_bins)
+        self.calibrated = MultiHeadMetrics(
+            tasks, stage, has_p_true=has_p_true, thresholds=thresholds, ece_bins=ece_bins
+        )
         self.raw = RawScoreMetrics(tasks, stage, ece_bins=ece_bins)
         # after Eq. 3 but before the post-hoc calibrators: logged only while calibrators are attached
         self.corrected = RawScoreMetrics(tasks, stage, ece_bins=ece_bins, suffix="_corrected")
         self.loss = MeanMetric()
 
-    def update(self, loss: Tensor, labels: Tensor, calibrated: Tensor, raw: Tensor, corrected: Tensor | None,
-               p_true: Tensor | None = None) -> None:
+    def update(
+        self,
+        loss: Tensor,
+        labels: Tensor,
+        calibrated: Tensor,
+        raw: Tensor,
+        corrected: Tensor | None,
+        p_true: Tensor | None = None,
+    ) -> None:
         """One batch: its mean ``loss`` (weighted by its rows), the ``[B, T]`` scores of each kind; ``corrected``
         None while no post-hoc calibrator is attached."""
         self.loss.update(loss, weight=labels.shape[0])
@@ -59,7 +68,8 @@ class StageMetrics(nn.Module):
             m.reset()
 
 
-def stage_metrics(tasks: Sequence[str], has_p_true: bool, thresholds=None, ece_bins: int = 15,
-                  stages: Sequence[str] = ("val", "test")) -> nn.ModuleDict:
+def stage_metrics(
+    tasks: Sequence[str], has_p_true: bool, thresholds=None, ece_bins: int = 15, stages: Sequence[str] = ("val", "test")
+) -> nn.ModuleDict:
     """One :class:`StageMetrics` per evaluation stage, keyed by stage."""
     return nn.ModuleDict({s: StageMetrics(tasks, s, has_p_true, thresholds, ece_bins) for s in stages})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -153,9 +153,7 @@ class FeatureLayer(nn.Module):
         if self.n_categorical:
             cat = batch["categorical"]
             if cat.dim() != 2 or cat.shape[1] != self.n_categorical:
-                raise ValueError(
-                    f"batch['categorical'] must be [B, {self.n_categorical}], got {tuple(cat.shape)}"
-                )
+                raise ValueError(f"batch['categorical'] must be [B, {self.n_categorical}], got {tuple(cat.shape)}")
             vectors.extend(emb(cat[:, j]) for j, emb in enumerate(self.embeddings))
         num = None
         if self.n_numeric:

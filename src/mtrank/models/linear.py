@@ -11,7 +11,7 @@ training, scaled by 1/(1-p) (feature dropout, a regulariser for sparse one-hot m
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +73,7 @@ class LogisticNet(nn.Module):
             if num.dim() != 2 or num.shape[1] != self.numeric.in_features:
                 raise ValueError(f"batch['numeric'] must be [B, {self.numeric.in_features}], got {tuple(num.shape)}")
             num = num.float()
-            parts.extend(num[:, k:k + 1] * self.numeric.weight[:, k] for k in range(num.shape[1]))
+            parts.extend(num[:, k : k + 1] * self.numeric.weight[:, k] for k in range(num.shape[1]))
         terms = torch.stack(parts, dim=1)  # [B, n_features, n_heads]
         if self.training and self.p > 0:
             keep = torch.rand(terms.shape[0], terms.shape[1], 1, device=terms.device) >= self.p

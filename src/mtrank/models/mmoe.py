@@ -18,7 +18,8 @@ whose output ``[B, n_experts_of_head]`` lists the weights in the order of :meth:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +67,11 @@ class ExpertMixtureNet(MultiHeadNet):
         **options: Any,
     ) -> None:
         super().__init__(
-            spec, heads, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection,
+            spec,
+            heads,
+            embedding_dim=embedding_dim,
+            interaction=interaction,
+            numeric_projection=numeric_projection,
             **options,
         )
         n_experts, n_task_experts = int(n_experts), int(n_task_experts)

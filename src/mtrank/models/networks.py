@@ -11,7 +11,7 @@ rest by overriding :meth:`MultiHeadNet.head_inputs` only:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -42,9 +42,7 @@ class Tower(nn.Module):
         return self.out(self.mlp(x)).squeeze(-1)
 
 
-def _resolve_bias_init(
-    heads: tuple[str, ...], head_bias_init: float | Mapping[str, float] | None
-) -> dict[str, float]:
+def _resolve_bias_init(heads: tuple[str, ...], head_bias_init: float | Mapping[str, float] | None) -> dict[str, float]:
     if head_bias_init is None:
         return {}
     if isinstance(head_bias_init, Mapping):
@@ -87,7 +85,10 @@ class MultiHeadNet(nn.Module):
         self.heads = heads
         self.spec = spec
         self.feature_layer = FeatureLayer(
-            spec, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection,
+            spec,
+            embedding_dim=embedding_dim,
+            interaction=interaction,
+            numeric_projection=numeric_projection,
             numeric_embedding=numeric_embedding,
         )
         self.towers = nn.ModuleDict()
@@ -155,7 +156,11 @@ class SharedBottomNet(MultiHeadNet):
         **options,
     ) -> None:
         super().__init__(
-            spec, heads, embedding_dim=embedding_dim, interaction=interaction, numeric_projection=numeric_projection,
+            spec,
+            heads,
+            embedding_dim=embedding_dim,
+            interaction=interaction,
+            numeric_projection=numeric_projection,
             **options,
         )
         self.trunk = MLP(self.feature_layer.out_dim, trunk, dropout=dropout, activation=activation, norm=norm)

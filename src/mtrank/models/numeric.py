@@ -18,7 +18,8 @@ The bin edges of the piecewise-linear encoding are fitted on train rows (:meth:`
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +32,15 @@ NUMERIC_EMBEDDINGS = ("piecewise_linear", "periodic")
 class NumericEmbedding(nn.Module):
     """``[B, n_numeric]`` -> ``[B, n_numeric, d]``: one embedding-sized vector per numeric feature."""
 
-    def __init__(self, n_numeric: int, dim: int, type: str = "piecewise_linear", n_bins: int = 16,
-                 n_frequencies: int = 16, sigma: float = 1.0) -> None:
+    def __init__(
+        self,
+        n_numeric: int,
+        dim: int,
+        type: str = "piecewise_linear",
+        n_bins: int = 16,
+        n_frequencies: int = 16,
+        sigma: float = 1.0,
+    ) -> None:
         super().__init__()
         key = "model.net.numeric_embedding"
         if type not in NUMERIC_EMBEDDINGS:
@@ -49,7 +57,7 @@ class NumericEmbedding(nn.Module):
             self.register_buffer("edges", edges)
             self.weight = nn.Parameter(torch.empty(self.n_numeric, self.n_bins, self.dim))
             self.bias = nn.Parameter(torch.zeros(self.n_numeric, self.dim))
-            nn.init.normal_(self.weight, std=self.n_bins ** -0.5)
+            nn.init.normal_(self.weight, std=self.n_bins**-0.5)
         else:
             if int(n_frequencies) < 1:
                 raise ValueError(f"{key}.n_frequencies must be >= 1, got {n_frequencies}")
@@ -80,8 +88,14 @@ class NumericEmbedding(nn.Module):
             pos = torch.where(width > 0, pos, (x.unsqueeze(-1) >= hi).to(pos.dtype))
             # first bin open to the left, last open to the right (values outside the train range extrapolate)
             inner = pos.clamp(0.0, 1.0)
-            enc = torch.cat([torch.minimum(pos[..., :1], torch.ones_like(pos[..., :1])), inner[..., 1:-1],
-                             torch.maximum(pos[..., -1:], torch.zeros_like(pos[..., -1:]))], dim=-1)
+            enc = torch.cat(
+                [
+                    torch.minimum(pos[..., :1], torch.ones_like(pos[..., :1])),
+                    inner[..., 1:-1],
+                    torch.maximum(pos[..., -1:], torch.zeros_like(pos[..., -1:])),
+                ],
+                dim=-1,
+            )
             return enc
         angles = 2 * math.pi * x.unsqueeze(-1) * self.frequencies
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)

@@ -9,15 +9,17 @@ parameter is an error (a typo would otherwise silently change nothing).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
 __all__ = ["build_param_groups"]
 
 
-def build_param_groups(net: nn.Module, groups: Mapping[str, Mapping[str, Any]] | None,
-                       key: str = "model.param_groups") -> list[dict[str, Any]]:
+def build_param_groups(
+    net: nn.Module, groups: Mapping[str, Mapping[str, Any]] | None, key: str = "model.param_groups"
+) -> list[dict[str, Any]]:
     """The optimiser's parameter groups: one per prefix of ``groups`` (with its settings), then the rest."""
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     if not groups:

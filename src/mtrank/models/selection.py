@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -34,8 +35,9 @@ log = logging.getLogger(__name__)
 class PerHeadNet(nn.Module):
     """``n_copies`` copies of the net described by ``base``; head h's logit comes from copy ``head_copy[h]``."""
 
-    def __init__(self, spec: FeatureSpec, heads: Sequence[str], base: Mapping[str, Any],
-                 head_copy: Sequence[int], n_copies: int) -> None:
+    def __init__(
+        self, spec: FeatureSpec, heads: Sequence[str], base: Mapping[str, Any], head_copy: Sequence[int], n_copies: int
+    ) -> None:
         super().__init__()
         if isinstance(base, DictConfig):
             base = OmegaConf.to_container(base, resolve=True)
@@ -73,8 +75,10 @@ class PerHeadSelection(pl.Callback):
         for head in pl_module.heads:
             key = f"val/{head}/{self.metric}"
             if key not in trainer.callback_metrics:
-                raise KeyError(f"callbacks.per_head_selection: {key} is not logged; metrics: "
-                               f"{sorted(k for k in trainer.callback_metrics if k.startswith('val/'))[:12]}…")
+                raise KeyError(
+                    f"callbacks.per_head_selection: {key} is not logged; metrics: "
+                    f"{sorted(k for k in trainer.callback_metrics if k.startswith('val/'))[:12]}…"
+                )
             value = float(trainer.callback_metrics[key])
             old = self.best.get(head)
             better = old is None or (value < old[0] if self.mode == "min" else value > old[0])
@@ -97,8 +101,13 @@ class PerHeadSelection(pl.Callback):
             return None
         order = sorted(set(epochs.values()))
         base = copy.deepcopy(dict(pl_module.hparams["net"]))
-        cfg = {"_target_": f"{__name__}.PerHeadNet", "_recursive_": False, "base": base,
-               "head_copy": [order.index(epochs[h]) for h in pl_module.heads], "n_copies": len(order)}
+        cfg = {
+            "_target_": f"{__name__}.PerHeadNet",
+            "_recursive_": False,
+            "base": base,
+            "head_copy": [order.index(epochs[h]) for h in pl_module.heads],
+            "n_copies": len(order),
+        }
         net = PerHeadNet(pl_module.spec, pl_module.heads, base, cfg["head_copy"], cfg["n_copies"])
         for i, e in enumerate(order):
             net.copies[i].load_state_dict(self.states[e])

@@ -25,7 +25,22 @@ from mtrank.online.stats import (
 from mtrank.online.traffic import assign_arms, sample_traffic
 
 __all__ = [
-    "Estimate", "Lift", "mean_estimate", "ratio_estimate", "relative_lift",
-    "assign_arms", "sample_traffic", "ModelScorer", "Policy", "Scores", "rerank", "respond",
-    "user_totals", "arm_metrics", "lifts", "TrafficConfig", "ExperimentResult", "run_experiment",
+    "Estimate",
+    "Lift",
+    "mean_estimate",
+    "ratio_estimate",
+    "relative_lift",
+    "assign_arms",
+    "sample_traffic",
+    "ModelScorer",
+    "Policy",
+    "Scores",
+    "rerank",
+    "respond",
+    "user_totals",
+    "arm_metrics",
+    "lifts",
+    "TrafficConfig",
+    "ExperimentResult",
+    "run_experiment",
 ]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -79,13 +80,24 @@ class ExperimentResult:
             "name": self.name,
             "control": self.control,
             "types": self.types,
-            "traffic": {"requests_per_arm": self.traffic.requests_per_arm, "k": self.traffic.k,
-                        "level": self.traffic.level},
-            "policies": {p.name: {"model": p.model, "weights": dict(p.weights) if p.weights is not None else None,
-                                  "description": p.describe()} for p in self.policies},
+            "traffic": {
+                "requests_per_arm": self.traffic.requests_per_arm,
+                "k": self.traffic.k,
+                "level": self.traffic.level,
+            },
+            "policies": {
+                p.name: {
+                    "model": p.model,
+                    "weights": dict(p.weights) if p.weights is not None else None,
+                    "description": p.describe(),
+                }
+                for p in self.policies
+            },
             "arms": {n: a.to_dict() for n, a in self.arms.items()},
-            "lifts": {a: {k: {t: lf.to_dict() for t, lf in v.items()} for k, v in kinds.items()}
-                      for a, kinds in self.lifts.items()},
+            "lifts": {
+                a: {k: {t: lf.to_dict() for t, lf in v.items()} for k, v in kinds.items()}
+                for a, kinds in self.lifts.items()
+            },
             "seconds": self.seconds,
         }
 
@@ -140,8 +152,14 @@ def run_experiment(
     totals = merge_totals(parts)
     arms = {p.name: arm_metrics(totals, p.name, types, traffic.level) for p in policies}
     result = ExperimentResult(
-        name=name, control=control, policies=list(policies), types=list(types), arms=arms,
-        lifts=lifts(arms, control, traffic.level), traffic=traffic, seconds=time.perf_counter() - t0,
+        name=name,
+        control=control,
+        policies=list(policies),
+        types=list(types),
+        arms=arms,
+        lifts=lifts(arms, control, traffic.level),
+        traffic=traffic,
+        seconds=time.perf_counter() - t0,
         users_by_arm={p.name: totals.filter(pl.col(ARM_COL) == p.name)["user_id"].to_numpy() for p in policies},
     )
     log.info("Experiment %s: %d arms, %d requests, %.1fs", name, len(policies), total, result.seconds)

@@ -23,9 +23,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -79,7 +80,7 @@ def world_of(scorers: Mapping[str, ModelScorer]) -> World:
             )
         configs[role] = SimulatorConfig.from_mapping(_container(sim))
     first = next(iter(configs.values()))
-    for role, c in configs.items():
+    for c in configs.values():
         a, b = first.to_dict(), c.to_dict()
         a.pop("n_impressions"), b.pop("n_impressions"), a.pop("n_files"), b.pop("n_files")
         if a != b:
@@ -102,8 +103,9 @@ def _offline_evaluator(treatment: ModelScorer, problem: UtilityProblem, metric: 
     return UtilityEvaluator.from_frame(frame, problem.tasks, problem.label_tasks, metric)
 
 
-def offline_bo_weights(ab: Mapping[str, Any], problem: UtilityProblem, treatment: ModelScorer, cache_dir: Path,
-                       evaluator: UtilityEvaluator) -> tuple[dict[str, float], dict[str, Any]]:
+def offline_bo_weights(
+    ab: Mapping[str, Any], problem: UtilityProblem, treatment: ModelScorer, cache_dir: Path, evaluator: UtilityEvaluator
+) -> tuple[dict[str, float], dict[str, Any]]:
     """The offline-BO weights and where they come from (given, a tune_utility file, or tuned here and cached)."""
     cfg = ab["offline_bo"]
     if cfg.get("weights"):
@@ -114,34 +116,50 @@ def offline_bo_weights(ab: Mapping[str, Any], problem: UtilityProblem, treatment
         p = Path(cfg["best_weights_file"])
         data = yaml.safe_load(p.read_text())
         if not isinstance(data, dict) or not data.get("weights"):
-            raise ValueError(f"ab.offline_bo.best_weights_file={p}: no `weights` in it (a src/tune_utility.py "
-                             "best_weights.yaml is expected; it has none when no trial met the constraints)")
+            raise ValueError(
+                f"ab.offline_bo.best_weights_file={p}: no `weights` in it (a src/tune_utility.py "
+                "best_weights.yaml is expected; it has none when no trial met the constraints)"
+            )
         return {str(k): float(v) for k, v in data["weights"].items()}, {"source": str(p)}
     from mtrank.tuning.generation import quiet_ax
     from mtrank.tuning.utility_task import run_tuning
 
     quiet_ax()
     gen = GenerationConfig.from_mapping(cfg.get("generation"))
-    key_src = json.dumps({"run": str(treatment.run.ckpt_path), "problem": repr(problem), "n": int(cfg["n_trials"]),
-                          "gen": repr(gen), "metric": cfg.get("metric", "pr_auc")}, sort_keys=True)
+    key_src = json.dumps(
+        {
+            "run": str(treatment.run.ckpt_path),
+            "problem": repr(problem),
+            "n": int(cfg["n_trials"]),
+            "gen": repr(gen),
+            "metric": cfg.get("metric", "pr_auc"),
+        },
+        sort_keys=True,
+    )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     state = cache_dir / f"offline_bo-{key}" / "ax_experiment.json"
     t0 = time.perf_counter()
     loop = run_tuning(problem, evaluator, int(cfg["n_trials"]), gen, state, resume=True, label="offline")
     overall = loop.best(include_baseline=True)
     best = loop.best(include_baseline=bool(cfg.get("include_baseline", False)))
-    info = {"source": f"Eq. 5 tuned offline here ({state})", "n_trials": int(cfg["n_trials"]),
-            "seconds": time.perf_counter() - t0, "best_trial": None if best is None else best.index,
-            "best_metrics": None if best is None else best.metrics, "baseline_metrics": loop.baseline_values(),
-            "baseline_is_best_offline": bool(overall is not None and overall.is_baseline)}
+    info = {
+        "source": f"Eq. 5 tuned offline here ({state})",
+        "n_trials": int(cfg["n_trials"]),
+        "seconds": time.perf_counter() - t0,
+        "best_trial": None if best is None else best.index,
+        "best_metrics": None if best is None else best.metrics,
+        "baseline_metrics": loop.baseline_values(),
+        "baseline_is_best_offline": bool(overall is not None and overall.is_baseline),
+    }
     if best is None:
         info["note"] = "no offline trial met S3-S5: the hand-picked weights are kept"
         return dict(problem.weights), info
     return problem.weights_of(best.params), info
 
 
-def _diagnostic_policies(cfg: Mapping[str, Any], problem: UtilityProblem,
-                         scorers: Mapping[str, ModelScorer]) -> list[Policy]:
+def _diagnostic_policies(
+    cfg: Mapping[str, Any], problem: UtilityProblem, scorers: Mapping[str, ModelScorer]
+) -> list[Policy]:
     """Extra Table 1 arms that tell model quality from the choice of weights: the multi-task model with weights
     proportional to the binary model's importance weights (the same business value), and the world's true
     probabilities with the hand-picked weights (the best any model could do with those weights)."""
@@ -153,11 +171,23 @@ def _diagnostic_policies(cfg: Mapping[str, Any], problem: UtilityProblem,
         if iw and sum(iw.values()) > 0:
             scale = problem.total / sum(iw.values())
             w = {t: iw.get(t, 0.0) * scale for t in problem.tasks}
-            out.append(Policy("treatment_iw", "treatment", w,
-                              label=f"multi-task, weights ∝ the binary model's importance weights ({_fmt_w(w)})"))
+            out.append(
+                Policy(
+                    "treatment_iw",
+                    "treatment",
+                    w,
+                    label=f"multi-task, weights ∝ the binary model's importance weights ({_fmt_w(w)})",
+                )
+            )
     if cfg.get("oracle", True):
-        out.append(Policy("oracle_hand_picked", "oracle", dict(problem.weights),
-                          label="true probabilities, hand-picked weights (oracle)"))
+        out.append(
+            Policy(
+                "oracle_hand_picked",
+                "oracle",
+                dict(problem.weights),
+                label="true probabilities, hand-picked weights (oracle)",
+            )
+        )
     return out
 
 
@@ -208,27 +238,45 @@ def _models_and_world(cfg: DictConfig) -> _Simulation:
     cache = Path(mcfg["cache_dir"])
     overrides = [str(o) for o in mcfg.get("train_overrides") or []]
     runs = {
-        "control": resolve_run(mcfg.get("control"), mcfg["control_experiment"], overrides, cache, mcfg["data_dir"], "control"),
-        "treatment": resolve_run(mcfg.get("treatment"), mcfg["treatment_experiment"], overrides, cache,
-                                 mcfg["data_dir"], "treatment"),
+        "control": resolve_run(
+            mcfg.get("control"), mcfg["control_experiment"], overrides, cache, mcfg["data_dir"], "control"
+        ),
+        "treatment": resolve_run(
+            mcfg.get("treatment"), mcfg["treatment_experiment"], overrides, cache, mcfg["data_dir"], "treatment"
+        ),
     }
     timings["models"] = time.perf_counter() - t
     score_position = mcfg.get("score_position")
-    scorers = {role: ModelScorer(path, score_position, int(mcfg.get("batch_size", 65_536))) for role, path in runs.items()}
+    scorers = {
+        role: ModelScorer(path, score_position, int(mcfg.get("batch_size", 65_536))) for role, path in runs.items()
+    }
     unknown = [t_ for t_ in problem.tasks if t_ not in scorers["treatment"].tasks]
     if unknown:
-        raise ValueError(f"utility.weights name task(s) {unknown} that the treatment model ({runs['treatment']}) does "
-                         f"not predict; it predicts {scorers['treatment'].tasks}")
+        raise ValueError(
+            f"utility.weights name task(s) {unknown} that the treatment model ({runs['treatment']}) does "
+            f"not predict; it predicts {scorers['treatment'].tasks}"
+        )
     world = world_of(scorers)
     k = int(ab["k"])
     chunk = int(ab["chunk_requests"])
     K = world.cfg.candidates_per_request
     if k > K:
-        raise ValueError(f"ab.k={k} exceeds the {K} candidates retrieved per request (data.simulator.candidates_per_request)")
-    log.info("Control %s (%s), treatment %s (%s); top-%d of %d candidates shown", runs["control"],
-             scorers["control"].objective, runs["treatment"], scorers["treatment"].objective, k, K)
+        raise ValueError(
+            f"ab.k={k} exceeds the {K} candidates retrieved per request (data.simulator.candidates_per_request)"
+        )
+    log.info(
+        "Control %s (%s), treatment %s (%s); top-%d of %d candidates shown",
+        runs["control"],
+        scorers["control"].objective,
+        runs["treatment"],
+        scorers["treatment"].objective,
+        k,
+        K,
+    )
 
-    hand = Policy(CONTROL_ARM, "treatment", dict(problem.weights), label=f"multi-task, hand-picked ({_fmt_w(problem.weights)})")
+    hand = Policy(
+        CONTROL_ARM, "treatment", dict(problem.weights), label=f"multi-task, hand-picked ({_fmt_w(problem.weights)})"
+    )
     binary = Policy("binary", "control", None, label=f"binary ({scorers['control'].objective}) score")
     results: dict[str, Any] = {
         "models": {r: str(p) for r, p in runs.items()},
@@ -236,8 +284,26 @@ def _models_and_world(cfg: DictConfig) -> _Simulation:
         "settings": {"k": k, "score_position": score_position, "level": level, "types": types, "seed": seed},
     }
     report: list[str] = [f"# Simulated online A/B tests\n\nRun folder: `{out}`\n"]
-    return _Simulation(out, ab, seed, level, types, problem, cache, runs, scorers, world, k, chunk, score_position,
-                       hand, binary, timings, results, report)
+    return _Simulation(
+        out,
+        ab,
+        seed,
+        level,
+        types,
+        problem,
+        cache,
+        runs,
+        scorers,
+        world,
+        k,
+        chunk,
+        score_position,
+        hand,
+        binary,
+        timings,
+        results,
+        report,
+    )
 
 
 def _table1(sim: _Simulation) -> None:
@@ -251,20 +317,43 @@ def _table1(sim: _Simulation) -> None:
     t1_scorers: dict[str, Any] = dict(sim.scorers)
     if any(p.model == "oracle" for p in diag):
         t1_scorers["oracle"] = WorldScorer(sim.world, sim.score_position)
-    t1 = run_experiment(sim.world, t1_pols + diag, t1_scorers, sim.traffic(ab["table1"]["requests_per_arm"]), sim.types,
-                        sim.seed, "table1")
+    t1 = run_experiment(
+        sim.world,
+        t1_pols + diag,
+        t1_scorers,
+        sim.traffic(ab["table1"]["requests_per_arm"]),
+        sim.types,
+        sim.seed,
+        "table1",
+    )
     sim.timings["table1"] = time.perf_counter() - t
     md1 = table1_markdown(t1, "treatment", level)
     sentence = direction_sentence(t1, "treatment")
     labels1 = {p.name: p.describe() for p in t1_pols + diag}
-    md_diag = lifts_markdown(t1, ["treatment"] + [p.name for p in diag], labels1,
-                             ["propensity", "expected_propensity"], level) if diag else ""
-    write_text(out / "table1.md", md1 + "\n" + sentence + "\n" + (
-        "\nDiagnostic arms of the same experiment:\n\n" + md_diag if md_diag else ""))
-    plot_lifts(t1, ["treatment"] + [p.name for p in diag], ["propensity", "volume"], out / "table1.png",
-               title="Table 1: lift vs the binary importance-weighted model",
-               labels={"treatment": "multi-task, hand-picked", "control": "binary",
-                       "treatment_iw": "multi-task, importance weights", "oracle_hand_picked": "oracle, hand-picked"})
+    md_diag = (
+        lifts_markdown(
+            t1, ["treatment"] + [p.name for p in diag], labels1, ["propensity", "expected_propensity"], level
+        )
+        if diag
+        else ""
+    )
+    write_text(
+        out / "table1.md",
+        md1 + "\n" + sentence + "\n" + ("\nDiagnostic arms of the same experiment:\n\n" + md_diag if md_diag else ""),
+    )
+    plot_lifts(
+        t1,
+        ["treatment"] + [p.name for p in diag],
+        ["propensity", "volume"],
+        out / "table1.png",
+        title="Table 1: lift vs the binary importance-weighted model",
+        labels={
+            "treatment": "multi-task, hand-picked",
+            "control": "binary",
+            "treatment_iw": "multi-task, importance weights",
+            "oracle_hand_picked": "oracle, hand-picked",
+        },
+    )
     sim.results["table1"] = {**t1.to_dict(), "direction": sentence}
     sim.report += ["## Table 1: multi-task vs binary\n", md1, sentence + "\n"]
     if md_diag:
@@ -290,19 +379,26 @@ def _online_bo(sim: _Simulation) -> dict[str, float] | None:
     problem, types, obo = sim.problem, sim.types, sim.ab["online_bo"]
     if not obo.get("enabled", True):
         return None
-    needed = [problem.objective] + [c.metric[len("f_"):] for c in problem.constraints if c.relative]
+    needed = [problem.objective] + [c.metric[len("f_") :] for c in problem.constraints if c.relative]
     missing = [t_ for t_ in needed if t_ not in types]
     if missing:
-        raise ValueError(f"online BO needs the metrics of {missing} (objective and constraints of utility); add "
-                         f"them to metrics.types={types}")
+        raise ValueError(
+            f"online BO needs the metrics of {missing} (objective and constraints of utility); add "
+            f"them to metrics.types={types}"
+        )
     t = time.perf_counter()
-    bcfg = OnlineBOConfig(rounds=int(obo["rounds"]), arms_per_round=int(obo["arms_per_round"]),
-                          metric=str(obo["metric"]), generation=GenerationConfig.from_mapping(obo.get("generation")))
+    bcfg = OnlineBOConfig(
+        rounds=int(obo["rounds"]),
+        arms_per_round=int(obo["arms_per_round"]),
+        metric=str(obo["metric"]),
+        generation=GenerationConfig.from_mapping(obo.get("generation")),
+    )
 
     def evaluate_round(r: int, arms: Mapping[str, Mapping[str, float]]) -> ExperimentResult:
         pols = [sim.hand] + [Policy(name, "treatment", dict(w)) for name, w in arms.items()]
-        return run_experiment(sim.world, pols, sim.scorers, sim.traffic(obo["requests_per_arm"]), types, sim.seed,
-                              f"online_bo/{r}")
+        return run_experiment(
+            sim.world, pols, sim.scorers, sim.traffic(obo["requests_per_arm"]), types, sim.seed, f"online_bo/{r}"
+        )
 
     bo: OnlineBOResult = run_online_bo(problem, evaluate_round, bcfg, sim.out / "online_bo" / "ax_experiment.json")
     on_w = bo.best_weights
@@ -311,15 +407,20 @@ def _online_bo(sim: _Simulation) -> dict[str, float] | None:
     write_text(sim.out / "online_bo.md", md_bo)
     plot_online_bo(bo.rounds, types, sim.out / "online_bo.png", bcfg.metric)
     sim.results["online_bo"] = bo.to_dict()
-    sim.report += [f"## Online Bayesian optimisation ({bcfg.rounds} rounds × {bcfg.arms_per_round} arms + control)\n",
-                   f"Objective `{bo.objective}`, constraints {', '.join(f'`{c}`' for c in bo.constraints)} "
-                   f"(lifts in % of {bcfg.metric} against each round's hand-picked control).\n", md_bo,
-                   f"Chosen: {_fmt_w(on_w)} ({bo.best_source}).\n", "![online BO](online_bo.png)\n"]
+    sim.report += [
+        f"## Online Bayesian optimisation ({bcfg.rounds} rounds × {bcfg.arms_per_round} arms + control)\n",
+        f"Objective `{bo.objective}`, constraints {', '.join(f'`{c}`' for c in bo.constraints)} "
+        f"(lifts in % of {bcfg.metric} against each round's hand-picked control).\n",
+        md_bo,
+        f"Chosen: {_fmt_w(on_w)} ({bo.best_source}).\n",
+        "![online BO](online_bo.png)\n",
+    ]
     return on_w
 
 
-def _final_comparison(sim: _Simulation, evaluator: UtilityEvaluator, off_w: Mapping[str, float],
-                      on_w: Mapping[str, float] | None) -> None:
+def _final_comparison(
+    sim: _Simulation, evaluator: UtilityEvaluator, off_w: Mapping[str, float], on_w: Mapping[str, float] | None
+) -> None:
     """Step 5: hand-picked, offline-BO and online-BO weights (and the binary model) on fresh traffic."""
     ab, problem, out, level = sim.ab, sim.problem, sim.out, sim.level
     t = time.perf_counter()
@@ -328,35 +429,60 @@ def _final_comparison(sim: _Simulation, evaluator: UtilityEvaluator, off_w: Mapp
         final_pols.append(Policy("online_bo", "treatment", on_w, label=f"online BO ({_fmt_w(on_w)})"))
     if ab["final"].get("include_binary", True):
         final_pols.append(sim.binary)
-    fin = run_experiment(sim.world, final_pols, sim.scorers, sim.traffic(ab["final"]["requests_per_arm"]), sim.types,
-                         sim.seed, "final")
+    fin = run_experiment(
+        sim.world, final_pols, sim.scorers, sim.traffic(ab["final"]["requests_per_arm"]), sim.types, sim.seed, "final"
+    )
     sim.timings["final"] = time.perf_counter() - t
     offline_vals = {p.name: evaluator.evaluate(dict(p.weights)) for p in final_pols if p.weights is not None}
     base_off = offline_vals[CONTROL_ARM]
     rows = []
-    sources = {CONTROL_ARM: "hand-picked (control)", "offline_bo": "offline BO", "online_bo": "online BO",
-               "binary": "binary model"}
+    sources = {
+        CONTROL_ARM: "hand-picked (control)",
+        "offline_bo": "offline BO",
+        "online_bo": "online BO",
+        "binary": "binary model",
+    }
     for p in final_pols:
         off = offline_vals.get(p.name)
-        rows.append({"arm": p.name, "source": sources[p.name], "weights": dict(p.weights) if p.weights else None,
-                     "offline": off,
-                     "offline_lift": None if off is None else {t_: off[t_] / base_off[t_] - 1.0 for t_ in off}})
+        rows.append(
+            {
+                "arm": p.name,
+                "source": sources[p.name],
+                "weights": dict(p.weights) if p.weights else None,
+                "offline": off,
+                "offline_lift": None if off is None else {t_: off[t_] / base_off[t_] - 1.0 for t_ in off},
+            }
+        )
     kind = str(ab["final"].get("metric", "propensity"))
     md_cmp = comparison_markdown(fin, rows, kind, problem.tasks, problem.objective, level)
     md_cmp_vol = comparison_markdown(fin, rows, "volume", problem.tasks, problem.objective, level)
     md_cmp_exp = comparison_markdown(fin, rows, "expected_propensity", problem.tasks, problem.objective, level)
-    write_text(out / "comparison.md", f"{kind}:\n\n{md_cmp}\nvolume:\n\n{md_cmp_vol}\n"
-               f"expected propensity (true probabilities of the shown impressions, no label noise):\n\n{md_cmp_exp}")
-    plot_lifts(fin, [p.name for p in final_pols if p.name != CONTROL_ARM], ["propensity", "volume"],
-               out / "comparison.png", title="fresh traffic: lift vs multi-task with hand-picked weights",
-               labels={p.name: sources[p.name] for p in final_pols})
+    write_text(
+        out / "comparison.md",
+        f"{kind}:\n\n{md_cmp}\nvolume:\n\n{md_cmp_vol}\n"
+        f"expected propensity (true probabilities of the shown impressions, no label noise):\n\n{md_cmp_exp}",
+    )
+    plot_lifts(
+        fin,
+        [p.name for p in final_pols if p.name != CONTROL_ARM],
+        ["propensity", "volume"],
+        out / "comparison.png",
+        title="fresh traffic: lift vs multi-task with hand-picked weights",
+        labels={p.name: sources[p.name] for p in final_pols},
+    )
     sim.results["final"] = {**fin.to_dict(), "offline": rows}
-    sim.report += ["## Offline vs online weights on fresh traffic\n",
-                   f"Lifts against the hand-picked weights; offline f_{problem.objective}: "
-                   f"{evaluator.metric} on the treatment run's test split (logged impressions).\n",
-                   f"{kind}:\n", md_cmp, "volume:\n", md_cmp_vol,
-                   "expected propensity (true probabilities of the shown impressions, no label noise):\n", md_cmp_exp,
-                   "![comparison](comparison.png)\n"]
+    sim.report += [
+        "## Offline vs online weights on fresh traffic\n",
+        f"Lifts against the hand-picked weights; offline f_{problem.objective}: "
+        f"{evaluator.metric} on the treatment run's test split (logged impressions).\n",
+        f"{kind}:\n",
+        md_cmp,
+        "volume:\n",
+        md_cmp_vol,
+        "expected propensity (true probabilities of the shown impressions, no label noise):\n",
+        md_cmp_exp,
+        "![comparison](comparison.png)\n",
+    ]
 
 
 def _write_outputs(sim: _Simulation, cfg: DictConfig, t_start: float) -> dict[str, Any]:
@@ -365,10 +491,13 @@ def _write_outputs(sim: _Simulation, cfg: DictConfig, t_start: float) -> dict[st
     timings["total"] = time.perf_counter() - t_start
     results["timings_seconds"] = timings
     results["load_average"] = list(os.getloadavg())
-    results["config"] = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
-                                                resolve=True)
-    report.append(f"Wall time: {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')}); "
-                  f"load average at the end {results['load_average'][0]:.1f}.\n")
+    results["config"] = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+    )
+    report.append(
+        f"Wall time: {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')}); "
+        f"load average at the end {results['load_average'][0]:.1f}.\n"
+    )
     write_text(sim.out / "report.md", "\n".join(report))
     write_json(sim.out / "results.json", results)
     log.info("Wrote %s (%.0f s)", sim.out / "report.md", timings["total"])

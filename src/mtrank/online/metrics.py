@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -36,8 +37,9 @@ KINDS = ("propensity", "volume", "expected_propensity", "expected_volume")
 def user_totals(shown: pl.DataFrame, types: Sequence[str]) -> pl.DataFrame:
     """Per (arm, user) totals of shown impressions (needs ``arm``, ``user_id``, ``request_id``, the label and
     ``p_true_<t>`` column of each type)."""
-    missing = [c for c in [ARM_COL, "user_id", "request_id", *types, *[f"p_true_{t}" for t in types]]
-               if c not in shown.columns]
+    missing = [
+        c for c in [ARM_COL, "user_id", "request_id", *types, *[f"p_true_{t}" for t in types]] if c not in shown.columns
+    ]
     if missing:
         raise KeyError(f"shown impressions lack column(s) {missing}; have {shown.columns}")
     return shown.group_by(ARM_COL, "user_id").agg(
@@ -68,8 +70,13 @@ class ArmMetrics:
     metrics: dict[str, dict[str, Estimate]]  # kind -> type -> estimate
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arm": self.arm, "users": self.users, "requests": self.requests, "impressions": self.impressions,
-                "metrics": {k: {t: e.to_dict() for t, e in v.items()} for k, v in self.metrics.items()}}
+        return {
+            "arm": self.arm,
+            "users": self.users,
+            "requests": self.requests,
+            "impressions": self.impressions,
+            "metrics": {k: {t: e.to_dict() for t, e in v.items()} for k, v in self.metrics.items()},
+        }
 
 
 def arm_metrics(totals: pl.DataFrame, arm: str, types: Sequence[str], level: float = 0.95) -> ArmMetrics:
@@ -98,6 +105,7 @@ def lifts(arms: Mapping[str, ArmMetrics], control: str, level: float = 0.95) -> 
     for name, a in arms.items():
         if name == control:
             continue
-        out[name] = {k: {t: relative_lift(a.metrics[k][t], c.metrics[k][t], level) for t in a.metrics[k]}
-                     for k in a.metrics}
+        out[name] = {
+            k: {t: relative_lift(a.metrics[k][t], c.metrics[k][t], level) for t in a.metrics[k]} for k in a.metrics
+        }
     return out

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from mtrank.online.experiment import ExperimentResult
 from mtrank.tuning.ax_loop import AxLoop
@@ -46,11 +47,14 @@ class OnlineBOConfig:
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.arms_per_round < 1:
-            raise ValueError(f"online BO needs rounds >= 1 and arms_per_round >= 1, got {self.rounds} and "
-                             f"{self.arms_per_round}")
+            raise ValueError(
+                f"online BO needs rounds >= 1 and arms_per_round >= 1, got {self.rounds} and {self.arms_per_round}"
+            )
         if self.metric not in ("propensity", "volume", "expected_propensity", "expected_volume"):
-            raise ValueError(f"online_bo.metric must be propensity | volume | expected_propensity | "
-                             f"expected_volume, got {self.metric!r}")
+            raise ValueError(
+                f"online_bo.metric must be propensity | volume | expected_propensity | "
+                f"expected_volume, got {self.metric!r}"
+            )
 
 
 def online_constraints(problem: UtilityProblem) -> list[OutcomeConstraint]:
@@ -64,7 +68,7 @@ def online_constraints(problem: UtilityProblem) -> list[OutcomeConstraint]:
         if not c.relative:
             log.warning("online BO: constraint %s is absolute on an offline metric; it is not carried online", c)
             continue
-        t = c.metric[len(METRIC_PREFIX):]
+        t = c.metric[len(METRIC_PREFIX) :]
         out.append(OutcomeConstraint(LIFT_PREFIX + t, c.op, round(100.0 * (c.bound - 1.0), 12), relative=False))
     return out
 
@@ -81,8 +85,19 @@ class OnlineBOResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("objective", "constraints", "rounds", "best_weights", "best_source",
-                                              "best_predicted", "best_observed", "seconds")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "objective",
+                "constraints",
+                "rounds",
+                "best_weights",
+                "best_source",
+                "best_predicted",
+                "best_observed",
+                "seconds",
+            )
+        }
 
 
 def _ax_values(result: ExperimentResult, arm: str, metric: str, types: list[str]) -> dict[str, tuple[float, float]]:
@@ -118,11 +133,16 @@ def run_online_bo(
         cfg = replace(cfg, generation=replace(cfg.generation, initialization_budget=cfg.arms_per_round + 1))
     constraints = online_constraints(problem)
     objective = LIFT_PREFIX + problem.objective
-    types = list(dict.fromkeys([problem.objective] + [c.metric[len(LIFT_PREFIX):] for c in constraints]))
+    types = list(dict.fromkeys([problem.objective] + [c.metric[len(LIFT_PREFIX) :] for c in constraints]))
     loop = AxLoop.create(
-        space=problem.space, objective=objective, n_trials=cfg.rounds * cfg.arms_per_round,
-        constraints=constraints, generation=cfg.generation, baseline=problem.params(problem.weights),
-        path=state_file, name="utility_online",
+        space=problem.space,
+        objective=objective,
+        n_trials=cfg.rounds * cfg.arms_per_round,
+        constraints=constraints,
+        generation=cfg.generation,
+        baseline=problem.params(problem.weights),
+        path=state_file,
+        name="utility_online",
     )
     base = loop.baseline_index
     assert base is not None
@@ -136,32 +156,57 @@ def run_online_bo(
             break
         arms = {f"r{r}_trial{i}": problem.weights_of(params) for i, params in trials.items()}
         result = evaluate_round(r, arms)
-        round_rec: dict[str, Any] = {"round": r, "gen_seconds": gen_seconds, "eval_seconds": result.seconds,
-                                     "control_weights": dict(problem.weights), "arms": {}}
+        round_rec: dict[str, Any] = {
+            "round": r,
+            "gen_seconds": gen_seconds,
+            "eval_seconds": result.seconds,
+            "control_weights": dict(problem.weights),
+            "arms": {},
+        }
         for (i, _), (name, weights) in zip(trials.items(), arms.items()):
             vals = _ax_values(result, name, cfg.metric, types)
             loop.tell(i, vals, eval_seconds=result.seconds / len(trials))
             rec = loop.record(i)
             round_rec["arms"][name] = {
-                "trial": i, "generator": rec.node, "weights": weights,
+                "trial": i,
+                "generator": rec.node,
+                "weights": weights,
                 "lifts": {t: result.lift(name, cfg.metric, t).to_dict() for t in result.types},
-                "feasible_observed": rec.feasible, "violations": rec.violations,
+                "feasible_observed": rec.feasible,
+                "violations": rec.violations,
             }
         out.rounds.append(round_rec)
-        log.info("Online BO round %d/%d: %d arms (%s), generated in %.1fs, experiment %.1fs", r + 1, cfg.rounds,
-                 len(trials), next(iter(round_rec["arms"].values()))["generator"], gen_seconds, result.seconds)
+        log.info(
+            "Online BO round %d/%d: %d arms (%s), generated in %.1fs, experiment %.1fs",
+            r + 1,
+            cfg.rounds,
+            len(trials),
+            next(iter(round_rec["arms"].values()))["generator"],
+            gen_seconds,
+            result.seconds,
+        )
     observed = loop.best()
     if observed is not None:
-        out.best_observed = {"trial": observed.index, "is_baseline": observed.is_baseline,
-                             "weights": problem.weights_of(observed.params), "metrics": observed.metrics}
+        out.best_observed = {
+            "trial": observed.index,
+            "is_baseline": observed.is_baseline,
+            "weights": problem.weights_of(observed.params),
+            "metrics": observed.metrics,
+        }
     try:
         params, predicted, trial, arm = loop.client.get_best_parameterization(use_model_predictions=True)
-        out.best_weights = problem.weights_of(problem.space.complete(
-            {k: v for k, v in params.items() if k in problem.space.free_names}))
-        out.best_source = ("Ax get_best_parameterization (the GP's predictions; Ax falls back to the observed "
-                           "values when it judges the fit poor)")
-        out.best_predicted = {"trial": trial, "arm": arm,
-                              "metrics": {k: list(v) if isinstance(v, tuple) else v for k, v in predicted.items()}}
+        out.best_weights = problem.weights_of(
+            problem.space.complete({k: v for k, v in params.items() if k in problem.space.free_names})
+        )
+        out.best_source = (
+            "Ax get_best_parameterization (the GP's predictions; Ax falls back to the observed "
+            "values when it judges the fit poor)"
+        )
+        out.best_predicted = {
+            "trial": trial,
+            "arm": arm,
+            "metrics": {k: list(v) if isinstance(v, tuple) else v for k, v in predicted.items()},
+        }
     except Exception as e:  # noqa: BLE001 - e.g. no feasible arm under the model: fall back to the observed best
         log.warning("Ax could not name a best arm from its model (%s): taking the best observed feasible arm", e)
         if observed is not None:

@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import polars as pl
@@ -38,7 +38,7 @@ class Scores:
     p: dict[str, np.ndarray]
     p_raw: dict[str, np.ndarray]
 
-    def take(self, rows: np.ndarray) -> "Scores":
+    def take(self, rows: np.ndarray) -> Scores:
         return Scores({t: v[rows] for t, v in self.p.items()}, {t: v[rows] for t, v in self.p_raw.items()})
 
 
@@ -65,15 +65,21 @@ class ModelScorer:
             return Scores(empty, dict(empty))
         inputs = frame
         if self.score_position is not None:
-            inputs = frame.with_columns(pl.lit(int(self.score_position), dtype=frame.schema["position"]).alias("position"))
+            inputs = frame.with_columns(
+                pl.lit(int(self.score_position), dtype=frame.schema["position"]).alias("position")
+            )
         with tempfile.TemporaryDirectory(prefix="mtrank-ab-") as tmp:
             path = Path(tmp) / "traffic.parquet"
             inputs.write_parquet(path)
             out, _ = score_logs(self.run, path, batch_size=self.batch_size)
-        if out.height != frame.height or not np.array_equal(out["request_id"].to_numpy(), frame["request_id"].to_numpy()):
+        if out.height != frame.height or not np.array_equal(
+            out["request_id"].to_numpy(), frame["request_id"].to_numpy()
+        ):
             raise RuntimeError(f"scoring with {self.run.run_dir} changed the number or order of the traffic rows")
-        return Scores({t: out[f"p_{t}"].to_numpy().astype(np.float64) for t in self.tasks},
-                      {t: out[f"p_raw_{t}"].to_numpy().astype(np.float64) for t in self.tasks})
+        return Scores(
+            {t: out[f"p_{t}"].to_numpy().astype(np.float64) for t in self.tasks},
+            {t: out[f"p_raw_{t}"].to_numpy().astype(np.float64) for t in self.tasks},
+        )
 
 
 class WorldScorer:
@@ -89,7 +95,9 @@ class WorldScorer:
     def score(self, frame: pl.DataFrame) -> Scores:
         inputs = frame
         if self.score_position is not None:
-            inputs = frame.with_columns(pl.lit(int(self.score_position), dtype=frame.schema["position"]).alias("position"))
+            inputs = frame.with_columns(
+                pl.lit(int(self.score_position), dtype=frame.schema["position"]).alias("position")
+            )
         p = self.world.true_probabilities(inputs)
         return Scores({t: p[t] for t in self.tasks}, {t: p[t] for t in self.tasks})
 
@@ -115,8 +123,10 @@ class Policy:
             return scores.p_raw[first]
         missing = [t for t in self.weights if t not in scores.p]
         if missing:
-            raise KeyError(f"policy {self.name}: weights name task(s) {missing} that model '{self.model}' does not "
-                           f"predict; it predicts {list(scores.p)}")
+            raise KeyError(
+                f"policy {self.name}: weights name task(s) {missing} that model '{self.model}' does not "
+                f"predict; it predicts {list(scores.p)}"
+            )
         tasks = list(self.weights)
         probs = np.column_stack([scores.p[t] for t in tasks])
         return utility_scores(probs, [float(self.weights[t]) for t in tasks])

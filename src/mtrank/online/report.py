@@ -11,15 +11,24 @@ Writes are atomic (:func:`mtrank.tuning.report.atomic_write`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mtrank.online.experiment import ExperimentResult
 from mtrank.online.stats import Lift
 from mtrank.tuning.report import atomic_write
 
-__all__ = ["fmt_lift", "table1_markdown", "lifts_markdown", "comparison_markdown", "online_bo_markdown", "plot_lifts",
-           "plot_online_bo", "direction_sentence"]
+__all__ = [
+    "fmt_lift",
+    "table1_markdown",
+    "lifts_markdown",
+    "comparison_markdown",
+    "online_bo_markdown",
+    "plot_lifts",
+    "plot_online_bo",
+    "direction_sentence",
+]
 
 
 def _pct(x: float, digits: int = 2) -> str:
@@ -65,17 +74,26 @@ def table1_markdown(res: ExperimentResult, treatment: str, level: float = 0.95) 
     return "\n".join(lines) + "\n"
 
 
-def lifts_markdown(res: ExperimentResult, arms: Sequence[str], labels: Mapping[str, str], kinds: Sequence[str],
-                   level: float = 0.95) -> str:
+def lifts_markdown(
+    res: ExperimentResult, arms: Sequence[str], labels: Mapping[str, str], kinds: Sequence[str], level: float = 0.95
+) -> str:
     """One row per (arm, kind): the lift of each type against the control with its interval."""
     pc = int(round(100 * level))
-    lines = ["| arm (vs " + labels.get(res.control, res.control) + ") | metric | "
-             + " | ".join(f"{t} ({pc}% CI)" for t in res.types) + " |",
-             "|---|---|" + "---|" * len(res.types)]
+    lines = [
+        "| arm (vs "
+        + labels.get(res.control, res.control)
+        + ") | metric | "
+        + " | ".join(f"{t} ({pc}% CI)" for t in res.types)
+        + " |",
+        "|---|---|" + "---|" * len(res.types),
+    ]
     for arm in arms:
         for kind in kinds:
-            lines.append(f"| {labels.get(arm, arm)} | {kind.replace('_', ' ')} lift | "
-                         + " | ".join(fmt_lift(res.lift(arm, kind, t)) for t in res.types) + " |")
+            lines.append(
+                f"| {labels.get(arm, arm)} | {kind.replace('_', ' ')} lift | "
+                + " | ".join(fmt_lift(res.lift(arm, kind, t)) for t in res.types)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -87,8 +105,10 @@ def direction_sentence(res: ExperimentResult, treatment: str) -> str:
             lf = res.lift(treatment, kind, ty)
             (up if lf.low > 0 else down if lf.high < 0 else flat).append(f"{ty} {kind} ({fmt_lift(lf)})")
     if not flat and not down:
-        return ("Reproduced: the multi-task model raised the propensity and the volume of every engagement type, "
-                "each interval above 0, as in the post's Table 1.")
+        return (
+            "Reproduced: the multi-task model raised the propensity and the volume of every engagement type, "
+            "each interval above 0, as in the post's Table 1."
+        )
     parts = []
     if down:
         parts.append("significantly down: " + "; ".join(down))
@@ -97,13 +117,23 @@ def direction_sentence(res: ExperimentResult, treatment: str) -> str:
     return "Not reproduced for every type: " + " | ".join(parts) + "."
 
 
-def comparison_markdown(res: ExperimentResult, rows: Sequence[Mapping[str, Any]], kind: str, weight_tasks: Sequence[str],
-                        objective: str, level: float = 0.95) -> str:
+def comparison_markdown(
+    res: ExperimentResult,
+    rows: Sequence[Mapping[str, Any]],
+    kind: str,
+    weight_tasks: Sequence[str],
+    objective: str,
+    level: float = 0.95,
+) -> str:
     """``rows``: ``{"arm", "source", "weights", "offline": {task: f_t}, "offline_lift": {task: lift}}`` per arm."""
     pc = int(round(100 * level))
-    head = ("| weights | " + " | ".join(f"w_{t}" for t in weight_tasks)
-            + f" | offline f_{objective} (lift) | " + " | ".join(f"online {kind} lift {t} ({pc}% CI)" for t in res.types)
-            + " |")
+    head = (
+        "| weights | "
+        + " | ".join(f"w_{t}" for t in weight_tasks)
+        + f" | offline f_{objective} (lift) | "
+        + " | ".join(f"online {kind} lift {t} ({pc}% CI)" for t in res.types)
+        + " |"
+    )
     lines = [head, "|---|" + "---:|" * len(weight_tasks) + "---|" + "---|" * len(res.types)]
     for row in rows:
         arm = row["arm"]
@@ -111,7 +141,7 @@ def comparison_markdown(res: ExperimentResult, rows: Sequence[Mapping[str, Any]]
         wcells = " | ".join(f"{float(w[t]):.3f}" if w is not None else "—" for t in weight_tasks)
         off = row.get("offline") or {}
         off_l = row.get("offline_lift") or {}
-        off_cell = (f"{off[objective]:.4f} ({_pct(off_l.get(objective, math.nan))})" if objective in off else "—")
+        off_cell = f"{off[objective]:.4f} ({_pct(off_l.get(objective, math.nan))})" if objective in off else "—"
         if arm == res.control:
             cells = " | ".join("control" for _ in res.types)
         else:
@@ -120,16 +150,26 @@ def comparison_markdown(res: ExperimentResult, rows: Sequence[Mapping[str, Any]]
     return "\n".join(lines) + "\n"
 
 
-def online_bo_markdown(rounds: Sequence[Mapping[str, Any]], types: Sequence[str], weight_tasks: Sequence[str],
-                       kind: str) -> str:
-    lines = ["| round | arm | generator | " + " | ".join(f"w_{t}" for t in weight_tasks) + " | "
-             + " | ".join(f"{kind} lift {t}" for t in types) + " | feasible (observed) |",
-             "|---|---|---|" + "---:|" * len(weight_tasks) + "---|" * len(types) + "---|"]
+def online_bo_markdown(
+    rounds: Sequence[Mapping[str, Any]], types: Sequence[str], weight_tasks: Sequence[str], kind: str
+) -> str:
+    lines = [
+        "| round | arm | generator | "
+        + " | ".join(f"w_{t}" for t in weight_tasks)
+        + " | "
+        + " | ".join(f"{kind} lift {t}" for t in types)
+        + " | feasible (observed) |",
+        "|---|---|---|" + "---:|" * len(weight_tasks) + "---|" * len(types) + "---|",
+    ]
     for r in rounds:
         for name, a in r["arms"].items():
-            lines.append(f"| {r['round']} | {name} | {a['generator']} | "
-                         + " | ".join(f"{a['weights'][t]:.3f}" for t in weight_tasks) + " | "
-                         + " | ".join(fmt_lift(a["lifts"][t]) for t in types) + f" | {a['feasible_observed']} |")
+            lines.append(
+                f"| {r['round']} | {name} | {a['generator']} | "
+                + " | ".join(f"{a['weights'][t]:.3f}" for t in weight_tasks)
+                + " | "
+                + " | ".join(fmt_lift(a["lifts"][t]) for t in types)
+                + f" | {a['feasible_observed']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -149,8 +189,14 @@ def _save(fig, path: str | Path) -> Path:
     return out
 
 
-def plot_lifts(res: ExperimentResult, arms: Sequence[str], kinds: Sequence[str], path: str | Path, title: str = "",
-               labels: Mapping[str, str] | None = None) -> Path:
+def plot_lifts(
+    res: ExperimentResult,
+    arms: Sequence[str],
+    kinds: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    labels: Mapping[str, str] | None = None,
+) -> Path:
     """One panel per kind: the relative lift (%) of each arm per type with its interval, 0 dashed."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False, sharey=True)
@@ -162,8 +208,16 @@ def plot_lifts(res: ExperimentResult, arms: Sequence[str], kinds: Sequence[str],
             lf = [res.lift(arm, kind, t) for t in types]
             ys = [100 * x.value for x in lf]
             err = [[100 * (x.value - x.low) for x in lf], [100 * (x.high - x.value) for x in lf]]
-            ax.bar(xs, ys, width=width * 0.9, yerr=err, capsize=3, color=f"C{j}",
-                   label=(labels or {}).get(arm, arm), alpha=0.85)
+            ax.bar(
+                xs,
+                ys,
+                width=width * 0.9,
+                yerr=err,
+                capsize=3,
+                color=f"C{j}",
+                label=(labels or {}).get(arm, arm),
+                alpha=0.85,
+            )
         ax.axhline(0, color="k", lw=0.8, ls="--")
         ax.set_xticks(range(len(types)), types, rotation=20)
         ax.set_title(kind.replace("_", " "), fontsize=10)
@@ -185,9 +239,16 @@ def plot_online_bo(rounds: Sequence[Mapping[str, Any]], types: Sequence[str], pa
         for r in rounds:
             for name, a in r["arms"].items():
                 lf = a["lifts"][t]
-                ax.errorbar([x], [100 * lf["value"]], yerr=[[100 * (lf["value"] - lf["low"])], [100 * (lf["high"] - lf["value"])]],
-                            fmt="o", color=f"C{r['round']}", ms=4, capsize=2,
-                            label=f"round {r['round']}" if name == next(iter(r["arms"])) else None)
+                ax.errorbar(
+                    [x],
+                    [100 * lf["value"]],
+                    yerr=[[100 * (lf["value"] - lf["low"])], [100 * (lf["high"] - lf["value"])]],
+                    fmt="o",
+                    color=f"C{r['round']}",
+                    ms=4,
+                    capsize=2,
+                    label=f"round {r['round']}" if name == next(iter(r["arms"])) else None,
+                )
                 x += 1
         ax.axhline(0, color="k", lw=0.8, ls="--")
         ax.set_ylabel(f"{t} (%)", fontsize=8)

@@ -16,8 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_key(experiment: str, overrides: Sequence[str], data_dir: str | Path) -> str:
-    payload = json.dumps({"experiment": experiment, "overrides": list(overrides), "data_dir": str(data_dir)},
-                         sort_keys=True)
+    payload = json.dumps(
+        {"experiment": experiment, "overrides": list(overrides), "data_dir": str(data_dir)}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -37,11 +38,19 @@ def is_complete_run(path: Path) -> bool:
     return (path / "metrics.json").is_file() and any((path / "checkpoints").glob("*.ckpt"))
 
 
-def train_subprocess(experiment: str, overrides: Sequence[str], data_dir: str | Path, run_dir: Path,
-                     log_file: Path) -> None:
+def train_subprocess(
+    experiment: str, overrides: Sequence[str], data_dir: str | Path, run_dir: Path, log_file: Path
+) -> None:
     """``python src/train.py experiment=<experiment> paths.data_dir=<data_dir> hydra.run.dir=<run_dir> …``."""
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), f"experiment={experiment}", f"paths.data_dir={data_dir}",
-           f"paths.log_dir={run_dir.parent}", f"hydra.run.dir={run_dir}", *overrides]
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        f"experiment={experiment}",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={run_dir.parent}",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
     log.info("Training %s: %s (log: %s)", experiment, " ".join(cmd[1:]), log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PROJECT_ROOT": str(ROOT)}

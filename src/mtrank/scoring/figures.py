@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import polars as pl
@@ -22,8 +22,15 @@ class SplitFigures:
     with the rows. ``thresholds``: as ``model.metrics.thresholds`` (None: exact AUROC / PR-AUC, which keep every
     row)."""
 
-    def __init__(self, tasks: Sequence[str], *, calibration: Calibration | None = None, split: str = "test",
-                 ece_bins: int = 15, thresholds: int | None = None) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        *,
+        calibration: Calibration | None = None,
+        split: str = "test",
+        ece_bins: int = 15,
+        thresholds: int | None = None,
+    ) -> None:
         self.tasks, self.split, self.ece_bins = list(tasks), split, int(ece_bins)
         self.corrected = calibration if calibration is not None and calibration.has_calibrators else None
         self.thresholds = thresholds
@@ -35,12 +42,23 @@ class SplitFigures:
         tasks, split = self.tasks, self.split
         self.has_labels = all(f"label_{t}" in frame.columns for t in tasks)
         self.has_true = all(f"p_true_{t}" in frame.columns for t in tasks)
-        self.heads = MultiHeadMetrics(tasks, split, has_p_true=self.has_true, thresholds=self.thresholds,
-                                      ece_bins=self.ece_bins, sync_on_compute=False)
+        self.heads = MultiHeadMetrics(
+            tasks,
+            split,
+            has_p_true=self.has_true,
+            thresholds=self.thresholds,
+            ece_bins=self.ece_bins,
+            sync_on_compute=False,
+        )
         kinds = {"": "p", "_raw": "raw"} | ({"_corrected": "corrected"} if self.corrected is not None else {})
-        self.calib = {suffix: RawScoreMetrics(tasks, split, ece_bins=self.ece_bins, suffix=suffix, sync_on_compute=False)
-                      for suffix in kinds if suffix}
-        self.true = {(suffix, t): (TrueCalibration(self.ece_bins), kind) for suffix, kind in kinds.items() for t in tasks}
+        self.calib = {
+            suffix: RawScoreMetrics(tasks, split, ece_bins=self.ece_bins, suffix=suffix, sync_on_compute=False)
+            for suffix in kinds
+            if suffix
+        }
+        self.true = {
+            (suffix, t): (TrueCalibration(self.ece_bins), kind) for suffix, kind in kinds.items() for t in tasks
+        }
         self.sums = {name: np.zeros(len(tasks)) for name in ("y", "p", "raw")}
 
     def update(self, frame: pl.DataFrame) -> None:
@@ -58,12 +76,15 @@ class SplitFigures:
             scores["corrected"] = np.asarray(self.corrected.correct(scores["raw"], tasks))
         pt = cols("p_true_{}") if self.has_true else None
         y = torch.as_tensor(scores["y"], dtype=torch.float32)
-        self.heads.update(torch.as_tensor(scores["p"], dtype=torch.float32), y,
-                          torch.as_tensor(pt, dtype=torch.float32) if pt is not None else None)
+        self.heads.update(
+            torch.as_tensor(scores["p"], dtype=torch.float32),
+            y,
+            torch.as_tensor(pt, dtype=torch.float32) if pt is not None else None,
+        )
         for suffix, m in self.calib.items():
             m.update(torch.as_tensor(scores[suffix.lstrip("_")], dtype=torch.float32), y)
         if pt is not None:
-            for (suffix, t), (acc, kind) in self.true.items():
+            for (_, t), (acc, kind) in self.true.items():
                 j = tasks.index(t)
                 acc.update(scores[kind][:, j], pt[:, j])
         for name in self.sums:
@@ -75,7 +96,7 @@ class SplitFigures:
             raise ValueError(f"the predictions have no label column(s) {missing}: nothing to evaluate against")
         split, n = self.split, self.rows
         out = {k: float(v) for k, v in self.heads.compute().items()}
-        for suffix, m in self.calib.items():
+        for m in self.calib.values():
             out.update({k: float(v) for k, v in m.compute().items()})
         if self.has_true:
             for (suffix, t), (acc, _) in self.true.items():

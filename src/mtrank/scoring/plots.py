@@ -12,8 +12,8 @@ backend change.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -107,23 +107,47 @@ def reliability_figure(
         tab = _drawable(reliability_table(p, y, n_bins, strategy), min_bin_count)
         brier = float(np.mean((p - y) ** 2)) if p.size else float("nan")
         mp, fp = np.array(tab["mean_p"]), np.array(tab["frac_pos"])
-        ax.errorbar(mp, fp, yerr=[fp - np.array(tab["lo"]), np.array(tab["hi"]) - fp], color=c, marker="o",
-                    markersize=4, linewidth=1.6, elinewidth=0.8, capsize=2,
-                    label=f"{t} (Brier {brier:.4f}, base rate {y.mean():.2%})")
+        ax.errorbar(
+            mp,
+            fp,
+            yerr=[fp - np.array(tab["lo"]), np.array(tab["hi"]) - fp],
+            color=c,
+            marker="o",
+            markersize=4,
+            linewidth=1.6,
+            elinewidth=0.8,
+            capsize=2,
+            label=f"{t} (Brier {brier:.4f}, base rate {y.mean():.2%})",
+        )
         if raw_scores is not None and t in raw_scores:
-            rt = _drawable(reliability_table(np.asarray(raw_scores[t], dtype=np.float64), y, n_bins, strategy),
-                           min_bin_count)
-            ax.plot(rt["mean_p"], rt["frac_pos"], color=c, linestyle="--", linewidth=1.0, alpha=0.6,
-                    label=f"{t}, before correction")
+            rt = _drawable(
+                reliability_table(np.asarray(raw_scores[t], dtype=np.float64), y, n_bins, strategy), min_bin_count
+            )
+            ax.plot(
+                rt["mean_p"],
+                rt["frac_pos"],
+                color=c,
+                linestyle="--",
+                linewidth=1.0,
+                alpha=0.6,
+                label=f"{t}, before correction",
+            )
             hi = max(hi, max(rt["mean_p"], default=0.0))
         hi = max(hi, float(mp.max(initial=0.0)), float(fp.max(initial=0.0)))
         if mp.size:
             lo_pos = min(lo_pos, float(mp[mp > 0].min(initial=1.0)))
         if p.size:
             hist_hi = float(np.quantile(p, 0.999))
-            hx.hist(p, bins=np.linspace(0, max(hist_hi, 1e-6), 60) if scale == "linear"
-                    else np.geomspace(max(p[p > 0].min(initial=1e-6), 1e-6), max(p.max(), 1e-5), 60),
-                    histtype="step", color=c, linewidth=1.3, label=t)
+            hx.hist(
+                p,
+                bins=np.linspace(0, max(hist_hi, 1e-6), 60)
+                if scale == "linear"
+                else np.geomspace(max(p[p > 0].min(initial=1e-6), 1e-6), max(p.max(), 1e-5), 60),
+                histtype="step",
+                color=c,
+                linewidth=1.3,
+                label=t,
+            )
     hi = min(1.0, hi * 1.05) if hi > 0 else 1.0
     if scale == "log":
         lo = max(lo_pos / 1.5, 1e-6)

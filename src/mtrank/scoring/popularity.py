@@ -11,8 +11,8 @@ inflated by about the same factor, which leaves the ranking, and so AUROC and PR
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -55,15 +55,21 @@ def fit_popularity(
         raise ValueError(f"prior_strength must be ≥ 0, got {prior_strength}")
     col = _key_column(key)
     if col not in train.columns:
-        raise KeyError(f"popularity key '{key}' (column '{col}') is not in the processed data; columns: {train.columns}")
+        raise KeyError(
+            f"popularity key '{key}' (column '{col}') is not in the processed data; columns: {train.columns}"
+        )
     tasks = tuple(tasks)
     labels = [LABEL_PREFIX + t for t in tasks]
     glob = {t: float(train[LABEL_PREFIX + t].cast(pl.Float64).mean()) for t in tasks}
-    counts = train.group_by(col).agg(pl.len().alias("__n"), *[pl.col(c).cast(pl.Float64).sum().alias(c) for c in labels])
+    counts = train.group_by(col).agg(
+        pl.len().alias("__n"), *[pl.col(c).cast(pl.Float64).sum().alias(c) for c in labels]
+    )
     rates = counts.select(
         pl.col(col),
         *[
-            ((pl.col(LABEL_PREFIX + t) + prior_strength * glob[t]) / (pl.col("__n") + prior_strength)).alias(f"rate__{t}")
+            ((pl.col(LABEL_PREFIX + t) + prior_strength * glob[t]) / (pl.col("__n") + prior_strength)).alias(
+                f"rate__{t}"
+            )
             for t in tasks
         ],
     )

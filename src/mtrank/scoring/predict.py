@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import polars as pl
 
@@ -45,13 +45,21 @@ def predict_frame(
     if not isinstance(run, LoadedRun):
         run = load_run(run, calibration=calibration, device=device)
     elif calibration is not None:
-        run.model.set_calibration(Calibration.load(calibration) if isinstance(calibration, (str, Path)) else calibration)
+        run.model.set_calibration(
+            Calibration.load(calibration) if isinstance(calibration, (str, Path)) else calibration
+        )
         run.calibration = run.model.calibration
     if inputs is not None and processed_dir is not None:
         raise ValueError("give either inputs= (raw logs) or processed_dir= (processed data), not both")
     if inputs is not None:
-        return score_logs(run, inputs, batch_size=batch_size, device=device, warn_unseen_fraction=warn_unseen_fraction,
-                          max_unseen_fraction=max_unseen_fraction)[0]
+        return score_logs(
+            run,
+            inputs,
+            batch_size=batch_size,
+            device=device,
+            warn_unseen_fraction=warn_unseen_fraction,
+            max_unseen_fraction=max_unseen_fraction,
+        )[0]
     data = ProcessedData.load(processed_dir) if processed_dir is not None else run.processed_data()
     return score_split(run, data, split=split, batch_size=batch_size, device=device)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -51,7 +51,7 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
     """
     from mtrank.data import reading
     from mtrank.data.reading import id_expr
-    
+
     cfg = run.pipeline_config()
     encoder = run.encoder()
     cols = cfg.columns
@@ -90,8 +90,14 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
     filled = {c: 0 for c in nums}
     for path, lf, schema in scanned:  # one pass per file: rows > 0, labels, ids, NaN policy, duplicated rows
         report = validation.inspect_file(
-            path, lf, label_cols if has_labels else [], nums, ids, cfg.encoding.nan_policy,
-            code_cols=validation.float_code_columns(schema, code_like), count_duplicates=True,
+            path,
+            lf,
+            label_cols if has_labels else [],
+            nums,
+            ids,
+            cfg.encoding.nan_policy,
+            code_cols=validation.float_code_columns(schema, code_like),
+            count_duplicates=True,
             ptrue_cols=ptrue_cols if has_p_true else (),
         )  # also refuses infinite numeric values and p_true outside [0, 1], naming file and column
         if report.duplicates:
@@ -107,7 +113,9 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
                 "holds integers: the logs do not match the data the model was trained on"
             )
         casts[c] = want
-    keep = list(dict.fromkeys(code_like + nums + (label_cols if has_labels else []) + (ptrue_cols if has_p_true else [])))
+    keep = list(
+        dict.fromkeys(code_like + nums + (label_cols if has_labels else []) + (ptrue_cols if has_p_true else []))
+    )
     selected = []
     for _, lf, schema in scanned:
         exprs = []
@@ -130,20 +138,37 @@ def _read_raw(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pl.DataFram
     raw = raw.collect()
     if cfg.side_tables:
         raw = reading.drop_markers(raw)
-    info = ScoreInfo(rows=raw.height, has_labels=has_labels, has_p_true=has_p_true, source=", ".join(map(str, files)),
-                     duplicates=duplicates, extra_columns=extra_columns(schemas, trained) if recorded else [],
-                     numeric_missing_filled={c: n for c, n in filled.items() if n})
+    info = ScoreInfo(
+        rows=raw.height,
+        has_labels=has_labels,
+        has_p_true=has_p_true,
+        source=", ".join(map(str, files)),
+        duplicates=duplicates,
+        extra_columns=extra_columns(schemas, trained) if recorded else [],
+        numeric_missing_filled={c: n for c, n in filled.items() if n},
+    )
     ranged = [c for c in encoder.numeric_all if c in encoder.spread and c in raw.columns]
     unranged = [c for c in encoder.numeric_all if c not in encoder.spread]
     if unranged:
-        log.warning("The preprocessing of run %s records no training range for numeric column(s) %s (processed "
-                    "before ranges were recorded): their values are not compared with the training data; retrain "
-                    "(or reprocess) to have them checked", run.run_dir, unranged)
+        log.warning(
+            "The preprocessing of run %s records no training range for numeric column(s) %s (processed "
+            "before ranges were recorded): their values are not compared with the training data; retrain "
+            "(or reprocess) to have them checked",
+            run.run_dir,
+            unranged,
+        )
     if ranged:
-        counts = raw.select([
-            ((encoder.transformed(c) < encoder.spread[c]["min"]) | (encoder.transformed(c) > encoder.spread[c]["max"]))
-            .sum().alias(c) for c in ranged
-        ]).row(0, named=True)
+        counts = raw.select(
+            [
+                (
+                    (encoder.transformed(c) < encoder.spread[c]["min"])
+                    | (encoder.transformed(c) > encoder.spread[c]["max"])
+                )
+                .sum()
+                .alias(c)
+                for c in ranged
+            ]
+        ).row(0, named=True)
         for c in ranged:
             info.out_of_range[c] = int(counts[c] or 0)
             info.out_of_range_fraction[c] = info.out_of_range[c] / max(raw.height, 1)
@@ -204,17 +229,27 @@ def _report_numerics(run: LoadedRun, info: ScoreInfo, warn: float) -> None:
     """Warn on null/NaN numerics filled with the train mean (as training does) and on numeric columns with more
     than ``warn`` of their rows outside the training range (values in other units, drift)."""
     if info.numeric_missing_filled:
-        log.warning("Numeric null/NaN values filled with the train mean (data.pipeline.encoding.nan_policy=fill_mean) in %s: %s",
-                    info.source, info.numeric_missing_filled)
+        log.warning(
+            "Numeric null/NaN values filled with the train mean (data.pipeline.encoding.nan_policy=fill_mean) in %s: %s",
+            info.source,
+            info.numeric_missing_filled,
+        )
     over = {c: f for c, f in info.out_of_range_fraction.items() if f > warn}
     if over:
         text = "; ".join(
             f"'{c}': {info.out_of_range[c]} of {info.rows} rows ({f:.2%}) outside "
-            f"[{info.training_range[c][0]:.6g}, {info.training_range[c][1]:.6g}]" for c, f in over.items()
+            f"[{info.training_range[c][0]:.6g}, {info.training_range[c][1]:.6g}]"
+            for c, f in over.items()
         )
-        log.warning("Numeric values outside the range the run %s was trained on, in %s: %s "
-                    "(warn_out_of_range_fraction=%s); the model extrapolates there: check the units and the source "
-                    "of these columns", run.run_dir, info.source, text, warn)
+        log.warning(
+            "Numeric values outside the range the run %s was trained on, in %s: %s "
+            "(warn_out_of_range_fraction=%s); the model extrapolates there: check the units and the source "
+            "of these columns",
+            run.run_dir,
+            info.source,
+            text,
+            warn,
+        )
     elif info.out_of_range:
         log.info("Numeric values outside the training range: %s", info.out_of_range)
 
@@ -241,17 +276,28 @@ def _report_inputs(run: LoadedRun, info: ScoreInfo, warn: float, limit: float | 
             "them anyway, the unseen values going to the OOV bucket"
         )
     if info.extra_columns:
-        log.info("Ignoring column(s) %s of %s: the files the run was trained on did not have them",
-                 info.extra_columns, info.source)
+        log.info(
+            "Ignoring column(s) %s of %s: the files the run was trained on did not have them",
+            info.extra_columns,
+            info.source,
+        )
     if info.duplicates:
-        log.warning("%d duplicated impression(s) (rows that are exact copies of an earlier row of the same file) in %s: "
-                    "they are scored like the others, not dropped", sum(info.duplicates.values()),
-                    ", ".join(f"{f} ({n})" for f, n in info.duplicates.items()))
+        log.warning(
+            "%d duplicated impression(s) (rows that are exact copies of an earlier row of the same file) in %s: "
+            "they are scored like the others, not dropped",
+            sum(info.duplicates.values()),
+            ", ".join(f"{f} ({n})" for f, n in info.duplicates.items()),
+        )
     shown = {c: f for c, f in info.unseen_fraction.items() if info.unseen.get(c)}
     text = ", ".join(f"{c}: {info.unseen[c]} rows ({f:.2%})" for c, f in shown.items())
     if any(f > warn for f in shown.values()):
-        log.warning("%d rows scored; values %s were mapped to the OOV bucket: %s "
-                    "(warn_unseen_fraction=%s)", info.rows, unseen, text, warn)
+        log.warning(
+            "%d rows scored; values %s were mapped to the OOV bucket: %s (warn_unseen_fraction=%s)",
+            info.rows,
+            unseen,
+            text,
+            warn,
+        )
     elif shown:
         log.info("%d rows scored; values %s were mapped to the OOV bucket: %s", info.rows, unseen, text)
     else:

@@ -7,8 +7,9 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -43,8 +44,14 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}"
 
 
-def _markdown(metrics: Mapping[str, float], tasks: Sequence[str], split: str, calibration: Calibration,
-              context: Mapping[str, Any], ks: Sequence[int]) -> str:
+def _markdown(
+    metrics: Mapping[str, float],
+    tasks: Sequence[str],
+    split: str,
+    calibration: Calibration,
+    context: Mapping[str, Any],
+    ks: Sequence[int],
+) -> str:
     def g(t, name):
         return metrics.get(f"{split}/{t}/{name}")
 
@@ -57,26 +64,48 @@ def _markdown(metrics: Mapping[str, float], tasks: Sequence[str], split: str, ca
         if context.get(k) is not None:
             lines.append(f"- **{k}**: `{context[k]}`")
     lines.append(f"- **calibration**: Eq. 3 per head with β_t below, then post-hoc `{calibration.method}`")
-    lines += ["", "## Calibration per head", "",
-              "`raw`: the model's score (downsampled scale); `corr.`: after Eq. 3; `p`: corrected and calibrated "
-              "(what utility, tuning and A/B use). ECE: 15 uniform bins on [0, 1], L1.", ""]
+    lines += [
+        "",
+        "## Calibration per head",
+        "",
+        "`raw`: the model's score (downsampled scale); `corr.`: after Eq. 3; `p`: corrected and calibrated "
+        "(what utility, tuning and A/B use). ECE: 15 uniform bins on [0, 1], L1.",
+        "",
+    ]
     head = ["task", "β_t", "positives", "base rate", "mean p_raw", "mean p", "ece raw"]
     head += ["ece corr."] if corrected else []
     head += ["ece", "brier raw", "brier", "logloss raw", "logloss"]
     head += ["ece_true raw", "ece_true", "mae_true"] if has_true else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in tasks:
-        row = [t, _fmt(calibration.betas.get(t), 4), _fmt(g(t, "n_pos")), _fmt(g(t, "base_rate"), 4),
-               _fmt(g(t, "mean_p_raw"), 4), _fmt(g(t, "mean_p"), 4), _fmt(g(t, "ece_raw"))]
+        row = [
+            t,
+            _fmt(calibration.betas.get(t), 4),
+            _fmt(g(t, "n_pos")),
+            _fmt(g(t, "base_rate"), 4),
+            _fmt(g(t, "mean_p_raw"), 4),
+            _fmt(g(t, "mean_p"), 4),
+            _fmt(g(t, "ece_raw")),
+        ]
         row += [_fmt(g(t, "ece_corrected"))] if corrected else []
-        row += [_fmt(g(t, "ece")), _fmt(g(t, "brier_raw")), _fmt(g(t, "brier")), _fmt(g(t, "logloss_raw")),
-                _fmt(g(t, "logloss"))]
+        row += [
+            _fmt(g(t, "ece")),
+            _fmt(g(t, "brier_raw")),
+            _fmt(g(t, "brier")),
+            _fmt(g(t, "logloss_raw")),
+            _fmt(g(t, "logloss")),
+        ]
         row += [_fmt(g(t, "ece_true_raw")), _fmt(g(t, "ece_true")), _fmt(g(t, "mae_true"))] if has_true else []
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "## Ranking per head", "",
-              "AUROC and PR-AUC over all rows; NDCG@k and MAP per request (each head ranks a request's candidates "
-              "by its own p; averaged over requests with a positive)" + ("; `oracle`: the same for p_true." if has_true else "."),
-              ""]
+    lines += [
+        "",
+        "## Ranking per head",
+        "",
+        "AUROC and PR-AUC over all rows; NDCG@k and MAP per request (each head ranks a request's candidates "
+        "by its own p; averaged over requests with a positive)"
+        + ("; `oracle`: the same for p_true." if has_true else "."),
+        "",
+    ]
     head = ["task", "auroc"] + (["oracle auroc"] if has_true else []) + ["pr_auc"]
     for k in ks:
         head += [f"ndcg@{k}"] + ([f"oracle ndcg@{k}"] if has_true else [])
@@ -89,14 +118,26 @@ def _markdown(metrics: Mapping[str, float], tasks: Sequence[str], split: str, ca
         row += [_fmt(g(t, "map"))] + ([_fmt(g(t, "oracle_map"))] if has_true else []) + [_fmt(g(t, "n_requests_pos"))]
         lines.append("| " + " | ".join(row) + " |")
     if context.get("oov"):
-        lines += ["", "## Values mapped to the OOV bucket", "", "| column | unseen values (rows) | nulls (rows) |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "## Values mapped to the OOV bucket",
+            "",
+            "| column | unseen values (rows) | nulls (rows) |",
+            "|---|---|---|",
+        ]
         for c, n in context["oov"]["oov_unseen"].items():
             lines.append(f"| {c} | {n} | {context['oov']['oov_null'].get(c, 0)} |")
-    lines += ["", "## Reliability", "", f"![reliability diagram]({RELIABILITY_PNG})", "",
-              "Read it as the post's Figure 3: each head's points should sit on the dotted diagonal (the fraction "
-              "of positives in a bin equals the mean predicted probability there); the histogram below shows where "
-              "the calibrated scores lie. See docs/calibration.md.", ""]
+    lines += [
+        "",
+        "## Reliability",
+        "",
+        f"![reliability diagram]({RELIABILITY_PNG})",
+        "",
+        "Read it as the post's Figure 3: each head's points should sit on the dotted diagonal (the fraction "
+        "of positives in a bin equals the mean predicted probability there); the histogram below shows where "
+        "the calibrated scores lie. See docs/calibration.md.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -186,34 +227,54 @@ def write_report(
         _stream_to_parquet(predictions, path, figures.update)
         source = path
     try:
-        return _report_files(source, figures, tasks, calibration, out_dir, report, split, context, loggers,
-                             path if keep else None)
+        return _report_files(
+            source, figures, tasks, calibration, out_dir, report, split, context, loggers, path if keep else None
+        )
     finally:
         if temp is not None:
             temp.unlink(missing_ok=True)
 
 
-def _report_files(source: pl.DataFrame | Path, figures: SplitFigures, tasks: list[str], calibration: Calibration,
-                  out_dir: Path, report: Mapping[str, Any], split: str, context: dict, loggers: Sequence[Any],
-                  written: Path | None) -> dict[str, float]:
+def _report_files(
+    source: pl.DataFrame | Path,
+    figures: SplitFigures,
+    tasks: list[str],
+    calibration: Calibration,
+    out_dir: Path,
+    report: Mapping[str, Any],
+    split: str,
+    context: dict,
+    loggers: Sequence[Any],
+    written: Path | None,
+) -> dict[str, float]:
     if not figures.has_labels:
-        log.info("no labels: nothing to evaluate (predictions written to %s)", written or "no file: write_predictions=false")
+        log.info(
+            "no labels: nothing to evaluate (predictions written to %s)", written or "no file: write_predictions=false"
+        )
         return {}
     ks = [int(k) for k in (report.get("ks") or [])]
     metrics = figures.compute()
     columns = source.columns if isinstance(source, pl.DataFrame) else pl.scan_parquet(source).collect_schema()
     if ks and REQUEST_COL in columns:
         chunk = report.get("ranking_chunk_rows")
-        metrics.update(ranking_figures(source, tasks, ks, split=split, rows=figures.rows,
-                                       chunk_rows=None if chunk is None else int(chunk)))
+        metrics.update(
+            ranking_figures(
+                source, tasks, ks, split=split, rows=figures.rows, chunk_rows=None if chunk is None else int(chunk)
+            )
+        )
     if context.get("rows") is None:
         context["rows"] = figures.rows
     bins, n_bins = str(report.get("bins", "quantile")), int(report.get("n_bins", 15))
     scores, labels = _Columns(source, tasks, "p_{}"), _Columns(source, tasks, "label_{}")
     png = save_reliability_png(
-        out_dir / RELIABILITY_PNG, scores, labels, n_bins=n_bins, strategy=bins,
+        out_dir / RELIABILITY_PNG,
+        scores,
+        labels,
+        n_bins=n_bins,
+        strategy=bins,
         raw_scores=_Columns(source, tasks, "p_raw_{}") if report.get("show_raw") else None,
-        scale=str(report.get("scale", "linear")), min_bin_count=int(report.get("min_bin_count", 50)),
+        scale=str(report.get("scale", "linear")),
+        min_bin_count=int(report.get("min_bin_count", 50)),
         title=f"Calibration plot, {split} split ({figures.rows:,} rows, {bins} bins)",
     )
     summary = {
@@ -221,13 +282,20 @@ def _report_files(source: pl.DataFrame | Path, figures: SplitFigures, tasks: lis
         "split": split,
         "calibration": {"method": calibration.method, "betas": calibration.betas, "info": calibration.info},
         "metrics": metrics,
-        "reliability": {"bins": bins, "n_bins": n_bins,
-                        "per_task": {t: reliability_table(scores[t], labels[t], n_bins, bins) for t in tasks}},
+        "reliability": {
+            "bins": bins,
+            "n_bins": n_bins,
+            "per_task": {t: reliability_table(scores[t], labels[t], n_bins, bins) for t in tasks},
+        },
     }
     summary, undefined = nonfinite_to_null(json.loads(json.dumps(summary, default=_json_default)))
     if undefined:
-        log.warning("%s: %d figure(s) are undefined (NaN or infinite), written as null: %s", SUMMARY_JSON,
-                    len(undefined), undefined)
+        log.warning(
+            "%s: %d figure(s) are undefined (NaN or infinite), written as null: %s",
+            SUMMARY_JSON,
+            len(undefined),
+            undefined,
+        )
     write_text_atomic(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2, allow_nan=False))
     write_text_atomic(out_dir / SUMMARY_MD, _markdown(metrics, tasks, split, calibration, context, ks))
     _log_to_loggers(loggers, metrics, png, split)

@@ -9,8 +9,8 @@ A run is described by a :class:`RunResult` (data set, model, seed, and its ``met
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import polars as pl
 
@@ -27,7 +27,9 @@ class RunResult:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
-def long_table(runs: Iterable[RunResult], stage: str = "test", metric_names: Sequence[str] = ("auroc", "pr_auc", "n_pos")) -> pl.DataFrame:
+def long_table(
+    runs: Iterable[RunResult], stage: str = "test", metric_names: Sequence[str] = ("auroc", "pr_auc", "n_pos")
+) -> pl.DataFrame:
     rows = []
     for r in runs:
         for key, value in r.metrics.items():
@@ -36,18 +38,31 @@ def long_table(runs: Iterable[RunResult], stage: str = "test", metric_names: Seq
                 continue
             if r.tasks is not None and parts[1] not in r.tasks:
                 continue
-            rows.append({"dataset": r.dataset, "model": r.model, "seed": r.seed, "task": parts[1],
-                         "metric": parts[2], "value": float(value)})
-    schema = {"dataset": pl.String, "model": pl.String, "seed": pl.Int64, "task": pl.String, "metric": pl.String,
-              "value": pl.Float64}
+            rows.append(
+                {
+                    "dataset": r.dataset,
+                    "model": r.model,
+                    "seed": r.seed,
+                    "task": parts[1],
+                    "metric": parts[2],
+                    "value": float(value),
+                }
+            )
+    schema = {
+        "dataset": pl.String,
+        "model": pl.String,
+        "seed": pl.Int64,
+        "task": pl.String,
+        "metric": pl.String,
+        "value": pl.Float64,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
 def summary(table: pl.DataFrame) -> pl.DataFrame:
     """Mean, sample standard deviation and number of seeds per (dataset, model, task, metric)."""
-    return (
-        table.group_by(["dataset", "model", "task", "metric"], maintain_order=True)
-        .agg(pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"), pl.len().alias("runs"))
+    return table.group_by(["dataset", "model", "task", "metric"], maintain_order=True).agg(
+        pl.col("value").mean().alias("mean"), pl.col("value").std().alias("sd"), pl.len().alias("runs")
     )
 
 

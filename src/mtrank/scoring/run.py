@@ -131,14 +131,21 @@ def _resolve_ckpt(path: Path) -> tuple[Path, Path]:
         found = [ckpt_dir / "last.ckpt"]
     if found:
         if best:
-            log.warning("%s names the best checkpoint %s, which is not in %s: loading %s instead", metrics, best,
-                        ckpt_dir, found[-1])
+            log.warning(
+                "%s names the best checkpoint %s, which is not in %s: loading %s instead",
+                metrics,
+                best,
+                ckpt_dir,
+                found[-1],
+            )
         return found[-1], run_dir
     hint = ""
     if outside is not None:
-        hint = (f"; its metrics.json names {outside}, outside this folder (the run folder it was copied from?), "
-                f"which is not loaded: pass ckpt_path={outside} to score with that checkpoint"
-                + ("" if outside.is_file() else " (it does not exist either)"))
+        hint = (
+            f"; its metrics.json names {outside}, outside this folder (the run folder it was copied from?), "
+            f"which is not loaded: pass ckpt_path={outside} to score with that checkpoint"
+            + ("" if outside.is_file() else " (it does not exist either)")
+        )
     raise FileNotFoundError(f"run folder {run_dir} holds no checkpoint (looked in {ckpt_dir}){hint}")
 
 
@@ -168,8 +175,13 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
     elif train_cfg is not None and "data" in train_cfg:
         pre = _processed_from_config(train_cfg, run_dir)
         if pre is not None:
-            log.warning("%s has no %s/: reading the preprocessing from %s, outside the run folder (found from its "
-                        "config.yaml and run_info.json)", run_dir, PREPROCESSING_DIR, pre.directory)
+            log.warning(
+                "%s has no %s/: reading the preprocessing from %s, outside the run folder (found from its "
+                "config.yaml and run_info.json)",
+                run_dir,
+                PREPROCESSING_DIR,
+                pre.directory,
+            )
     read_checkpoint(ckpt)  # an InputFileError naming ckpt_path: missing, empty, no checkpoint, pickled objects
     check_checkpoint(ckpt)  # UnsafeCheckpointError before anything is instantiated from it
     try:
@@ -178,8 +190,9 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
         raise RuntimeError(f"could not load the checkpoint {ckpt} as a RankingModule: {exc}") from exc
     if model.hparams.get("downsampling") is None and pre is not None and pre.metadata.get("counts"):
         # a checkpoint from before the correction was recorded in the model: take it from the data's counts
-        model = RankingModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True,
-                                                   downsampling=downsampling_from_metadata(pre.metadata))
+        model = RankingModule.load_from_checkpoint(
+            ckpt, map_location=device, weights_only=True, downsampling=downsampling_from_metadata(pre.metadata)
+        )
         log.info("%s records no downsampling: β_t per head taken from its processed data's counts", ckpt)
     model.eval()
     if isinstance(calibration, (str, Path)):
@@ -187,9 +200,13 @@ def load_run(run: str | Path, calibration: Calibration | str | Path | None = Non
     elif calibration is None and (run_dir / CALIBRATION_FILE).exists():
         calibration = Calibration.load(run_dir / CALIBRATION_FILE)
     elif calibration is None:
-        log.warning("%s has no %s: applying only the downsampling correction recorded in the checkpoint (Eq. 3 with "
-                    "its β_t), no post-hoc calibrator; the probabilities differ from the run's calibrated ones if it "
-                    "fitted any. Pass calibration_file= to apply one", run_dir, CALIBRATION_FILE)
+        log.warning(
+            "%s has no %s: applying only the downsampling correction recorded in the checkpoint (Eq. 3 with "
+            "its β_t), no post-hoc calibrator; the probabilities differ from the run's calibrated ones if it "
+            "fitted any. Pass calibration_file= to apply one",
+            run_dir,
+            CALIBRATION_FILE,
+        )
     model.set_calibration(calibration)
     return LoadedRun(model, ckpt, run_dir, model.calibration, train_cfg, pre)
 
@@ -213,8 +230,12 @@ def save_preprocessing(processed: ProcessedData, run_dir: Path | str) -> Path:
     try:
         (tmp / RAW_SCHEMA_FILE).write_text(json.dumps(raw_schema(processed.metadata.get("config") or {}), indent=2))
     except Exception as exc:  # noqa: BLE001 - the raw files may have moved since; scoring then checks less
-        log.info("Could not record the raw files' schema in %s (%s): scored logs will be checked against the "
-                 "vocabularies' dtypes only", out, exc)
+        log.info(
+            "Could not record the raw files' schema in %s (%s): scored logs will be checked against the "
+            "vocabularies' dtypes only",
+            out,
+            exc,
+        )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -245,13 +266,20 @@ def check_compatible(run: LoadedRun, data: ProcessedData) -> None:
         )
     if model_spec["numeric"] != data_spec["numeric"]:
         diffs.append(f"numeric features: the model has {model_spec['numeric']}, the data {data_spec['numeric']}")
-    if not diffs and run.preprocessing is not None and run.preprocessing.metadata.get("key") != data.metadata.get("key"):
+    if (
+        not diffs
+        and run.preprocessing is not None
+        and run.preprocessing.metadata.get("key") != data.metadata.get("key")
+    ):
         diffs += _encoding_differences(run.preprocessing, data)
     elif not diffs and run.preprocessing is None:
-        log.warning("run %s has no preprocessing metadata: only the shapes of %s were checked", run.run_dir, data.directory)
+        log.warning(
+            "run %s has no preprocessing metadata: only the shapes of %s were checked", run.run_dir, data.directory
+        )
     if diffs:
         raise DataValidationError(
-            f"{where}: it was processed with other metadata. " + "; ".join(diffs)
+            f"{where}: it was processed with other metadata. "
+            + "; ".join(diffs)
             + ". Evaluate on the data the run was trained on (the default), or score raw logs with inputs=… "
             "so that they are encoded with the run's preprocessing."
         )
@@ -263,9 +291,15 @@ def _encoding_differences(train: ProcessedData, data: ProcessedData) -> list[str
     tnum = {f["name"]: f for f in tf["numeric"]}
     for f in df["numeric"]:
         t = tnum.get(f["name"])
-        if t and (t["transform"] != f["transform"] or not np.isclose(t["mean"], f["mean"]) or not np.isclose(t["std"], f["std"])):
-            out.append(f"numeric '{f['name']}' is normalised with mean/std {f['mean']:.6g}/{f['std']:.6g}, "
-                       f"the model's with {t['mean']:.6g}/{t['std']:.6g}")
+        if t and (
+            t["transform"] != f["transform"]
+            or not np.isclose(t["mean"], f["mean"])
+            or not np.isclose(t["std"], f["std"])
+        ):
+            out.append(
+                f"numeric '{f['name']}' is normalised with mean/std {f['mean']:.6g}/{f['std']:.6g}, "
+                f"the model's with {t['mean']:.6g}/{t['std']:.6g}"
+            )
     for f in df["categorical"]:
         a = pl.read_parquet(train.directory / f["vocab_file"]).select("value", "index")
         b = pl.read_parquet(data.directory / f["vocab_file"]).select("value", "index")

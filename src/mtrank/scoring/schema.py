@@ -11,8 +11,9 @@ record fall back to the dtype of each categorical vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mtrank.data.errors import DataValidationError
 
@@ -108,9 +109,16 @@ def check_columns(
         if c not in trained or compatible(kind, schema[c], trained[c]):
             continue
         was = " | ".join(trained[c])
-        want = ("integer codes" if _CODE_GROUP.get(dtype_family(trained[c][0])) == "integer codes" else "strings") \
-            if kind == "categorical" else "integer or string ids" if kind == "id" else "numbers (int, float or bool)"
-        key = roles[c].key if c in roles else f"data.pipeline.columns.{'labels' if kind == 'label' else 'p_true_prefix'}"
+        want = (
+            ("integer codes" if _CODE_GROUP.get(dtype_family(trained[c][0])) == "integer codes" else "strings")
+            if kind == "categorical"
+            else "integer or string ids"
+            if kind == "id"
+            else "numbers (int, float or bool)"
+        )
+        key = (
+            roles[c].key if c in roles else f"data.pipeline.columns.{'labels' if kind == 'label' else 'p_true_prefix'}"
+        )
         raise DataValidationError(
             f"column '{c}' ({key}) in file {path} has dtype {schema[c]}, but the run {run_dir} was trained on "
             f"{was}: a retyped column is not cast (it would not mean the same values); give {want} as in training"
@@ -126,7 +134,8 @@ def extra_columns(schemas: Sequence[Mapping[str, Any]], trained: Mapping[str, Se
 
 
 def unseen_problems(
-    fractions: Mapping[str, float], limit: float | None,
+    fractions: Mapping[str, float],
+    limit: float | None,
 ) -> dict[str, float]:
     """The columns whose share of never-seen values is above ``limit`` (none when ``limit`` is None)."""
     if limit is None:

@@ -14,8 +14,9 @@ Rows keep the order of the data (processed shards in order; raw logs in file ord
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -53,12 +54,21 @@ class ScoreInfo:
     training_range: dict[str, list[float]] = field(default_factory=dict)  # [min, max] of the train values
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "oov_unseen": self.unseen, "oov_unseen_fraction": self.unseen_fraction,
-                "oov_null": self.nulls, "duplicate_rows": sum(self.duplicates.values()),
-                "duplicate_rows_per_file": self.duplicates, "extra_columns": self.extra_columns,
-                "has_labels": self.has_labels, "has_p_true": self.has_p_true, "source": self.source,
-                "numeric_missing_filled": self.numeric_missing_filled, "out_of_range": self.out_of_range,
-                "out_of_range_fraction": self.out_of_range_fraction}
+        return {
+            "rows": self.rows,
+            "oov_unseen": self.unseen,
+            "oov_unseen_fraction": self.unseen_fraction,
+            "oov_null": self.nulls,
+            "duplicate_rows": sum(self.duplicates.values()),
+            "duplicate_rows_per_file": self.duplicates,
+            "extra_columns": self.extra_columns,
+            "has_labels": self.has_labels,
+            "has_p_true": self.has_p_true,
+            "source": self.source,
+            "numeric_missing_filled": self.numeric_missing_filled,
+            "out_of_range": self.out_of_range,
+            "out_of_range_fraction": self.out_of_range_fraction,
+        }
 
 
 @torch.inference_mode()
@@ -94,7 +104,9 @@ def _frame(
     return pl.DataFrame(list(cols.values()))
 
 
-def _scored_frames(run: LoadedRun, batches: Iterable[Mapping[str, torch.Tensor]], device: str) -> Iterator[pl.DataFrame]:
+def _scored_frames(
+    run: LoadedRun, batches: Iterable[Mapping[str, torch.Tensor]], device: str
+) -> Iterator[pl.DataFrame]:
     """One predictions frame per batch (at least one frame: an empty one when there are no batches)."""
     model = run.model.to(device)
     T = len(run.tasks)
@@ -138,10 +150,17 @@ def iter_score_split(
     """The predictions frame of one split, ``batch_size`` rows at a time, in the order of the data (checked
     against the run first, before the first frame is asked for)."""
     if split not in data.metadata["splits"]:
-        raise KeyError(f"split='{split}': the processed data {data.directory} has splits {list(data.metadata['splits'])}")
+        raise KeyError(
+            f"split='{split}': the processed data {data.directory} has splits {list(data.metadata['splits'])}"
+        )
     check_compatible(run, data)
-    stream = ShardStream(data.files(split), data.spec, batch_size, shuffle=False,
-                         chunk_rows=int(data.metadata["config"]["row_group_size"]))
+    stream = ShardStream(
+        data.files(split),
+        data.spec,
+        batch_size,
+        shuffle=False,
+        chunk_rows=int(data.metadata["config"]["row_group_size"]),
+    )
     return _scored_frames(run, iter(stream), device)
 
 
@@ -164,9 +183,11 @@ def frame_batches(run: LoadedRun, df: pl.DataFrame, info: ScoreInfo, batch_size:
         part = df.slice(start, batch_size)
         n = part.height
         b = {
-            "categorical": torch.from_numpy(part.select(cat_cols).to_numpy().astype(np.int64)) if cat_cols
+            "categorical": torch.from_numpy(part.select(cat_cols).to_numpy().astype(np.int64))
+            if cat_cols
             else torch.zeros((n, 0), dtype=torch.int64),
-            "numeric": torch.from_numpy(part.select(num_cols).to_numpy().astype(np.float32)) if num_cols
+            "numeric": torch.from_numpy(part.select(num_cols).to_numpy().astype(np.float32))
+            if num_cols
             else torch.zeros((n, 0), dtype=torch.float32),
             "request_id": torch.from_numpy(part[REQUEST_COL].to_numpy().astype(np.int64)),
             "item_id": torch.from_numpy(part[ITEM_COL].to_numpy().astype(np.int64)),
@@ -178,8 +199,9 @@ def frame_batches(run: LoadedRun, df: pl.DataFrame, info: ScoreInfo, batch_size:
         yield b
 
 
-def fit_calibration(run: LoadedRun, data: ProcessedData, method: str, split: str = "val",
-                    batch_size: int = 65_536, device: str = "cpu") -> Calibration:
+def fit_calibration(
+    run: LoadedRun, data: ProcessedData, method: str, split: str = "val", batch_size: int = 65_536, device: str = "cpu"
+) -> Calibration:
     """Fit one post-hoc calibrator per task on the corrected probabilities of ``split`` and attach it.
 
     The split is scored batch by batch and summed on the fitting grid (:class:`mtrank.calibration.calibrators.BinnedLabels`):
@@ -192,7 +214,9 @@ def fit_calibration(run: LoadedRun, data: ProcessedData, method: str, split: str
     for frame in iter_score_split(run, data, split=split, batch_size=batch_size, device=device):
         missing = [f"label_{t}" for t in tasks if f"label_{t}" not in frame.columns]
         if missing:
-            raise DataValidationError(f"split '{split}' of {data.directory} has no labels {missing} to fit calibrators on")
+            raise DataValidationError(
+                f"split '{split}' of {data.directory} has no labels {missing} to fit calibrators on"
+            )
         for t in tasks:
             binned[t].update(frame[f"p_{t}"].to_numpy(), frame[f"label_{t}"].to_numpy())
         rows += frame.height

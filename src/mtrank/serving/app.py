@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ServeSettings", "create_app"]
 
-Scalar = Union[StrictInt, StrictFloat, StrictStr, None]
+Scalar = Union[StrictInt, StrictFloat, StrictStr, None]  # noqa: UP007 (one pydantic union, as its error locs name it)
 _SCALAR_TAGS = {"int", "float", "str"}  # how pydantic names the members of Scalar in an error's loc
 
 
@@ -63,11 +63,12 @@ class RankBody(BaseModel):
     """One request to rank."""
 
     model_config = ConfigDict(extra="forbid")
-    request_id: Union[StrictInt, StrictStr, None] = Field(None, description="echoed back")
-    request: dict[str, Scalar] = Field(default_factory=dict,
-                                       description="columns shared by every candidate (user, query), given once")
+    request_id: StrictInt | StrictStr | None = Field(None, description="echoed back")
+    request: dict[str, Scalar] = Field(
+        default_factory=dict, description="columns shared by every candidate (user, query), given once"
+    )
     candidates: list[dict[str, Scalar]] = Field(description="candidate rows: the log's column names, no labels")
-    weights: Union[dict[str, float], None] = Field(None, description="per-task utility weights for this request")
+    weights: dict[str, float] | None = Field(None, description="per-task utility weights for this request")
 
 
 class BatchBody(BaseModel):
@@ -101,8 +102,13 @@ class _BodyLimit:
                 except ValueError:
                     size = -1
                 if size < 0 or size > self.limit:
-                    resp = _error(413, ["body"], f"the request body has {value.decode(errors='replace')} bytes; "
-                                  f"the limit is max_body_bytes={self.limit}", "too_large")
+                    resp = _error(
+                        413,
+                        ["body"],
+                        f"the request body has {value.decode(errors='replace')} bytes; "
+                        f"the limit is max_body_bytes={self.limit}",
+                        "too_large",
+                    )
                     return await resp(scope, receive, send)
         # no (or a small) Content-Length: read the body here, counting, and hand it on whole
         chunks, seen, more = [], 0, True
@@ -163,9 +169,11 @@ def _result(r: Ranking, artifact: RankingArtifact, request_id: Any) -> dict[str,
 def _check_sizes(bodies: list[RankBody], settings: ServeSettings, batched: bool) -> None:
     for i, b in enumerate(bodies):
         if len(b.candidates) > settings.max_candidates:
-            raise RequestError(("requests", i, "candidates") if batched else ("candidates",),
-                               f"{len(b.candidates)} candidates; the limit is max_candidates={settings.max_candidates}",
-                               "too_long")
+            raise RequestError(
+                ("requests", i, "candidates") if batched else ("candidates",),
+                f"{len(b.candidates)} candidates; the limit is max_candidates={settings.max_candidates}",
+                "too_long",
+            )
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -178,13 +186,18 @@ def create_app(settings: ServeSettings) -> FastAPI:
         hup = getattr(signal, "SIGHUP", None)
         installed = False
         if settings.allow_reload and hup is not None and threading.current_thread() is threading.main_thread():
+
             def on_hup() -> None:
                 async def run() -> None:
                     try:
                         await asyncio.to_thread(state.reload)
                     except Exception as exc:  # noqa: BLE001 - keep serving the old artifact
-                        log.error("SIGHUP: reloading %s failed, the previous artifact stays in service: %s",
-                                  settings.artifact, exc)
+                        log.error(
+                            "SIGHUP: reloading %s failed, the previous artifact stays in service: %s",
+                            settings.artifact,
+                            exc,
+                        )
+
                 loop.create_task(run())
 
             try:
@@ -192,14 +205,19 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 installed = True
             except (NotImplementedError, RuntimeError):  # pragma: no cover - not on this platform / loop
                 pass
-        log.info("serving %s (artifact %s, tasks %s)", settings.artifact, state.artifact.artifact_id,
-                 state.artifact.tasks)
+        log.info(
+            "serving %s (artifact %s, tasks %s)", settings.artifact, state.artifact.artifact_id, state.artifact.tasks
+        )
         yield
         if installed:
             loop.remove_signal_handler(hup)
 
-    app = FastAPI(title="mtrank ranking service", version="1", lifespan=lifespan,
-                  description="Multi-task ranking: calibrated per-type probabilities, utility and order.")
+    app = FastAPI(
+        title="mtrank ranking service",
+        version="1",
+        lifespan=lifespan,
+        description="Multi-task ranking: calibrated per-type probabilities, utility and order.",
+    )
     app.state.mtrank = state
 
     @app.exception_handler(RequestError)
@@ -223,15 +241,30 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/health")
     def health() -> Response:
         art = state.artifact
-        return _json({"status": "ok", "artifact_id": art.artifact_id, "tasks": art.tasks,
-                      "weights": art.default_weights, "loaded_at": state.loaded_at, "reloads": state.reloads})
+        return _json(
+            {
+                "status": "ok",
+                "artifact_id": art.artifact_id,
+                "tasks": art.tasks,
+                "weights": art.default_weights,
+                "loaded_at": state.loaded_at,
+                "reloads": state.reloads,
+            }
+        )
 
     @app.get("/metadata")
     def metadata() -> Response:
         art = state.artifact
-        return _json({**art.describe(), "limits": {"max_body_bytes": settings.max_body_bytes,
-                                                   "max_candidates": settings.max_candidates,
-                                                   "max_batch_requests": settings.max_batch_requests}})
+        return _json(
+            {
+                **art.describe(),
+                "limits": {
+                    "max_body_bytes": settings.max_body_bytes,
+                    "max_candidates": settings.max_candidates,
+                    "max_batch_requests": settings.max_batch_requests,
+                },
+            }
+        )
 
     @app.post("/rank")
     def rank(body: RankBody) -> Response:
@@ -246,8 +279,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if not body.requests:
             raise RequestError(("requests",), "no requests to rank: give at least one", "too_short")
         if len(body.requests) > settings.max_batch_requests:
-            raise RequestError(("requests",), f"{len(body.requests)} requests; the limit is "
-                               f"max_batch_requests={settings.max_batch_requests}", "too_long")
+            raise RequestError(
+                ("requests",),
+                f"{len(body.requests)} requests; the limit is max_batch_requests={settings.max_batch_requests}",
+                "too_long",
+            )
         _check_sizes(body.requests, settings, batched=True)
         items = [{"candidates": b.candidates, "request": b.request, "weights": b.weights} for b in body.requests]
         if len(items) == 1:  # rank_many names fields requests[i]... only for several requests
@@ -274,8 +310,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
             art = state.reload()
         except (ArtifactError, OSError, ValueError, RuntimeError) as exc:
             log.error("reload of %s failed, the previous artifact stays in service: %s", settings.artifact, exc)
-            return _error(409, ["artifact"], f"the artifact at {settings.artifact} could not be loaded, the previous "
-                          f"one ({state.artifact.artifact_id}) stays in service: {exc}", "reload_failed")
+            return _error(
+                409,
+                ["artifact"],
+                f"the artifact at {settings.artifact} could not be loaded, the previous "
+                f"one ({state.artifact.artifact_id}) stays in service: {exc}",
+                "reload_failed",
+            )
         return _json({"status": "reloaded", "artifact_id": art.artifact_id, "weights": art.default_weights})
 
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)

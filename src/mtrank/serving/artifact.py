@@ -71,8 +71,10 @@ class RankingArtifact:
         try:
             self._load(device)
         except (KeyError, TypeError, IndexError) as exc:
-            raise ArtifactError(f"artifact {self.directory} is malformed ({type(exc).__name__}: {exc}); export it "
-                                "again with `python src/export.py`") from exc
+            raise ArtifactError(
+                f"artifact {self.directory} is malformed ({type(exc).__name__}: {exc}); export it "
+                "again with `python src/export.py`"
+            ) from exc
 
     def _load(self, device: str) -> None:
         m = self.manifest
@@ -97,8 +99,9 @@ class RankingArtifact:
         if list(self.calibration.tasks) != self.tasks:
             raise ArtifactError(f"artifact {self.directory}: calibration tasks {self.calibration.tasks} ≠ {self.tasks}")
         utility = read_json(self.directory, UTILITY_FILE)
-        self.default_weights = self._weights(utility["weights"], ("utility.json", "weights"), partial=False,
-                                             error=ArtifactError)
+        self.default_weights = self._weights(
+            utility["weights"], ("utility.json", "weights"), partial=False, error=ArtifactError
+        )
         self.device = torch.device(resolve_device(device))
         self._head_betas = torch.tensor(m["head_betas"], dtype=torch.float32, device=self.device)
         self._net = load_network(self.directory / NETWORK_FILE, self.device)
@@ -120,8 +123,9 @@ class RankingArtifact:
             "tasks": self.tasks,
             "objective": self.objective,
             "weights": dict(self.default_weights),
-            "columns": {c.name: ("categorical " if c.kind == "categorical" else "numeric ") + c.dtype
-                        for c in self.columns},
+            "columns": {
+                c.name: ("categorical " if c.kind == "categorical" else "numeric ") + c.dtype for c in self.columns
+            },
             "item_id": self.item_id_column,
             "nan_policy": self.nan_policy,
             "source": self.manifest.get("source", {}),
@@ -131,8 +135,9 @@ class RankingArtifact:
 
     # ------------------------------------------------------------------ weights
 
-    def _weights(self, weights: Mapping[str, Any] | None, loc: tuple, partial: bool = True,
-                 error: type[Exception] = RequestError) -> dict[str, float]:
+    def _weights(
+        self, weights: Mapping[str, Any] | None, loc: tuple, partial: bool = True, error: type[Exception] = RequestError
+    ) -> dict[str, float]:
         base = dict(getattr(self, "default_weights", {})) if partial else {}
         if weights is None:
             return base
@@ -157,20 +162,26 @@ class RankingArtifact:
 
     # ------------------------------------------------------------------ rows -> model inputs
 
-    def _columns_from_rows(self, rows: Sequence[Any], request: Mapping[str, Any], ignore_unknown: bool,
-                           loc: tuple) -> dict[str, list]:
+    def _columns_from_rows(
+        self, rows: Sequence[Any], request: Mapping[str, Any], ignore_unknown: bool, loc: tuple
+    ) -> dict[str, list]:
         for i, r in enumerate(rows):
             if type(r) is not dict and not isinstance(r, Mapping):
-                raise RequestError((*loc, i), f"a candidate must be an object of column → value, got {type(r).__name__}")
+                raise RequestError(
+                    (*loc, i), f"a candidate must be an object of column → value, got {type(r).__name__}"
+                )
         if not ignore_unknown:
             seen: set = set().union(*rows)
             unknown = seen - self._known
             if unknown:
                 col = sorted(map(str, unknown))[0]
                 i = next(i for i, r in enumerate(rows) if col in r)
-                raise RequestError((*loc, i, col), f"unknown column '{col}'; a candidate carries {self.required_columns}"
-                                   + (f" (and optionally '{self.item_id_column}')" if self.item_id_column else ""),
-                                   "extra_forbidden")
+                raise RequestError(
+                    (*loc, i, col),
+                    f"unknown column '{col}'; a candidate carries {self.required_columns}"
+                    + (f" (and optionally '{self.item_id_column}')" if self.item_id_column else ""),
+                    "extra_forbidden",
+                )
         cols: dict[str, list] = {}
         wanted = [c.name for c in self.columns] + ([self.item_id_column] if self.item_id_column else [])
         for name in wanted:
@@ -190,6 +201,7 @@ class RankingArtifact:
     def _series(self, col: _Column, values: list, loc_of) -> pl.Series:
         """Type-check one column's values and make the Series the encoder reads; ``loc_of(i)`` is the location of
         value i in the request."""
+
         def bad(i: int, what: str) -> RequestError:
             return RequestError(loc_of(i), what, "type_error")
 
@@ -214,8 +226,11 @@ class RankingArtifact:
                     elif type(v) is float and v != v:
                         values[i] = None
                     elif type(v) not in (int, type(None)):
-                        raise bad(i, f"categorical column '{col.name}' takes an integer or null (its vocabulary holds "
-                                     f"integers), got {v!r}")
+                        raise bad(
+                            i,
+                            f"categorical column '{col.name}' takes an integer or null (its vocabulary holds "
+                            f"integers), got {v!r}",
+                        )
             for i, v in enumerate(values):
                 if type(v) is int and not _I64_MIN <= v <= _I64_MAX:
                     raise bad(i, f"categorical column '{col.name}': {v} is outside the 64-bit integer range")
@@ -229,14 +244,18 @@ class RankingArtifact:
                     raise bad(i, f"categorical column '{col.name}' takes a string or null, got {v!r}")
         return pl.Series(col.name, values, dtype=pl.String)
 
-    def _frame_columns(self, frame: pl.DataFrame, request: Mapping[str, Any], ignore_unknown: bool,
-                       loc: tuple) -> dict[str, list | pl.Series]:
+    def _frame_columns(
+        self, frame: pl.DataFrame, request: Mapping[str, Any], ignore_unknown: bool, loc: tuple
+    ) -> dict[str, list | pl.Series]:
         if not ignore_unknown:
             unknown = [c for c in frame.columns if c not in self._known]
             if unknown:
-                raise RequestError((*loc, unknown[0]), f"unknown column '{unknown[0]}'; a candidate carries "
-                                   f"{self.required_columns} (pass ignore_unknown=True to drop extra columns)",
-                                   "extra_forbidden")
+                raise RequestError(
+                    (*loc, unknown[0]),
+                    f"unknown column '{unknown[0]}'; a candidate carries "
+                    f"{self.required_columns} (pass ignore_unknown=True to drop extra columns)",
+                    "extra_forbidden",
+                )
         out: dict[str, list | pl.Series] = {}
         wanted = [c.name for c in self.columns] + ([self.item_id_column] if self.item_id_column else [])
         for name in wanted:
@@ -250,22 +269,28 @@ class RankingArtifact:
                 raise RequestError((*loc, name), f"missing column '{name}'", "missing")
         return out
 
-    def _encode(self, candidates: Any, request: Mapping[str, Any] | None, ignore_unknown: bool,
-                loc: tuple = ("candidates",)) -> tuple[torch.Tensor, torch.Tensor, list | None]:
+    def _encode(
+        self, candidates: Any, request: Mapping[str, Any] | None, ignore_unknown: bool, loc: tuple = ("candidates",)
+    ) -> tuple[torch.Tensor, torch.Tensor, list | None]:
         request = dict(request or {})
         if isinstance(candidates, pl.DataFrame):
             n, frame = candidates.height, True
         elif isinstance(candidates, Sequence) and not isinstance(candidates, (str, bytes)):
             n, frame = len(candidates), False
         else:
-            raise RequestError(loc, f"must be a list of candidate rows or a Polars DataFrame, got {type(candidates).__name__}")
+            raise RequestError(
+                loc, f"must be a list of candidate rows or a Polars DataFrame, got {type(candidates).__name__}"
+            )
         if n == 0:
             raise RequestError(loc, "no candidates to rank: give at least one", "too_short")
         unknown_req = [k for k in request if k not in self._known]
         if unknown_req and not ignore_unknown:
             raise RequestError(("request", unknown_req[0]), f"unknown column '{unknown_req[0]}'", "extra_forbidden")
-        cols = (self._frame_columns(candidates, request, ignore_unknown, loc) if frame
-                else self._columns_from_rows(candidates, request, ignore_unknown, loc))
+        cols = (
+            self._frame_columns(candidates, request, ignore_unknown, loc)
+            if frame
+            else self._columns_from_rows(candidates, request, ignore_unknown, loc)
+        )
         series = []
         for c in self.columns:
             v = cols[c.name]
@@ -276,10 +301,16 @@ class RankingArtifact:
             else:
                 series.append(self._series(c, list(v), lambda i, c=c: (*loc, i, c.name)))
         encoded = pl.DataFrame(series).select(self._exprs)
-        cat = (torch.from_numpy(encoded.select(self._cat_inputs).to_numpy().astype(np.int64)) if self._cat_inputs
-               else torch.zeros((n, 0), dtype=torch.int64))
-        num = (torch.from_numpy(encoded.select(self._num_inputs).to_numpy().astype(np.float32)) if self._num_inputs
-               else torch.zeros((n, 0), dtype=torch.float32))
+        cat = (
+            torch.from_numpy(encoded.select(self._cat_inputs).to_numpy().astype(np.int64))
+            if self._cat_inputs
+            else torch.zeros((n, 0), dtype=torch.int64)
+        )
+        num = (
+            torch.from_numpy(encoded.select(self._num_inputs).to_numpy().astype(np.float32))
+            if self._num_inputs
+            else torch.zeros((n, 0), dtype=torch.float32)
+        )
         ids = None
         if self.item_id_column and self.item_id_column in cols:
             v = cols[self.item_id_column]
@@ -289,10 +320,13 @@ class RankingArtifact:
             elif not frame:
                 for i, x in enumerate(ids):
                     if x is MISSING or isinstance(x, bool) or not isinstance(x, (int, str)):
-                        raise RequestError((*loc, i, self.item_id_column),
-                                           "the item id must be an integer or a string, given for every candidate "
-                                           "or for none" if x is MISSING else
-                                           f"the item id must be an integer or a string, got {x!r}", "type_error")
+                        raise RequestError(
+                            (*loc, i, self.item_id_column),
+                            "the item id must be an integer or a string, given for every candidate or for none"
+                            if x is MISSING
+                            else f"the item id must be an integer or a string, got {x!r}",
+                            "type_error",
+                        )
         return cat, num, ids
 
     def _frame_series(self, col: _Column, s: pl.Series, loc: tuple) -> pl.Series:
@@ -300,33 +334,47 @@ class RankingArtifact:
         where = (*loc, col.name)
         if col.kind == "numeric":
             if not (dt.is_numeric() or dt == pl.Null):
-                raise RequestError(where, f"numeric column '{col.name}' has dtype {dt}; a numeric dtype is expected",
-                                   "type_error")
+                raise RequestError(
+                    where, f"numeric column '{col.name}' has dtype {dt}; a numeric dtype is expected", "type_error"
+                )
             s = s.cast(pl.Float64)
             if s.is_infinite().any():
-                raise RequestError((*where, int(s.is_infinite().arg_true()[0])), f"numeric column '{col.name}' must be finite")
+                raise RequestError(
+                    (*where, int(s.is_infinite().arg_true()[0])), f"numeric column '{col.name}' must be finite"
+                )
             if self.nan_policy == "error" and (s.null_count() or s.is_nan().any()):
-                raise RequestError(where, f"numeric column '{col.name}' has missing values, and the run was trained "
-                                          "with nan_policy=error")
+                raise RequestError(
+                    where,
+                    f"numeric column '{col.name}' has missing values, and the run was trained with nan_policy=error",
+                )
             return s.rename(col.name)
         if col.dtype == "Int64":
             if dt.is_float():
                 whole = s.fill_nan(None).drop_nulls()
                 if len(whole) and not bool((whole == whole.floor()).all()):
-                    raise RequestError(where, f"categorical column '{col.name}' holds non-integral floats; its "
-                                              "vocabulary holds integers", "type_error")
+                    raise RequestError(
+                        where,
+                        f"categorical column '{col.name}' holds non-integral floats; its vocabulary holds integers",
+                        "type_error",
+                    )
                 return s.fill_nan(None).cast(pl.Int64).rename(col.name)
             if dt.is_integer() or dt == pl.Boolean or dt == pl.Null:
                 return s.cast(pl.Int64).rename(col.name)
-            raise RequestError(where, f"categorical column '{col.name}' has dtype {dt}; its vocabulary holds integers",
-                               "type_error")
+            raise RequestError(
+                where, f"categorical column '{col.name}' has dtype {dt}; its vocabulary holds integers", "type_error"
+            )
         if dt.is_float():
             s = s.fill_nan(None).cast(pl.Int64)
-        if isinstance(dt, (pl.Categorical, pl.Enum)) or dt.is_integer() or dt in (pl.String, pl.Null, pl.Boolean) \
-                or dt.is_float():
+        if (
+            isinstance(dt, (pl.Categorical, pl.Enum))
+            or dt.is_integer()
+            or dt in (pl.String, pl.Null, pl.Boolean)
+            or dt.is_float()
+        ):
             return s.cast(pl.String).rename(col.name)
-        raise RequestError(where, f"categorical column '{col.name}' has dtype {dt}; a string column is expected",
-                           "type_error")
+        raise RequestError(
+            where, f"categorical column '{col.name}' has dtype {dt}; a string column is expected", "type_error"
+        )
 
     # ------------------------------------------------------------------ scoring
 
@@ -343,8 +391,9 @@ class RankingArtifact:
             p = self.calibration.calibrate(p, self.tasks)
         return p.cpu().numpy(), raw.cpu().numpy()
 
-    def score(self, candidates: Any, request: Mapping[str, Any] | None = None, *,
-              ignore_unknown: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def score(
+        self, candidates: Any, request: Mapping[str, Any] | None = None, *, ignore_unknown: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per-type probabilities of raw candidate rows: ``(calibrated [N, T], raw [N, T])``, columns in ``tasks``
         order. ``candidates``: a Polars DataFrame or a list of dicts with the log's column names (no labels);
         ``request``: columns shared by every candidate (e.g. the user's and the query's), given once.
@@ -352,14 +401,21 @@ class RankingArtifact:
         cat, num, _ = self._encode(candidates, request, ignore_unknown)
         return self._probabilities(cat, num)
 
-    def rank(self, candidates: Any, request: Mapping[str, Any] | None = None,
-             weights: Mapping[str, Any] | None = None, *, ignore_unknown: bool = False) -> Ranking:
+    def rank(
+        self,
+        candidates: Any,
+        request: Mapping[str, Any] | None = None,
+        weights: Mapping[str, Any] | None = None,
+        *,
+        ignore_unknown: bool = False,
+    ) -> Ranking:
         """Score, calibrate, combine by the utility weights and order one request's candidates.
 
         ``weights``: per-task overrides of the artifact's default utility weights (unknown task or a weight that is
         not a finite number: :class:`RequestError`)."""
-        return self.rank_many([{"candidates": candidates, "request": request, "weights": weights}],
-                              ignore_unknown=ignore_unknown)[0]
+        return self.rank_many(
+            [{"candidates": candidates, "request": request, "weights": weights}], ignore_unknown=ignore_unknown
+        )[0]
 
     def rank_many(self, requests: Sequence[Mapping[str, Any]], *, ignore_unknown: bool = False) -> list[Ranking]:
         """Rank several requests with one pass of the network; each item is a mapping with ``candidates`` and,
@@ -372,7 +428,9 @@ class RankingArtifact:
         for i, r in enumerate(requests):
             prefix = ("requests", i) if many else ()
             if not isinstance(r, Mapping):
-                raise RequestError(("requests", i), f"a request must be a mapping with 'candidates', got {type(r).__name__}")
+                raise RequestError(
+                    ("requests", i), f"a request must be a mapping with 'candidates', got {type(r).__name__}"
+                )
             try:
                 cat, num, ids = self._encode(r.get("candidates"), r.get("request"), ignore_unknown)
                 w = self.check_weights(r.get("weights"))
@@ -384,7 +442,7 @@ class RankingArtifact:
         probs, raw = self._probabilities(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
         out, start = [], 0
         for (_, _, ids), w, n in zip(parts, ws, sizes):
-            p, r = probs[start:start + n], raw[start:start + n]
+            p, r = probs[start : start + n], raw[start : start + n]
             start += n
             u = utility_scores(p, [w[t] for t in self.tasks])
             order = np.argsort(-u, kind="stable")
@@ -392,6 +450,7 @@ class RankingArtifact:
         return out
 
     # ------------------------------------------------------------------ checks
+
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 

@@ -21,8 +21,9 @@ import logging
 import os
 import platform
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -68,8 +69,11 @@ class _Inputs(torch.nn.Module):
 def _example_inputs(run: LoadedRun, rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     spec = run.spec
-    cat = (torch.stack([torch.randint(0, c.cardinality, (rows,), generator=g) for c in spec.categorical], dim=1)
-           if spec.categorical else torch.zeros((rows, 0), dtype=torch.int64))
+    cat = (
+        torch.stack([torch.randint(0, c.cardinality, (rows,), generator=g) for c in spec.categorical], dim=1)
+        if spec.categorical
+        else torch.zeros((rows, 0), dtype=torch.int64)
+    )
     num = torch.randn((rows, len(spec.numeric)), generator=g) if spec.numeric else torch.zeros((rows, 0))
     return cat, num
 
@@ -86,8 +90,9 @@ def export_network(run: LoadedRun, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=1 << 24)
     example = _example_inputs(run, 8)
     with torch.no_grad():
-        program = torch.export.export(wrapper, example, dynamic_shapes={"categorical": {0: batch}, "numeric": {0: batch}},
-                                      strict=False)
+        program = torch.export.export(
+            wrapper, example, dynamic_shapes={"categorical": {0: batch}, "numeric": {0: batch}}, strict=False
+        )
     torch.export.save(program, str(path))
     loaded = load_network(path, torch.device("cpu"))
     cat, num = _example_inputs(run, _EXPORT_CHECK_ROWS, seed=1)
@@ -95,25 +100,37 @@ def export_network(run: LoadedRun, path: Path) -> None:
         want, got = wrapper(cat, num), loaded(cat, num)
     diff = float((want - got).abs().max())
     if not diff <= _EXPORT_CHECK_ATOL:
-        raise ExportCheckError(f"the exported network's logits differ from the checkpoint's by {diff:.3g} "
-                               f"(> {_EXPORT_CHECK_ATOL}) on {_EXPORT_CHECK_ROWS} random rows")
+        raise ExportCheckError(
+            f"the exported network's logits differ from the checkpoint's by {diff:.3g} "
+            f"(> {_EXPORT_CHECK_ATOL}) on {_EXPORT_CHECK_ROWS} random rows"
+        )
 
 
 def _utility_weights(weights: Mapping[str, Any] | None, tasks: list[str]) -> dict[str, float]:
     if weights is None:
-        raise ValueError(f"utility weights are needed: pass utility=<name> (conf/utility/) or weights={{...}} "
-                         f"naming the run's tasks {tasks}")
+        raise ValueError(
+            f"utility weights are needed: pass utility=<name> (conf/utility/) or weights={{...}} "
+            f"naming the run's tasks {tasks}"
+        )
     weights = {str(k): v for k, v in dict(weights).items()}
     unknown = sorted(set(weights) - set(tasks))
     missing = [t for t in tasks if t not in weights]
     if unknown or missing:
-        raise ValueError(f"utility.weights name {sorted(weights)} but the run's tasks are {tasks}"
-                         + (f"; unknown: {unknown}" if unknown else "") + (f"; missing: {missing}" if missing else "")
-                         + " (six-task runs: utility=related_products_ext; or weights={task: weight, ...})")
+        raise ValueError(
+            f"utility.weights name {sorted(weights)} but the run's tasks are {tasks}"
+            + (f"; unknown: {unknown}" if unknown else "")
+            + (f"; missing: {missing}" if missing else "")
+            + " (six-task runs: utility=related_products_ext; or weights={task: weight, ...})"
+        )
     out = {}
     for t in tasks:
         v = weights[t]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) == float(v) or abs(float(v)) == float("inf"):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not float(v) == float(v)
+            or abs(float(v)) == float("inf")
+        ):
             raise ValueError(f"utility.weights.{t} = {v!r}: a finite number is expected")
         out[t] = float(v)
     return out
@@ -157,16 +174,20 @@ def _source(run: LoadedRun) -> dict[str, Any]:
 
 def _features(run: LoadedRun) -> dict[str, Any]:
     if run.preprocessing is None:
-        raise FileNotFoundError(f"run {run.run_dir} has no preprocessing metadata (preprocessing/metadata.json, or the "
-                                "processed data named in run_info.json): the encoders cannot be exported")
+        raise FileNotFoundError(
+            f"run {run.run_dir} has no preprocessing metadata (preprocessing/metadata.json, or the "
+            "processed data named in run_info.json): the encoders cannot be exported"
+        )
     meta = run.preprocessing.metadata
     enc = run.encoder()
     spec = run.spec
     expected_cat = [c.name for c in spec.categorical]
     expected_num = list(spec.numeric)
     if sorted(expected_cat) != sorted(enc.categorical) or sorted(expected_num) != sorted(enc.numeric_all):
-        raise ArtifactError(f"run {run.run_dir}: the model's features {expected_cat + expected_num} are not those of its "
-                            f"preprocessing {enc.categorical + enc.numeric_all}")
+        raise ArtifactError(
+            f"run {run.run_dir}: the model's features {expected_cat + expected_num} are not those of its "
+            f"preprocessing {enc.categorical + enc.numeric_all}"
+        )
     cfg = meta.get("config") or {}
     cols = cfg.get("columns") or {}
     return {
@@ -181,9 +202,15 @@ def _features(run: LoadedRun) -> dict[str, Any]:
     }
 
 
-def export_run(run: str | Path | LoadedRun, output: str | Path | None = None, *,
-               weights: Mapping[str, Any] | None = None, utility_name: str | None = None,
-               calibration: str | Path | None = None, overwrite: bool = True) -> Path:
+def export_run(
+    run: str | Path | LoadedRun,
+    output: str | Path | None = None,
+    *,
+    weights: Mapping[str, Any] | None = None,
+    utility_name: str | None = None,
+    calibration: str | Path | None = None,
+    overwrite: bool = True,
+) -> Path:
     """Write the serving artifact of ``run`` (a run folder, a checkpoint, or a loaded run) to ``output`` (default
     ``<run folder>/artifact``) and return its path.
 
@@ -224,9 +251,12 @@ def export_run(run: str | Path | LoadedRun, output: str | Path | None = None, *,
             "heads": list(run.model.heads),
             "objective": run.model.objective.name,
             "head_betas": [float(b) for b in run.model.head_betas.tolist()],
-            "network": {"file": NETWORK_FILE, "format": "torch.export",
-                        "inputs": ["categorical int64 [B, C]", "numeric float32 [B, N]"],
-                        "output": f"logits float32 [B, {len(run.model.heads)}]"},
+            "network": {
+                "file": NETWORK_FILE,
+                "format": "torch.export",
+                "inputs": ["categorical int64 [B, C]", "numeric float32 [B, N]"],
+                "output": f"logits float32 [B, {len(run.model.heads)}]",
+            },
             "versions": _versions(),
             "source": _source(run),
             "files": files,
@@ -256,4 +286,6 @@ def _check_artifact(run: LoadedRun, directory: Path) -> None:
         want = model.calibrated_probabilities(model({"categorical": cat, "numeric": num})).numpy()
     diff = float(abs(want - got).max())
     if not diff <= _EXPORT_CHECK_ATOL:
-        raise ExportCheckError(f"the artifact's probabilities differ from the run's by {diff:.3g} (> {_EXPORT_CHECK_ATOL})")
+        raise ExportCheckError(
+            f"the artifact's probabilities differ from the run's by {diff:.3g} (> {_EXPORT_CHECK_ATOL})"
+        )

@@ -57,12 +57,16 @@ def sha256_file(path: Path) -> str:
 def read_json(directory: Path, name: str) -> dict:
     path = directory / name
     if not directory.is_dir():
-        raise ArtifactError(f"artifact folder {directory} does not exist (export one with `python src/export.py "
-                            "ckpt_path=<run folder>`)")
+        raise ArtifactError(
+            f"artifact folder {directory} does not exist (export one with `python src/export.py "
+            "ckpt_path=<run folder>`)"
+        )
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ArtifactError(f"artifact {directory} has no {name}: not an exported artifact, or an incomplete one") from None
+        raise ArtifactError(
+            f"artifact {directory} has no {name}: not an exported artifact, or an incomplete one"
+        ) from None
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"artifact {directory}: {name} is not valid JSON ({exc})") from None
 
@@ -97,5 +101,7 @@ def verify_files(directory: Path, manifest: dict) -> None:
         if not path.is_file():
             raise ArtifactError(f"artifact {directory}: file {rel} is missing")
         if sha256_file(path) != digest:
-            raise ArtifactError(f"artifact {directory}: file {rel} does not match the sha256 in "
-                                f"{MANIFEST_FILE} (changed or corrupted after export)")
+            raise ArtifactError(
+                f"artifact {directory}: file {rel} does not match the sha256 in "
+                f"{MANIFEST_FILE} (changed or corrupted after export)"
+            )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch

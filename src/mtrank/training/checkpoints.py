@@ -103,7 +103,10 @@ def find_last(runs_dir: str | Path) -> Path | None:
 
 
 def resolve_ckpt_path(
-    ckpt_path: str | None, log_dir: str | Path, task_name: str, output_dir: str | Path | None = None,
+    ckpt_path: str | None,
+    log_dir: str | Path,
+    task_name: str,
+    output_dir: str | Path | None = None,
     cfg: Any = None,
 ) -> str | None:
     """``"last"``: the ``last.ckpt`` of the run this config resumes (:func:`mtrank.training.resume.select_run`: the
@@ -131,5 +134,14 @@ def resolve_ckpt_path(
     return str(chosen / "checkpoints" / LAST)
 
 
-__all__ = ["LAST", "RNG_KEY", "ResumeCheckpoint", "AtomicCheckpointIO", "rng_states", "set_rng_states", "find_last",
-           "resolve_ckpt_path", "resume_run_dir"]
+__all__ = [
+    "LAST",
+    "RNG_KEY",
+    "ResumeCheckpoint",
+    "AtomicCheckpointIO",
+    "rng_states",
+    "set_rng_states",
+    "find_last",
+    "resolve_ckpt_path",
+    "resume_run_dir",
+]

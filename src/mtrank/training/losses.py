@@ -12,7 +12,7 @@ Pure functions and small ``nn.Module`` s; nothing here depends on Lightning.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,14 +47,10 @@ def bce_per_task(logits: Tensor, labels: Tensor, pos_weight: Tensor | None = Non
     _check_2d("logits", logits)
     if labels.shape != logits.shape:
         raise ValueError(f"labels {tuple(labels.shape)} and logits {tuple(logits.shape)} differ in shape")
-    return F.binary_cross_entropy_with_logits(
-        logits, labels.to(logits.dtype), pos_weight=pos_weight, reduction="none"
-    )
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), pos_weight=pos_weight, reduction="none")
 
 
-def multitask_loss(
-    logits: Tensor, labels: Tensor, task_weights: Tensor, pos_weight: Tensor | None = None
-) -> Tensor:
+def multitask_loss(logits: Tensor, labels: Tensor, task_weights: Tensor, pos_weight: Tensor | None = None) -> Tensor:
     """Eq. 2: ``(1/n) Σ_i Σ_t task_weights[t] · BCE(labels[i,t], sigmoid(logits[i,t]))`` (a scalar)."""
     bce = bce_per_task(logits, labels, pos_weight)
     w = torch.as_tensor(task_weights, dtype=bce.dtype, device=bce.device)
@@ -231,9 +227,7 @@ def build_task_weighting(
     tasks = tuple(tasks)
     k = str(kind).lower()
     if k not in TASK_WEIGHTING_KINDS:
-        raise ValueError(
-            f"unknown loss.task_weighting '{kind}'; allowed values: {list(TASK_WEIGHTING_KINDS)}"
-        )
+        raise ValueError(f"unknown loss.task_weighting '{kind}'; allowed values: {list(TASK_WEIGHTING_KINDS)}")
     if k == "equal":
         return EqualWeighting(len(tasks))
     if k == "uncertainty":

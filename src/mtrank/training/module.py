@@ -18,8 +18,9 @@ post-hoc calibrators are attached, those after Eq. 3 alone as ``ece_corrected``,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any, Mapping
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -58,7 +59,6 @@ def spec_from_dict(d: Mapping[str, Any]) -> FeatureSpec:
     )
 
 
-
 def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
     """``model.compile``: false/null (eager), true (``torch.compile`` defaults) or the keyword arguments of
     ``torch.compile`` (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``)."""
@@ -78,14 +78,14 @@ def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] 
 _OBJECTIVE = "objective."
 
 
-def _objective_keys_on_top(module: "RankingModule", state_dict: dict, prefix: str, local_metadata: Any) -> None:
+def _objective_keys_on_top(module: RankingModule, state_dict: dict, prefix: str, local_metadata: Any) -> None:
     """State-dict post-hook: the objective's tensors under the keys of older checkpoints (``task_weighting.*``,
     ``pos_weight``, ``importance``), not ``objective.*``; checkpoints keep one format."""
     for key in [k for k in state_dict if k.startswith(prefix + _OBJECTIVE)]:
-        state_dict[prefix + key[len(prefix + _OBJECTIVE):]] = state_dict.pop(key)
+        state_dict[prefix + key[len(prefix + _OBJECTIVE) :]] = state_dict.pop(key)
 
 
-def _objective_keys_into_objective(module: "RankingModule", state_dict: dict, prefix: str, *args: Any) -> None:
+def _objective_keys_into_objective(module: RankingModule, state_dict: dict, prefix: str, *args: Any) -> None:
     """Load-state-dict pre-hook, the inverse of :func:`_objective_keys_on_top`."""
     for key in checkpoint_keys(module.objective):
         if prefix + key in state_dict:
@@ -130,9 +130,19 @@ class RankingModule(pl.LightningModule):
             _plain, (net, loss, optimizer, scheduler, metrics, downsampling)
         )
         compile = _plain(compile)
-        self.save_hyperparameters({"spec": _plain(spec), "net": net, "loss": loss, "optimizer": optimizer,
-                                   "scheduler": scheduler, "metrics": metrics, "downsampling": downsampling,
-                                   "compile": compile, "param_groups": _plain(param_groups)})
+        self.save_hyperparameters(
+            {
+                "spec": _plain(spec),
+                "net": net,
+                "loss": loss,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "metrics": metrics,
+                "downsampling": downsampling,
+                "compile": compile,
+                "param_groups": _plain(param_groups),
+            }
+        )
         self.compile_options = compile_options(compile)
         self.spec = spec_from_dict(spec)
         self.tasks = list(self.spec.tasks)
@@ -154,8 +164,9 @@ class RankingModule(pl.LightningModule):
         self.register_buffer("head_betas", torch.tensor(head_betas), persistent=False)
         metrics = metrics or {}
         # per evaluation stage (val, test): calibrated, raw and corrected scores' metrics and the mean loss
-        self.stage_metrics = stage_metrics(self.tasks, self.spec.has_p_true, metrics.get("thresholds"),
-                                           metrics.get("ece_bins", 15))
+        self.stage_metrics = stage_metrics(
+            self.tasks, self.spec.has_p_true, metrics.get("thresholds"), metrics.get("ece_bins", 15)
+        )
 
     # ------------------------------------------------------------------ forward and scores
 
@@ -187,8 +198,9 @@ class RankingModule(pl.LightningModule):
 
         Its β per task must be those of this model (they come from the same processed data).
         """
-        base = Calibration.from_downsampling(self.hparams.get("downsampling") or {"beta": 1.0}, self.tasks,
-                                             self.objective)
+        base = Calibration.from_downsampling(
+            self.hparams.get("downsampling") or {"beta": 1.0}, self.tasks, self.objective
+        )
         if calibration is None:
             self.calibration = base
             return
@@ -218,7 +230,9 @@ class RankingModule(pl.LightningModule):
         if self.unengaged_weight is None:
             return None
         unengaged = (labels <= 0.5).all(dim=1)
-        return torch.where(unengaged, torch.full_like(labels[:, 0], self.unengaged_weight), torch.ones_like(labels[:, 0]))
+        return torch.where(
+            unengaged, torch.full_like(labels[:, 0], self.unengaged_weight), torch.ones_like(labels[:, 0])
+        )
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         logits = self(batch)
@@ -246,8 +260,14 @@ class RankingModule(pl.LightningModule):
         logits = self(batch)
         loss, _ = self.compute_loss(logits, batch["labels"])
         corrected = self._corrected_probabilities(logits) if self.calibration.has_calibrators else None
-        self.stage_metrics[stage].update(loss, batch["labels"], self.calibrated_probabilities(logits),
-                                         self.task_probabilities(logits), corrected, batch.get("p_true"))
+        self.stage_metrics[stage].update(
+            loss,
+            batch["labels"],
+            self.calibrated_probabilities(logits),
+            self.task_probabilities(logits),
+            corrected,
+            batch.get("p_true"),
+        )
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")

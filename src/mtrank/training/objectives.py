@@ -15,7 +15,8 @@ without building anything (config checks). The objective is an ``nn.Module`` (it
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -29,14 +30,22 @@ from mtrank.training.losses import (
     build_task_weighting,
 )
 
-__all__ = ["OBJECTIVES", "BINARY_HEAD", "TaskObjective", "MultiTaskObjective", "BinaryObjective", "objective_class",
-           "build_objective"]
+__all__ = [
+    "OBJECTIVES",
+    "BINARY_HEAD",
+    "TaskObjective",
+    "MultiTaskObjective",
+    "BinaryObjective",
+    "objective_class",
+    "build_objective",
+]
 
 BINARY_HEAD = "engagement"
 
 
-def per_task_tensor(mapping: Mapping[str, float] | None, tasks: Sequence[str], key: str,
-                    default: float | None) -> Tensor:
+def per_task_tensor(
+    mapping: Mapping[str, float] | None, tasks: Sequence[str], key: str, default: float | None
+) -> Tensor:
     """``{task: value}`` → ``[T]`` in ``tasks`` order; unknown keys, or missing ones without a default, fail."""
     mapping = dict(mapping or {})
     tasks = list(tasks)
@@ -108,19 +117,32 @@ class MultiTaskObjective(TaskObjective):
     heads_text = "the heads are the tasks of tasks.names"
     bias_hint = "with a single task give the number itself, e.g. {key}=-2.74"
 
-    def __init__(self, tasks: Sequence[str], task_weighting: str = "equal", task_weights: Mapping[str, float] | None = None,
-                 uncertainty_variant: str = "kendall", pos_weight: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        task_weighting: str = "equal",
+        task_weights: Mapping[str, float] | None = None,
+        uncertainty_variant: str = "kendall",
+        pos_weight: Mapping[str, float] | None = None,
+    ) -> None:
         super().__init__(tasks)
-        self.task_weighting = build_task_weighting(task_weighting, self.tasks, weights=task_weights,
-                                                   variant=uncertainty_variant)
+        self.task_weighting = build_task_weighting(
+            task_weighting, self.tasks, weights=task_weights, variant=uncertainty_variant
+        )
         self.register_buffer(
-            "pos_weight", per_task_tensor(pos_weight, self.tasks, "loss.pos_weight", default=1.0) if pos_weight else None
+            "pos_weight",
+            per_task_tensor(pos_weight, self.tasks, "loss.pos_weight", default=1.0) if pos_weight else None,
         )
 
     @classmethod
-    def from_config(cls, loss: Mapping[str, Any], tasks: Sequence[str]) -> "MultiTaskObjective":
-        return cls(tasks, loss.get("task_weighting", "equal"), loss.get("task_weights"),
-                   loss.get("uncertainty_variant", "kendall"), loss.get("pos_weight"))
+    def from_config(cls, loss: Mapping[str, Any], tasks: Sequence[str]) -> MultiTaskObjective:
+        return cls(
+            tasks,
+            loss.get("task_weighting", "equal"),
+            loss.get("task_weights"),
+            loss.get("uncertainty_variant", "kendall"),
+            loss.get("pos_weight"),
+        )
 
     @classmethod
     def heads_for(cls, tasks: Sequence[str]) -> list[str]:
@@ -171,8 +193,9 @@ class BinaryObjective(TaskObjective):
     heads_text = f"loss.objective = binary has the one head '{BINARY_HEAD}'"
     bias_hint = "give one number, e.g. {key}=-3.0"
 
-    def __init__(self, tasks: Sequence[str], importance_weights: Mapping[str, float] | None = None,
-                 rule: str = "max") -> None:
+    def __init__(
+        self, tasks: Sequence[str], importance_weights: Mapping[str, float] | None = None, rule: str = "max"
+    ) -> None:
         super().__init__(tasks)
         self.register_buffer(
             "importance", per_task_tensor(importance_weights, self.tasks, "loss.importance_weights", default=None)
@@ -182,7 +205,7 @@ class BinaryObjective(TaskObjective):
         self.rule = rule
 
     @classmethod
-    def from_config(cls, loss: Mapping[str, Any], tasks: Sequence[str]) -> "BinaryObjective":
+    def from_config(cls, loss: Mapping[str, Any], tasks: Sequence[str]) -> BinaryObjective:
         return cls(tasks, loss.get("importance_weights"), loss.get("rule", "max"))
 
     @classmethod

@@ -22,9 +22,10 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,9 +38,18 @@ LAST = "last.ckpt"
 ALLOW_DATA_CHANGE_KEY = "resume_allow_data_change"
 # may differ between a run and its resumption: where things are, how they are shown, the resume switches
 IGNORED_ON_RESUME = (
-    "hydra", "paths", "ckpt_path", ALLOW_DATA_CHANGE_KEY, "callbacks", "logger", "tags",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "data.num_workers", "data.pin_memory", "data.multiprocessing_context",
+    "hydra",
+    "paths",
+    "ckpt_path",
+    ALLOW_DATA_CHANGE_KEY,
+    "callbacks",
+    "logger",
+    "tags",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.multiprocessing_context",
 )
 # values that name this machine's paths or this moment: dropped from the comparison wherever they are
 VOLATILE = re.compile(r"\$\{(paths\.|hydra:|now:|oc\.env:)")
@@ -95,8 +105,9 @@ def comparable(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - an unresolvable value stays as written: it then differs, and is named
         resolved = OmegaConf.to_container(OmegaConf.create(_mask(raw)), resolve=False)
     # volatile values stay as markers, so that the same keys of a run's record are skipped too
-    return {k: (_PLACEHOLDER if _PLACEHOLDER in repr(v) else v) for k, v in _flatten(resolved).items()
-            if not _ignored(k)}
+    return {
+        k: (_PLACEHOLDER if _PLACEHOLDER in repr(v) else v) for k, v in _flatten(resolved).items() if not _ignored(k)
+    }
 
 
 def saved_config(run_dir: Path) -> dict[str, Any] | None:
@@ -158,8 +169,9 @@ def candidates(runs_dir: Path, now: Mapping[str, Any]) -> list[Candidate]:
     for last in Path(runs_dir).glob(f"*/checkpoints/{LAST}"):
         run_dir = last.parent.parent
         saved = saved_config(run_dir)
-        c = Candidate(run_dir, last, last.stat().st_mtime, (run_dir / "metrics.json").is_file(),
-                      no_config=saved is None)
+        c = Candidate(
+            run_dir, last, last.stat().st_mtime, (run_dir / "metrics.json").is_file(), no_config=saved is None
+        )
         if saved is not None:
             c.diffs = config_differences(now, saved)
         out.append(c)
@@ -220,8 +232,9 @@ def data_fingerprint(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {"inputs": (metadata.get("source") or {}).get("content_sha256"), "processed_key": metadata.get("key")}
 
 
-def check_resume(cfg: DictConfig, run_dir: Path, ckpt_path: str | Path, model, data_metadata: Mapping[str, Any]
-                 ) -> dict[str, Any] | None:
+def check_resume(
+    cfg: DictConfig, run_dir: Path, ckpt_path: str | Path, model, data_metadata: Mapping[str, Any]
+) -> dict[str, Any] | None:
     """Check a resume into ``run_dir`` before anything is written there (see module doc).
 
     Returns the run's previous data fingerprint when it differs and ``resume_allow_data_change=true`` (to be
@@ -250,8 +263,9 @@ def check_resume(cfg: DictConfig, run_dir: Path, ckpt_path: str | Path, model, d
             f"inputs={now['inputs']} processed_key={now['processed_key']}. Nothing was written. To continue its "
             f"training on the new data anyway, add {ALLOW_DATA_CHANGE_KEY}=true."
         )
-    log.warning("Resuming %s on other data (%s=true)%s: fingerprint %s → %s", run_dir, ALLOW_DATA_CHANGE_KEY, where,
-                before, now)
+    log.warning(
+        "Resuming %s on other data (%s=true)%s: fingerprint %s → %s", run_dir, ALLOW_DATA_CHANGE_KEY, where, before, now
+    )
     return before
 
 
@@ -264,8 +278,11 @@ def deferred_run_logs(run_dir: Path | str) -> Iterator[None]:
     dropped (the console still shows them) and the file handlers stay detached, so nothing reaches the folder."""
     root = logging.getLogger()
     run_dir = Path(run_dir).resolve()
-    handlers = [h for h in root.handlers if isinstance(h, logging.FileHandler)
-                and Path(h.baseFilename).resolve().is_relative_to(run_dir)]
+    handlers = [
+        h
+        for h in root.handlers
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(run_dir)
+    ]
     if not handlers:
         yield
         return

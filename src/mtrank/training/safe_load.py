@@ -23,9 +23,10 @@ import importlib
 import inspect
 import os
 import pkgutil
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 
@@ -58,7 +59,8 @@ def network_targets() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def optimizer_targets() -> frozenset[str]:
     return frozenset(
-        f"torch.optim.{n}" for n, o in vars(torch.optim).items()
+        f"torch.optim.{n}"
+        for n, o in vars(torch.optim).items()
         if inspect.isclass(o) and issubclass(o, torch.optim.Optimizer) and o is not torch.optim.Optimizer
     )
 
@@ -67,8 +69,11 @@ def optimizer_targets() -> frozenset[str]:
 def scheduler_targets() -> frozenset[str]:
     sched = torch.optim.lr_scheduler
     base = getattr(sched, "LRScheduler", None) or sched._LRScheduler  # noqa: SLF001 - older torch
-    out = {f"torch.optim.lr_scheduler.{n}" for n, o in vars(sched).items()
-           if inspect.isclass(o) and issubclass(o, base) and o is not base and not n.startswith("_")}
+    out = {
+        f"torch.optim.lr_scheduler.{n}"
+        for n, o in vars(sched).items()
+        if inspect.isclass(o) and issubclass(o, base) and o is not base and not n.startswith("_")
+    }
     out.add("torch.optim.lr_scheduler.ReduceLROnPlateau")
     return frozenset(out)
 

@@ -25,9 +25,10 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from mtrank.tuning.generation import GenerationConfig, torch_threads
 from mtrank.tuning.outcomes import OutcomeConstraint, violations
@@ -62,8 +63,12 @@ class TrialRecord:
 
     def row(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "trial": self.index, "arm": self.arm, "status": self.status, "generator": self.node or "",
-            "baseline": self.is_baseline, "feasible": self.feasible,
+            "trial": self.index,
+            "arm": self.arm,
+            "status": self.status,
+            "generator": self.node or "",
+            "baseline": self.is_baseline,
+            "feasible": self.feasible,
         }
         out.update(self.params)
         out.update(self.metrics)
@@ -111,7 +116,7 @@ class AxLoop:
         baseline: Mapping[str, Any] | None = None,
         path: str | os.PathLike | None = None,
         name: str = "mtrank",
-    ) -> "AxLoop":
+    ) -> AxLoop:
         from ax import Client
 
         if n_trials < 1:
@@ -153,7 +158,7 @@ class AxLoop:
         constraints: Sequence[OutcomeConstraint] = (),
         minimize: bool = False,
         generation: GenerationConfig = GenerationConfig(),
-    ) -> "AxLoop":
+    ) -> AxLoop:
         """Resume from an Ax snapshot. The generation strategy is the one saved in it; from ``generation``
         only the run-time settings (``noiseless``, ``torch_threads``) are taken."""
         from ax import Client
@@ -175,14 +180,16 @@ class AxLoop:
         stored = sorted(m for c in (opt.outcome_constraints if opt is not None else []) for m in c.metric_names)
         wanted = sorted(c.metric for c in constraints)
         if stored != wanted:
-            raise ValueError(f"cannot resume from {p}: its outcome constraints are on {stored}, the configuration's on "
-                             f"{wanted}; start a new run (resume=false) to change the problem")
+            raise ValueError(
+                f"cannot resume from {p}: its outcome constraints are on {stored}, the configuration's on "
+                f"{wanted}; start a new run (resume=false) to change the problem"
+            )
         loop = cls(client, space, objective, constraints, n_trials, minimize, p, generation)
         log.info("Resumed %s: %d finished, %d running, budget %d", p, loop.n_finished, len(loop.pending()), n_trials)
         return loop
 
     @classmethod
-    def open(cls, path: str | os.PathLike, resume: bool = True, **kwargs: Any) -> "AxLoop":
+    def open(cls, path: str | os.PathLike, resume: bool = True, **kwargs: Any) -> AxLoop:
         """Resume from ``path`` when it exists (and ``resume``), else start a new experiment saved there."""
         p = Path(path)
         if resume and p.exists():
@@ -255,8 +262,11 @@ class AxLoop:
         n = min(int(n), self.remaining)
         size = self.space.n_points
         if size is not None and n > 0:  # a discrete space: never ask Ax for more points than are left untried
-            tried = {tuple(sorted(t.arm.parameters.items())) for t in self._experiment.trials.values()
-                     if t.arm is not None and t.status.name != "ABANDONED"}
+            tried = {
+                tuple(sorted(t.arm.parameters.items()))
+                for t in self._experiment.trials.values()
+                if t.arm is not None and t.status.name != "ABANDONED"
+            }
             if len(tried) >= size:
                 log.info("Every one of the %d points of the search space was tried", size)
                 self.exhausted = True
@@ -367,12 +377,21 @@ class AxLoop:
             gr = t.generator_run
             node = getattr(gr, "_generation_node_name", None) if gr is not None else None
             md = t.run_metadata or {}
-            out.append(TrialRecord(
-                index=i, arm=t.arm.name, status=status, node=node if i != b else "baseline",
-                params=dict(t.arm.parameters), metrics=vals, is_baseline=i == b, feasible=feasible,
-                violations=viol, reason=t.status_reason,
-                seconds={k: float(md[k]) for k in ("gen_seconds", "eval_seconds") if k in md},
-            ))
+            out.append(
+                TrialRecord(
+                    index=i,
+                    arm=t.arm.name,
+                    status=status,
+                    node=node if i != b else "baseline",
+                    params=dict(t.arm.parameters),
+                    metrics=vals,
+                    is_baseline=i == b,
+                    feasible=feasible,
+                    violations=viol,
+                    reason=t.status_reason,
+                    seconds={k: float(md[k]) for k in ("gen_seconds", "eval_seconds") if k in md},
+                )
+            )
         return out
 
     def record(self, i: int) -> TrialRecord:
@@ -381,8 +400,14 @@ class AxLoop:
     def best(self, include_baseline: bool = True, records: Sequence[TrialRecord] | None = None) -> TrialRecord | None:
         """The completed trial with the best observed objective among those meeting every outcome
         constraint, or ``None`` when none does (``records``: reuse a :meth:`records` result)."""
-        cands = [r for r in (self.records() if records is None else records) if r.status == "COMPLETED" and r.feasible
-                 and self.objective in r.metrics and (include_baseline or not r.is_baseline)]
+        cands = [
+            r
+            for r in (self.records() if records is None else records)
+            if r.status == "COMPLETED"
+            and r.feasible
+            and self.objective in r.metrics
+            and (include_baseline or not r.is_baseline)
+        ]
         if not cands:
             return None
         sign = -1.0 if self.minimize else 1.0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 METHODS = ("fast", "random_search")
 
@@ -44,7 +45,7 @@ class GenerationConfig:
             raise ValueError(f"generation.initialization_budget must be >= 0, got {self.initialization_budget}")
 
     @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> "GenerationConfig":
+    def from_mapping(cls, m: Mapping[str, Any] | None) -> GenerationConfig:
         m = dict(m or {})
         allowed = {f.name for f in fields(cls)}
         unknown = sorted(set(m) - allowed)
@@ -59,22 +60,27 @@ class GenerationConfig:
         from ax.api.utils.structs import GenerationStrategyDispatchStruct
         from ax.generators.torch.botorch_modular.generator import BoTorchGenerator
 
-        gs = choose_generation_strategy(GenerationStrategyDispatchStruct(
-            method=self.method,  # type: ignore[arg-type]
-            initialization_budget=self.initialization_budget,
-            initialization_random_seed=self.seed,
-            initialize_with_center=self.initialize_with_center,
-        ))
-        opts: dict[str, Any] = {k: v for k, v in (("num_restarts", self.num_restarts),
-                                                   ("raw_samples", self.raw_samples)) if v is not None}
+        gs = choose_generation_strategy(
+            GenerationStrategyDispatchStruct(
+                method=self.method,  # type: ignore[arg-type]
+                initialization_budget=self.initialization_budget,
+                initialization_random_seed=self.seed,
+                initialize_with_center=self.initialize_with_center,
+            )
+        )
+        opts: dict[str, Any] = {
+            k: v for k, v in (("num_restarts", self.num_restarts), ("raw_samples", self.raw_samples)) if v is not None
+        }
         if self.maxiter is not None:
             opts["options"] = {"maxiter": int(self.maxiter)}
         if opts:
             for node in gs.nodes_by_name.values():
                 for spec in node.generator_specs:
                     if spec.generator_enum.generator_class is BoTorchGenerator:
-                        spec.generator_gen_kwargs = {**spec.generator_gen_kwargs,
-                                                     "model_gen_options": {"optimizer_kwargs": opts}}
+                        spec.generator_gen_kwargs = {
+                            **spec.generator_gen_kwargs,
+                            "model_gen_options": {"optimizer_kwargs": opts},
+                        }
         return gs
 
 

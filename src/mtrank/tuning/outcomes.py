@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
-__all__ = ["OutcomeConstraint", "parse_constraints", "duplicated", "relative_constraints", "thresholds", "violations", "is_feasible"]
+__all__ = [
+    "OutcomeConstraint",
+    "parse_constraints",
+    "duplicated",
+    "relative_constraints",
+    "thresholds",
+    "violations",
+    "is_feasible",
+]
 
 _PATTERN = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][\w./@:-]*)\s*(?P<op>>=|<=)\s*(?P<bound>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)"
@@ -38,7 +46,7 @@ class OutcomeConstraint:
             raise ValueError(f"outcome constraint on {self.metric}: bound must be finite, got {self.bound}")
 
     @classmethod
-    def parse(cls, text: str) -> "OutcomeConstraint":
+    def parse(cls, text: str) -> OutcomeConstraint:
         m = _PATTERN.match(text)
         if m is None:
             raise ValueError(

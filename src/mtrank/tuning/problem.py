@@ -14,8 +14,9 @@ Ax sees parameters ``w_<task>`` and metrics ``f_<task>``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from mtrank.tuning.outcomes import (
     OutcomeConstraint,
@@ -51,7 +52,7 @@ class UtilityProblem:
     @property
     def label_tasks(self) -> list[str]:
         """Tasks whose labels the objective and the constraints need."""
-        need = [self.objective] + [c.metric[len(METRIC_PREFIX):] for c in self.constraints]
+        need = [self.objective] + [c.metric[len(METRIC_PREFIX) :] for c in self.constraints]
         return list(dict.fromkeys(need))
 
     @property
@@ -65,7 +66,7 @@ class UtilityProblem:
     @staticmethod
     def weights_of(params: Mapping[str, Any]) -> dict[str, float]:
         """Ax parameters → task weights."""
-        return {k[len(PARAM_PREFIX):]: float(v) for k, v in params.items() if k.startswith(PARAM_PREFIX)}
+        return {k[len(PARAM_PREFIX) :]: float(v) for k, v in params.items() if k.startswith(PARAM_PREFIX)}
 
     @staticmethod
     def metrics_of(values: Mapping[str, float]) -> dict[str, float]:
@@ -73,7 +74,7 @@ class UtilityProblem:
         return {METRIC_PREFIX + t: float(v) for t, v in values.items()}
 
     @classmethod
-    def from_mapping(cls, m: Mapping[str, Any], where: str = "utility") -> "UtilityProblem":
+    def from_mapping(cls, m: Mapping[str, Any], where: str = "utility") -> UtilityProblem:
         m = dict(m)
         allowed = {"weights", "bounds", "total", "derived", "objective", "constraints", "extra_constraints"}
         unknown = sorted(set(m) - allowed)
@@ -86,8 +87,10 @@ class UtilityProblem:
         missing = [t for t in weights if t not in bounds_in]
         extra = [t for t in bounds_in if t not in weights]
         if missing or extra:
-            raise ValueError(f"{where}.bounds must give [low, high] for exactly the tasks of {where}.weights "
-                             f"{list(weights)}; missing {missing}, unknown {extra}")
+            raise ValueError(
+                f"{where}.bounds must give [low, high] for exactly the tasks of {where}.weights "
+                f"{list(weights)}; missing {missing}, unknown {extra}"
+            )
         bounds = {t: (float(bounds_in[t][0]), float(bounds_in[t][1])) for t in weights}
         total = float(m.get("total", sum(weights.values())))
         derived = str(m.get("derived") or list(weights)[-1])
@@ -100,18 +103,24 @@ class UtilityProblem:
         if objective in ratios:
             raise ValueError(f"{where}.constraints: the objective {objective} cannot also be constrained")
         constraints = relative_constraints(ratios, METRIC_PREFIX + "{}") + parse_constraints(
-            list(m.get("extra_constraints") or []))
+            list(m.get("extra_constraints") or [])
+        )
         for c in constraints:
             if not c.metric.startswith(METRIC_PREFIX):
                 raise ValueError(f"{where}: constraint {c} must be on a metric f_<task>")
         keys = [f"{where}.constraints.{t}" for t, c in ratios.items() if c is not None] + [
-            f"{where}.extra_constraints[{i}]" for i in range(len(m.get("extra_constraints") or []))]
+            f"{where}.extra_constraints[{i}]" for i in range(len(m.get("extra_constraints") or []))
+        ]
         for i, j in duplicated(constraints):
-            raise ValueError(f"{keys[j]} = '{constraints[j]}' bounds {constraints[j].metric} from the same side as "
-                             f"{keys[i]} = '{constraints[i]}': keep one of them")
+            raise ValueError(
+                f"{keys[j]} = '{constraints[j]}' bounds {constraints[j].metric} from the same side as "
+                f"{keys[i]} = '{constraints[i]}': keep one of them"
+            )
         prob = cls(weights, bounds, total, derived, objective, tuple(constraints))
-        problems = prob.space.check(prob.space.complete({PARAM_PREFIX + t: w for t, w in weights.items()
-                                                         if t != derived}) | {PARAM_PREFIX + derived: weights[derived]})
+        problems = prob.space.check(
+            prob.space.complete({PARAM_PREFIX + t: w for t, w in weights.items() if t != derived})
+            | {PARAM_PREFIX + derived: weights[derived]}
+        )
         if problems:
             raise ValueError(f"{where}.weights (the baseline arm) break S1/S2: {problems}")
         return prob

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 import yaml
@@ -106,21 +107,49 @@ def plot_trials(
         xs = [r.index for r in recs if not r.is_baseline and metric in r.metrics]
         ys = [r.metrics[metric] for r in recs if not r.is_baseline and metric in r.metrics]
         feas = [bool(r.feasible) for r in recs if not r.is_baseline and metric in r.metrics]
-        ax.scatter([x for x, f in zip(xs, feas) if f], [y for y, f in zip(ys, feas) if f], s=22, c="C0", label="feasible")
-        ax.scatter([x for x, f in zip(xs, feas) if not f], [y for y, f in zip(ys, feas) if not f], s=22,
-                   facecolors="none", edgecolors="C0", label="infeasible")
+        ax.scatter(
+            [x for x, f in zip(xs, feas) if f], [y for y, f in zip(ys, feas) if f], s=22, c="C0", label="feasible"
+        )
+        ax.scatter(
+            [x for x, f in zip(xs, feas) if not f],
+            [y for y, f in zip(ys, feas) if not f],
+            s=22,
+            facecolors="none",
+            edgecolors="C0",
+            label="infeasible",
+        )
         if base is not None and metric in base:
             b = loop.baseline_index
             ax.scatter([b], [base[metric]], marker="*", s=120, c="C3", label="baseline", zorder=3)
         if metric == loop.objective:
             allr = [r for r in recs if metric in r.metrics]  # the baseline arm included: the bar to beat
-            ax.step([r.index for r in allr], best_so_far([r.metrics[metric] for r in allr],
-                    [bool(r.feasible) for r in allr], loop.minimize), where="post", c="C2", label="best feasible so far")
+            ax.step(
+                [r.index for r in allr],
+                best_so_far([r.metrics[metric] for r in allr], [bool(r.feasible) for r in allr], loop.minimize),
+                where="post",
+                c="C2",
+                label="best feasible so far",
+            )
             for k, (name, other) in enumerate((extra or {}).items()):
                 ox = [r.index for r in other if r.status == "COMPLETED" and not r.is_baseline and metric in r.metrics]
-                oy = [r.metrics[metric] for r in other if r.status == "COMPLETED" and not r.is_baseline and metric in r.metrics]
-                of = [bool(r.feasible) for r in other if r.status == "COMPLETED" and not r.is_baseline and metric in r.metrics]
-                ax.step(ox, best_so_far(oy, of, loop.minimize), where="post", c=f"C{4 + k}", ls=":", label=f"{name}: best so far")
+                oy = [
+                    r.metrics[metric]
+                    for r in other
+                    if r.status == "COMPLETED" and not r.is_baseline and metric in r.metrics
+                ]
+                of = [
+                    bool(r.feasible)
+                    for r in other
+                    if r.status == "COMPLETED" and not r.is_baseline and metric in r.metrics
+                ]
+                ax.step(
+                    ox,
+                    best_so_far(oy, of, loop.minimize),
+                    where="post",
+                    c=f"C{4 + k}",
+                    ls=":",
+                    label=f"{name}: best so far",
+                )
         for c in constrained:
             if c.metric == metric and (base is not None or not c.relative):
                 ax.axhline(c.threshold((base or {}).get(metric)), ls="--", c="grey", lw=1, label=str(c))

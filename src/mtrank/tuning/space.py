@@ -12,8 +12,9 @@ into Ax configs only by :meth:`SearchSpace.ax_parameters` (Ax is imported there,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["Range", "Choice", "SumConstraint", "SearchSpace", "weight_space"]
 
@@ -37,7 +38,9 @@ class Range:
         if self.kind not in ("float", "int"):
             raise ValueError(f"parameter {self.name}: kind must be 'float' or 'int', got {self.kind!r}")
         if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
-            raise ValueError(f"parameter {self.name}: bounds must be finite with low < high, got [{self.low}, {self.high}]")
+            raise ValueError(
+                f"parameter {self.name}: bounds must be finite with low < high, got [{self.low}, {self.high}]"
+            )
         if self.log and self.low <= 0:
             raise ValueError(f"parameter {self.name}: a log-scale range needs low > 0, got {self.low}")
 
@@ -164,12 +167,18 @@ class SearchSpace:
                 continue
             if isinstance(p, Range):
                 lo, hi = (int(p.low), int(p.high)) if p.kind == "int" else (float(p.low), float(p.high))
-                out.append(RangeParameterConfig(name=p.name, bounds=(lo, hi), parameter_type=p.kind,
-                                                scaling="log" if p.log else None))
+                out.append(
+                    RangeParameterConfig(
+                        name=p.name, bounds=(lo, hi), parameter_type=p.kind, scaling="log" if p.log else None
+                    )
+                )
             else:
                 ptype = _choice_type(p.values)
-                out.append(ChoiceParameterConfig(name=p.name, values=list(p.values), parameter_type=ptype,
-                                                 is_ordered=p.ordered))
+                out.append(
+                    ChoiceParameterConfig(
+                        name=p.name, values=list(p.values), parameter_type=ptype, is_ordered=p.ordered
+                    )
+                )
         if self.sum_constraint is not None:
             sc = self.sum_constraint
             expr = _fmt(sc.total) + "".join(f" - {n}" for n in self._others())

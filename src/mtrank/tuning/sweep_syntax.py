@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import decimal
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
@@ -45,8 +46,10 @@ def _mapping_param(name: str, spec: Mapping[str, Any]) -> Range | Choice | None:
         raise ValueError(f"hydra.sweeper.params.{name}: type must be 'range', 'choice' or 'fixed', got {kind!r}")
     unknown = sorted(set(spec) - set(MAPPING_KEYS[kind]))
     if unknown:
-        raise ValueError(f"hydra.sweeper.params.{name}: unknown key(s) {unknown} for type {kind}; allowed: "
-                         f"{list(MAPPING_KEYS[kind])}")
+        raise ValueError(
+            f"hydra.sweeper.params.{name}: unknown key(s) {unknown} for type {kind}; allowed: "
+            f"{list(MAPPING_KEYS[kind])}"
+        )
     vtype = _type_of(name, spec)
     if kind == "fixed":
         return None
@@ -54,8 +57,11 @@ def _mapping_param(name: str, spec: Mapping[str, Any]) -> Range | Choice | None:
         b = list(spec.get("bounds") or [])
         if len(b) != 2:
             raise ValueError(f"hydra.sweeper.params.{name}: bounds must be [low, high], got {b}")
-        if spec.get("log") is not None and spec.get("log_scale") is not None and \
-                bool(spec["log"]) != bool(spec["log_scale"]):
+        if (
+            spec.get("log") is not None
+            and spec.get("log_scale") is not None
+            and bool(spec["log"]) != bool(spec["log_scale"])
+        ):
             raise ValueError(f"hydra.sweeper.params.{name}: log and log_scale disagree")
         log_scale = bool(spec.get("log", spec.get("log_scale", False)))
         if spec.get("int") is not None:

@@ -31,7 +31,9 @@ def simulated_predictions(
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
     sim_kwargs = {"n_users": 4000, "n_queries": 1000, "n_products": 4000, **simulator}
-    log = simulate(SimulatorConfig.from_mapping({"seed": seed, "n_impressions": n_impressions, "n_files": 1, **sim_kwargs}))
+    log = simulate(
+        SimulatorConfig.from_mapping({"seed": seed, "n_impressions": n_impressions, "n_files": 1, **sim_kwargs})
+    )
     rng = np.random.default_rng([seed, 7])
     cols: list[pl.Series] = [
         log["request_id"].cast(pl.Int64),

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
@@ -53,11 +54,13 @@ def build_evaluator(cfg: DictConfig, problem: UtilityProblem) -> UtilityEvaluato
         raise ValueError("predictions=<file> is required: a Parquet file of predictions (see mtrank.scoring.score)")
     label_prefix = cfg.get("label_prefix", "label_")
     schema = pl.read_parquet_schema(path) if Path(path).is_file() else {}
-    label_tasks = problem.label_tasks + [t for t in problem.tasks
-                                         if t not in problem.label_tasks and f"{label_prefix}{t}" in schema]
+    label_tasks = problem.label_tasks + [
+        t for t in problem.tasks if t not in problem.label_tasks and f"{label_prefix}{t}" in schema
+    ]
     frame = read_predictions(path, problem.tasks, label_tasks, cfg.get("prob_prefix", "p_"), label_prefix)
-    return UtilityEvaluator.from_frame(frame, problem.tasks, label_tasks, cfg.get("metric", "pr_auc"),
-                                      cfg.get("prob_prefix", "p_"), label_prefix)
+    return UtilityEvaluator.from_frame(
+        frame, problem.tasks, label_tasks, cfg.get("metric", "pr_auc"), cfg.get("prob_prefix", "p_"), label_prefix
+    )
 
 
 class _Wandb:
@@ -75,8 +78,11 @@ class _Wandb:
 
             use_wandb_offline()  # no socket, no DNS query unless the user opts in online
         self.run = wandb.init(
-            project=w.get("project", "mtrank"), name=cfg.get("task_name"), dir=str(output_dir),
-            mode=w.get("mode", "offline"), tags=list(cfg.get("tags") or []),
+            project=w.get("project", "mtrank"),
+            name=cfg.get("task_name"),
+            dir=str(output_dir),
+            mode=w.get("mode", "offline"),
+            tags=list(cfg.get("tags") or []),
             config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
         )
 
@@ -102,10 +108,13 @@ def _line(loop: AxLoop, r: TrialRecord, label: str) -> str:
     weights = ", ".join(f"{k[2:]}={v:+.3f}" for k, v in r.params.items())
     done = sum(1 for x in recs if not x.is_baseline and x.status in ("COMPLETED", "FAILED"))
     tag = "baseline" if r.is_baseline else f"{r.index} ({done}/{loop.n_trials})"
-    return (f"[{label}] trial {tag} ({r.node}) {loop.objective}={obj:.5f} "
-            f"{'feasible' if r.feasible else 'infeasible'}; best {best.metrics[loop.objective]:.5f} "
-            f"(trial {best.index}) | {weights}" if best else
-            f"[{label}] trial {tag} ({r.node}) {loop.objective}={obj:.5f} infeasible; none feasible yet | {weights}")
+    return (
+        f"[{label}] trial {tag} ({r.node}) {loop.objective}={obj:.5f} "
+        f"{'feasible' if r.feasible else 'infeasible'}; best {best.metrics[loop.objective]:.5f} "
+        f"(trial {best.index}) | {weights}"
+        if best
+        else f"[{label}] trial {tag} ({r.node}) {loop.objective}={obj:.5f} infeasible; none feasible yet | {weights}"
+    )
 
 
 def run_tuning(
@@ -119,12 +128,19 @@ def run_tuning(
     on_trial: Any = None,
 ) -> AxLoop:
     """One Ax loop (baseline arm + ``n_trials``) evaluated in process; resumes from ``state_file``."""
+
     def evaluate(params: Mapping[str, Any]) -> dict[str, float]:
         return problem.metrics_of(evaluator.evaluate(problem.weights_of(params)))
 
     loop = AxLoop.open(
-        state_file, resume=resume, space=problem.space, objective=problem.objective_metric, n_trials=n_trials,
-        constraints=list(problem.constraints), generation=generation, baseline=problem.params(problem.weights),
+        state_file,
+        resume=resume,
+        space=problem.space,
+        objective=problem.objective_metric,
+        n_trials=n_trials,
+        constraints=list(problem.constraints),
+        generation=generation,
+        baseline=problem.params(problem.weights),
         name=f"utility_{label}",
     )
 
@@ -147,9 +163,14 @@ def _summary(loop: AxLoop, problem: UtilityProblem, wall: float) -> dict[str, An
         "n_feasible": sum(bool(r.feasible) for r in recs),
         "baseline": loop.baseline_values(),
         "thresholds": thresholds(loop.constraints, loop.baseline_values()),
-        "best": None if best is None else {
-            "trial": best.index, "is_baseline": best.is_baseline, "weights": problem.weights_of(best.params),
-            "metrics": best.metrics, "generator": best.node,
+        "best": None
+        if best is None
+        else {
+            "trial": best.index,
+            "is_baseline": best.is_baseline,
+            "weights": problem.weights_of(best.params),
+            "metrics": best.metrics,
+            "generator": best.node,
         },
         "best_note": None if best is not None else "no trial met the outcome constraints (S3-S5)",
         "seconds_per_trial": {
@@ -161,25 +182,36 @@ def _summary(loop: AxLoop, problem: UtilityProblem, wall: float) -> dict[str, An
     }
 
 
-def _write_outputs(loop: AxLoop, problem: UtilityProblem, out: Path, summary: Mapping[str, Any],
-                   extra: Mapping[str, AxLoop] | None = None) -> tuple[pl.DataFrame, Path]:
+def _write_outputs(
+    loop: AxLoop,
+    problem: UtilityProblem,
+    out: Path,
+    summary: Mapping[str, Any],
+    extra: Mapping[str, AxLoop] | None = None,
+) -> tuple[pl.DataFrame, Path]:
     table = trial_table(loop.records())
     write_text(out / "trials.csv", table.write_csv())
-    plot = plot_trials(loop, out / "trials.png", title=f"maximise {loop.objective} subject to "
-                       + ", ".join(str(c) for c in loop.constraints),
-                       extra={k: v.records() for k, v in (extra or {}).items()})
+    plot = plot_trials(
+        loop,
+        out / "trials.png",
+        title=f"maximise {loop.objective} subject to " + ", ".join(str(c) for c in loop.constraints),
+        extra={k: v.records() for k, v in (extra or {}).items()},
+    )
     best = loop.best()
-    write_yaml(out / "best_weights.yaml", {
-        "feasible": best is not None,
-        "note": summary.get("best_note"),
-        "trial": None if best is None else best.index,
-        "is_baseline": None if best is None else best.is_baseline,
-        # drop-in for conf/utility/*.yaml: `utility.weights`
-        "weights": None if best is None else problem.weights_of(best.params),
-        "metrics": None if best is None else best.metrics,
-        "baseline_weights": problem.weights,
-        "baseline_metrics": loop.baseline_values(),
-    })
+    write_yaml(
+        out / "best_weights.yaml",
+        {
+            "feasible": best is not None,
+            "note": summary.get("best_note"),
+            "trial": None if best is None else best.index,
+            "is_baseline": None if best is None else best.is_baseline,
+            # drop-in for conf/utility/*.yaml: `utility.weights`
+            "weights": None if best is None else problem.weights_of(best.params),
+            "metrics": None if best is None else best.metrics,
+            "baseline_weights": problem.weights,
+            "baseline_metrics": loop.baseline_values(),
+        },
+    )
     write_json(out / "summary.json", summary)
     return table, plot
 
@@ -192,8 +224,13 @@ def tune_utility(cfg: DictConfig) -> dict[str, float]:
     write_run_info(out, cfg)
     t0 = time.perf_counter()
     evaluator = build_evaluator(cfg, problem)
-    log.info("Loaded %d predictions from %s in %.1fs (metric %s)", evaluator.n, cfg.predictions,
-             time.perf_counter() - t0, evaluator.metric)
+    log.info(
+        "Loaded %d predictions from %s in %.1fs (metric %s)",
+        evaluator.n,
+        cfg.predictions,
+        time.perf_counter() - t0,
+        evaluator.metric,
+    )
     mode = cfg.get("mode", "tune")
     if mode == "evaluate":
         values = problem.metrics_of(evaluator.evaluate(problem.weights))
@@ -210,21 +247,34 @@ def tune_utility(cfg: DictConfig) -> dict[str, float]:
         if wb.run is None:
             return
         best = loop.best()
-        wb.log({"trial": r.index, "feasible": float(bool(r.feasible)), **r.metrics, **r.params,
-                "best/" + loop.objective: best.metrics[loop.objective] if best else float("nan")})
+        wb.log(
+            {
+                "trial": r.index,
+                "feasible": float(bool(r.feasible)),
+                **r.metrics,
+                **r.params,
+                "best/" + loop.objective: best.metrics[loop.objective] if best else float("nan"),
+            }
+        )
 
     gen = GenerationConfig.from_mapping(OmegaConf.to_container(cfg.generation, resolve=True))  # type: ignore[arg-type]
     state = Path(cfg.get("state_file") or out / "ax_experiment.json")
     t1 = time.perf_counter()
-    loop = run_tuning(problem, evaluator, int(cfg.n_trials), gen, state, bool(cfg.get("resume", True)),
-                      "ax", to_wandb)
+    loop = run_tuning(problem, evaluator, int(cfg.n_trials), gen, state, bool(cfg.get("resume", True)), "ax", to_wandb)
     summary = _summary(loop, problem, time.perf_counter() - t1)
     extra: dict[str, AxLoop] = {}
     if cfg.get("compare_random", True):
         rgen = GenerationConfig(method="random_search", seed=gen.seed, noiseless=gen.noiseless)
         t2 = time.perf_counter()
-        rloop = run_tuning(problem, evaluator, int(cfg.n_trials), rgen, state.parent / "random_search" / state.name,
-                           bool(cfg.get("resume", True)), "random")
+        rloop = run_tuning(
+            problem,
+            evaluator,
+            int(cfg.n_trials),
+            rgen,
+            state.parent / "random_search" / state.name,
+            bool(cfg.get("resume", True)),
+            "random",
+        )
         rsum = _summary(rloop, problem, time.perf_counter() - t2)
         _write_outputs(rloop, problem, state.parent / "random_search", rsum)
         summary["random_search"] = rsum
@@ -235,7 +285,13 @@ def tune_utility(cfg: DictConfig) -> dict[str, float]:
         log.warning("No trial met the outcome constraints %s", [str(c) for c in loop.constraints])
     else:
         b = loop.baseline_values() or {}
-        log.info("Best: trial %d %s=%.6f (baseline %.6f) weights %s", best.index, loop.objective,
-                 best.metrics[loop.objective], b.get(loop.objective, float("nan")), problem.weights_of(best.params))
+        log.info(
+            "Best: trial %d %s=%.6f (baseline %.6f) weights %s",
+            best.index,
+            loop.objective,
+            best.metrics[loop.objective],
+            b.get(loop.objective, float("nan")),
+            problem.weights_of(best.params),
+        )
     wb.finish(table, plot, {"best/" + k: v for k, v in (best.metrics if best else {}).items()})
     return dict(best.metrics) if best else {}

@@ -16,9 +16,9 @@ Everything is vectorised numpy: all f_t for a million impressions take a fractio
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -133,7 +133,7 @@ class RequestGroups:
     n_groups: int
 
     @classmethod
-    def from_ids(cls, request_ids: np.ndarray) -> "RequestGroups":
+    def from_ids(cls, request_ids: np.ndarray) -> RequestGroups:
         uniq, inv = np.unique(np.asarray(request_ids), return_inverse=True)
         return cls(index=inv.astype(np.int64).reshape(-1), n_groups=len(uniq))
 
@@ -156,7 +156,9 @@ def ndcg_at_k(
         y = y[:, None]
     g = groups.index
     if s.shape != g.shape or y.shape[0] != g.shape[0]:
-        raise ValueError(f"request ids, scores and labels must have the same length, got {g.shape}, {s.shape}, {y.shape}")
+        raise ValueError(
+            f"request ids, scores and labels must have the same length, got {g.shape}, {s.shape}, {y.shape}"
+        )
     out = mean_ndcg(groups.index, groups.n_groups, s, [np.flatnonzero(y[:, j]) for j in range(y.shape[1])], k)
     return float(out[0]) if one else out
 
@@ -203,8 +205,10 @@ def read_predictions(
     for t in weight_tasks:
         c = f"{prob_prefix}{t}"
         if frame[c].null_count() or not frame[c].dtype.is_float():
-            raise ValueError(f"predictions={p}: column {c} must be a float column without nulls, got {frame[c].dtype} "
-                             f"with {frame[c].null_count()} null(s)")
+            raise ValueError(
+                f"predictions={p}: column {c} must be a float column without nulls, got {frame[c].dtype} "
+                f"with {frame[c].null_count()} null(s)"
+            )
     for t in label_tasks:
         c = f"{label_prefix}{t}"
         bad = frame.filter(~pl.col(c).is_in([0, 1]) | pl.col(c).is_null()).height
@@ -259,9 +263,12 @@ class UtilityEvaluator:
         metric: str = "pr_auc",
         prob_prefix: str = "p_",
         label_prefix: str = "label_",
-    ) -> "UtilityEvaluator":
-        missing = [c for c in [f"{prob_prefix}{t}" for t in weight_tasks] + [f"{label_prefix}{t}" for t in label_tasks]
-                   if c not in frame.columns]
+    ) -> UtilityEvaluator:
+        missing = [
+            c
+            for c in [f"{prob_prefix}{t}" for t in weight_tasks] + [f"{label_prefix}{t}" for t in label_tasks]
+            if c not in frame.columns
+        ]
         if missing:
             raise KeyError(f"predictions frame lacks column(s) {missing}; has {frame.columns}")
         rid = frame["request_id"].to_numpy() if "request_id" in frame.columns else None
@@ -281,7 +288,7 @@ class UtilityEvaluator:
         metric: str = "pr_auc",
         prob_prefix: str = "p_",
         label_prefix: str = "label_",
-    ) -> "UtilityEvaluator":
+    ) -> UtilityEvaluator:
         frame = read_predictions(path, weight_tasks, label_tasks, prob_prefix, label_prefix)
         return cls.from_frame(frame, weight_tasks, label_tasks, metric, prob_prefix, label_prefix)
 
@@ -289,8 +296,9 @@ class UtilityEvaluator:
         unknown = sorted(set(weights) - set(self.weight_tasks))
         missing = [t for t in self.weight_tasks if t not in weights]
         if unknown or missing:
-            raise KeyError(f"weights must name exactly the tasks {list(self.weight_tasks)}; "
-                           f"missing {missing}, unknown {unknown}")
+            raise KeyError(
+                f"weights must name exactly the tasks {list(self.weight_tasks)}; missing {missing}, unknown {unknown}"
+            )
         return np.array([float(weights[t]) for t in self.weight_tasks])
 
     def scores(self, weights: Mapping[str, float]) -> np.ndarray:

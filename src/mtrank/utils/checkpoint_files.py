@@ -10,8 +10,9 @@ it (a checkpoint of a run with other tasks or features).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mtrank.errors import InputFileError
 
@@ -39,26 +40,35 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         raise InputFileError(f"{where}: no such file")
     size = p.stat().st_size
     if size == 0:
-        raise InputFileError(f"{where}: the file is empty (0 bytes), not a checkpoint; a run killed while writing "
-                             "it leaves such a file: use another checkpoint of the run (its checkpoints/ folder)")
+        raise InputFileError(
+            f"{where}: the file is empty (0 bytes), not a checkpoint; a run killed while writing "
+            "it leaves such a file: use another checkpoint of the run (its checkpoints/ folder)"
+        )
     with p.open("rb") as f:
         head = f.read(64)
     if not head.startswith((_ZIP, _PICKLE)):
-        kind = "a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "a binary file of another format"
+        kind = (
+            "a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "a binary file of another format"
+        )
         first = head.split(b"\n")[0][:40].decode("ascii", "replace")
-        raise InputFileError(f"{where}: {kind}{f' (it starts with {first!r})' if kind == 'a text file' else ''}, "
-                             "not a checkpoint; give a .ckpt from a run's checkpoints/ folder or the run folder")
+        raise InputFileError(
+            f"{where}: {kind}{f' (it starts with {first!r})' if kind == 'a text file' else ''}, "
+            "not a checkpoint; give a .ckpt from a run's checkpoints/ folder or the run folder"
+        )
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, zip errors
-        raise InputFileError(f"{where}: cannot be read as a checkpoint ({_torch_reason(exc)}); mtrank checkpoints "
-                             "hold tensors and plain values only, and a file holding other Python objects is not "
-                             "loaded (unpickling it could run code stored in it): give a checkpoint written by an "
-                             "mtrank run") from exc
+        raise InputFileError(
+            f"{where}: cannot be read as a checkpoint ({_torch_reason(exc)}); mtrank checkpoints "
+            "hold tensors and plain values only, and a file holding other Python objects is not "
+            "loaded (unpickling it could run code stored in it): give a checkpoint written by an "
+            "mtrank run"
+        ) from exc
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
         keys = sorted(map(str, ckpt))[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        raise InputFileError(f"{where}: a PyTorch file but not a Lightning checkpoint of an mtrank run (it holds "
-                             f"{keys}, no state_dict)")
+        raise InputFileError(
+            f"{where}: a PyTorch file but not a Lightning checkpoint of an mtrank run (it holds {keys}, no state_dict)"
+        )
     return dict(ckpt)
 
 
@@ -81,20 +91,28 @@ def check_fits(path: str | Path, model: Any, key: str = "ckpt_path") -> None:
     if theirs == ours:
         return
     where = f"{key} = {p}"
-    fix = ("resume with the config of the run that wrote it (its config.yaml), or start a new run without "
-           f"{key}")
+    fix = f"resume with the config of the run that wrote it (its config.yaml), or start a new run without {key}"
     spec, ours_spec = _spec(ckpt), getattr(getattr(model, "spec", None), "tasks", None)
     their_tasks = list(spec.get("tasks") or [])
     if their_tasks and ours_spec is not None and their_tasks != list(ours_spec):
-        raise InputFileError(f"{where}: the checkpoint is from a run with other tasks: it has {_names(their_tasks)}, "
-                             f"this config trains {_names(ours_spec)}; {fix}")
+        raise InputFileError(
+            f"{where}: the checkpoint is from a run with other tasks: it has {_names(their_tasks)}, "
+            f"this config trains {_names(ours_spec)}; {fix}"
+        )
     missing = sorted(set(ours) - set(theirs))
     extra = sorted(set(theirs) - set(ours))
     shape = sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
-    parts = [f"{len(v)} {what} (e.g. {v[0]})" for v, what in ((missing, "weights missing"),
-                                                              (extra, "unexpected weights")) if v]
+    parts = [
+        f"{len(v)} {what} (e.g. {v[0]})"
+        for v, what in ((missing, "weights missing"), (extra, "unexpected weights"))
+        if v
+    ]
     if shape:
-        parts.append(f"{len(shape)} weights of another shape; shapes differ: "
-                     + "; ".join(f"{k}: checkpoint {theirs[k]}, model {ours[k]}" for k in shape[:4]))
-    raise InputFileError(f"{where}: its weights do not fit the model this config builds (other hyper-parameters, "
-                         f"features or network): {', '.join(parts)}; {fix}; nothing was written")
+        parts.append(
+            f"{len(shape)} weights of another shape; shapes differ: "
+            + "; ".join(f"{k}: checkpoint {theirs[k]}, model {ours[k]}" for k in shape[:4])
+        )
+    raise InputFileError(
+        f"{where}: its weights do not fit the model this config builds (other hyper-parameters, "
+        f"features or network): {', '.join(parts)}; {fix}; nothing was written"
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def metric_for_sweeper(metrics: Mapping[str, Any], name: str | None) -> float | None:

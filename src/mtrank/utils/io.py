@@ -7,8 +7,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["atomic_write", "write_text_atomic", "write_json_atomic", "nonfinite_to_null"]
 

@@ -24,8 +24,12 @@ NOISE_WARNINGS: tuple[str, ...] = (
     r"FLOPs not found for ",
 )
 NOISE_LOG_PREFIXES: tuple[str, ...] = ("💡 Tip: For seamless cloud",)
-LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
-                     "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+LIGHTNING_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
 
 
 class _DropTips(logging.Filter):

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from mtrank.utils.io import write_json_atomic, write_text_atomic
 
 PACKAGES = (
-    "mtrank", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "polars", "numpy",
-    "ax-platform", "wandb", "scikit-learn", "lightgbm",
+    "mtrank",
+    "torch",
+    "pytorch-lightning",
+    "torchmetrics",
+    "hydra-core",
+    "omegaconf",
+    "polars",
+    "numpy",
+    "ax-platform",
+    "wandb",
+    "scikit-learn",
+    "lightgbm",
 )
 
 

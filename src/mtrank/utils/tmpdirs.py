@@ -61,8 +61,9 @@ def stale_reason(path: Path, max_age_hours: float = STALE_AFTER_HOURS, now: floa
     return None
 
 
-def remove_stale(root: Path | str, patterns: tuple[str, ...] = (f"{PREFIX}*",),
-                 max_age_hours: float = STALE_AFTER_HOURS) -> list[Path]:
+def remove_stale(
+    root: Path | str, patterns: tuple[str, ...] = (f"{PREFIX}*",), max_age_hours: float = STALE_AFTER_HOURS
+) -> list[Path]:
     """Remove the stale temporary build folders directly under ``root`` matching ``patterns``; returns them."""
     root = Path(root)
     if not root.is_dir():

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from mtrank.errors import UserError
 
@@ -52,8 +53,9 @@ class Problems:
 
     def has(self, prefix: str) -> bool:
         """Whether a problem was found at ``prefix`` or below it."""
-        return any(p.key == prefix or p.key.startswith(prefix + ".") or p.key.startswith(prefix + "[")
-                   for p in self.items)
+        return any(
+            p.key == prefix or p.key.startswith(prefix + ".") or p.key.startswith(prefix + "[") for p in self.items
+        )
 
     def __bool__(self) -> bool:
         return bool(self.items)

@@ -26,8 +26,10 @@ def _check_scoring(cfg: DictConfig, p: Problems) -> None:
     """What predict and eval share: the run, the data to score, split, batch size, device."""
     ckpt, run_dir = config_value(cfg, "ckpt_path", p), config_value(cfg, "run_dir", p)
     if not ckpt and not run_dir:
-        p.add("ckpt_path", "ckpt_path is not set: give ckpt_path=<checkpoint file or training run folder> "
-                           "(or run_dir=<run folder>)")
+        p.add(
+            "ckpt_path",
+            "ckpt_path is not set: give ckpt_path=<checkpoint file or training run folder> (or run_dir=<run folder>)",
+        )
     elif ckpt and run_dir:
         p.add("ckpt_path", f"ckpt_path = {ckpt} and run_dir = {run_dir} are both set: give one of them")
     if config_value(cfg, "inputs", p) and config_value(cfg, "processed_dir", p):
@@ -60,10 +62,12 @@ def validate_predict_config(cfg: DictConfig) -> None:
 
 
 def in_sample_message(fit_split: str, split: str) -> str:
-    return (f"calibration.fit_split = {fit_split} and split = {split}: the calibrators would be fitted on the split "
-            "they are evaluated on, an in-sample evaluation (ECE near 0, AUROC inflated by isotonic ties); fit on "
-            f"another split (e.g. calibration.fit_split=val split=test), or set allow_in_sample=true to evaluate "
-            "anyway with the report labelled IN-SAMPLE")
+    return (
+        f"calibration.fit_split = {fit_split} and split = {split}: the calibrators would be fitted on the split "
+        "they are evaluated on, an in-sample evaluation (ECE near 0, AUROC inflated by isotonic ties); fit on "
+        f"another split (e.g. calibration.fit_split=val split=test), or set allow_in_sample=true to evaluate "
+        "anyway with the report labelled IN-SAMPLE"
+    )
 
 
 def _check_in_sample(cfg: DictConfig, p: Problems) -> None:

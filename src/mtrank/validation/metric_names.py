@@ -15,8 +15,9 @@ equals what the run logged, so the two cannot drift apart.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -100,8 +101,11 @@ class MetricCatalog:
     # ------------------------------------------------------------------ messages
     def describe(self, fit_only: bool) -> str:
         """The allowed names as patterns, short enough for an error message."""
-        stages = [s for s in ("train", "val", "test")
-                  if (s != "test" or (self.tested and not fit_only)) and (s == "test" or self.trained)]
+        stages = [
+            s
+            for s in ("train", "val", "test")
+            if (s != "test" or (self.tested and not fit_only)) and (s == "test" or self.trained)
+        ]
         parts = []
         tasks = "<task> in " + "[" + ", ".join(self.tasks) + "]"
         for s in stages:
@@ -160,7 +164,9 @@ def _expert_names(net_cfg: Mapping[str, Any]) -> tuple[str, ...] | None:
         p = params.get(name)
         return int(p.default) if p is not None and isinstance(p.default, int) else 0
 
-    return tuple([f"expert_{i}" for i in range(count("n_experts"))] + [f"own_{j}" for j in range(count("n_task_experts"))])
+    return tuple(
+        [f"expert_{i}" for i in range(count("n_experts"))] + [f"own_{j}" for j in range(count("n_task_experts"))]
+    )
 
 
 def catalog_for_train_config(cfg: DictConfig, tasks: Sequence[str] | None = None) -> MetricCatalog:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -119,19 +120,27 @@ def check_ax_sweeper(
     names = [str(n) for n in (sw.get("params") or {})]
     if names and all(_select(cfg, n) is _MISSING for n in names):
         choice = _hparams_search_choice(cfg)
-        problems.add("hparams_search", f"{'hparams_search=' + choice if choice else base + '.params'}: none of its "
-                                       f"search parameters {fmt_list(names)} is a key of this config: it is made for "
-                                       f"another entry point (hparams_search=ax_multitask: src/train.py, "
-                                       f"hparams_search=ax_utility: src/tune_utility.py)")
+        problems.add(
+            "hparams_search",
+            f"{'hparams_search=' + choice if choice else base + '.params'}: none of its "
+            f"search parameters {fmt_list(names)} is a key of this config: it is made for "
+            f"another entry point (hparams_search=ax_multitask: src/train.py, "
+            f"hparams_search=ax_utility: src/tune_utility.py)",
+        )
         return []
 
     objective = sw.get("objective")
     if not objective:
-        problems.add(f"{base}.objective", f"{base}.objective is empty: name the metric the jobs report; allowed: "
-                                          f"{describe_metrics}")
+        problems.add(
+            f"{base}.objective",
+            f"{base}.objective is empty: name the metric the jobs report; allowed: {describe_metrics}",
+        )
     elif str(objective) not in metrics:
-        problems.add(f"{base}.objective", f"{base}.objective = '{objective}' is never reported by the jobs; allowed: "
-                                          f"{describe_metrics}{suggest(objective, metrics)}")
+        problems.add(
+            f"{base}.objective",
+            f"{base}.objective = '{objective}' is never reported by the jobs; allowed: "
+            f"{describe_metrics}{suggest(objective, metrics)}",
+        )
     for k, low in (("n_trials", 0), ("batch_size", 1)):
         v = sw.get(k)
         if v is not None and (not _is_whole(v) or v < low):
@@ -145,21 +154,28 @@ def check_ax_sweeper(
         name = str(name)
         if _select(cfg, name) is _MISSING:
             known = known if known is not None else config_keys(cfg)
-            problems.add(key, f"{key}: the config has no key '{name}'; a search parameter must name an existing "
-                              f"config key (e.g. model.optimizer.lr){suggest(name, known, cutoff=0.85)}")
+            problems.add(
+                key,
+                f"{key}: the config has no key '{name}'; a search parameter must name an existing "
+                f"config key (e.g. model.optimizer.lr){suggest(name, known, cutoff=0.85)}",
+            )
             continue
         try:
             p = parse_param(name, spec)
         except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors and the space's own checks
-            problems.add(key, f"{key} = {spec!r}: {_clean(exc)}; expected interval(low, high) with low < high, "
-                              "int(interval(a, b)), tag(log, interval(a, b)) with a > 0, range(a, b) or "
-                              "choice(v1, v2, ...)")
+            problems.add(
+                key,
+                f"{key} = {spec!r}: {_clean(exc)}; expected interval(low, high) with low < high, "
+                "int(interval(a, b)), tag(log, interval(a, b)) with a > 0, range(a, b) or "
+                "choice(v1, v2, ...)",
+            )
             continue
         if p is None:
             continue  # a fixed value passed to every job
         if isinstance(p, Range) and p.kind == "int" and not (_is_whole(p.low) and _is_whole(p.high)):
-            problems.add(key, f"{key} = {spec!r}: an integer parameter needs whole-number bounds, got "
-                              f"[{p.low}, {p.high}]")
+            problems.add(
+                key, f"{key} = {spec!r}: an integer parameter needs whole-number bounds, got [{p.low}, {p.high}]"
+            )
             continue
         if isinstance(p, Choice):
             why = _choice_problem(p.values)
@@ -177,8 +193,10 @@ def check_ax_sweeper(
         names = [str(n) for n in (sc_cfg.get("params") or [])]
         undeclared = [n for n in names if n not in params]
         if undeclared:
-            problems.add(f"{key}.params", f"{key}.params names {undeclared}, which are not search parameters; "
-                                          f"parameters: {fmt_list(declared)}")
+            problems.add(
+                f"{key}.params",
+                f"{key}.params names {undeclared}, which are not search parameters; parameters: {fmt_list(declared)}",
+            )
         else:
             try:
                 sc = SumConstraint(tuple(names), float(sc_cfg["total"]), str(sc_cfg.get("derived") or names[-1]))
@@ -198,11 +216,17 @@ def check_ax_sweeper(
         names = _NAME.findall(_NUMBER.sub(" ", text))
         unknown = [n for n in names if n not in params]
         if unknown:
-            problems.add(key, f"{key} = '{text}' references {unknown}, which are not search parameters; "
-                              f"parameters: {fmt_list(declared)}")
+            problems.add(
+                key,
+                f"{key} = '{text}' references {unknown}, which are not search parameters; "
+                f"parameters: {fmt_list(declared)}",
+            )
         elif derived in names:
-            problems.add(key, f"{key} = '{text}' references the derived parameter {derived} (sum_constraint); "
-                              "write it in terms of the other parameters")
+            problems.add(
+                key,
+                f"{key} = '{text}' references the derived parameter {derived} (sum_constraint); "
+                "write it in terms of the other parameters",
+            )
 
     # ---------------------------------------------------------------- outcome constraints
     seen: dict[tuple[str, str], str] = {}
@@ -214,13 +238,18 @@ def check_ax_sweeper(
             problems.add(key, f"{key}: {exc}")
             continue
         if (c.metric, c.op) in seen:
-            problems.add(key, f"{key} = '{text}' bounds {c.metric} from the same side as "
-                              f"{seen[(c.metric, c.op)]}: keep one of them")
+            problems.add(
+                key,
+                f"{key} = '{text}' bounds {c.metric} from the same side as {seen[(c.metric, c.op)]}: keep one of them",
+            )
             continue
         seen[(c.metric, c.op)] = f"{key} = '{text}'"
         if c.metric not in metrics:
-            problems.add(key, f"{key} = '{text}': metric '{c.metric}' is never reported by the jobs; allowed: "
-                              f"{describe_metrics}{suggest(c.metric, metrics)}")
+            problems.add(
+                key,
+                f"{key} = '{text}': metric '{c.metric}' is never reported by the jobs; allowed: "
+                f"{describe_metrics}{suggest(c.metric, metrics)}",
+            )
 
     # ---------------------------------------------------------------- generation
     try:
@@ -242,8 +271,9 @@ def _check_baseline(cfg: DictConfig, baseline: Any, space: Any, problems: Proble
         values = {str(k): v for k, v in baseline.items()}
         unknown = [k for k in values if k not in space.names]
         if unknown:
-            problems.add(key, f"{key} names {unknown}, which are not search parameters; parameters: "
-                              f"{fmt_list(space.names)}")
+            problems.add(
+                key, f"{key} names {unknown}, which are not search parameters; parameters: {fmt_list(space.names)}"
+            )
             return
         where = f"{key}: the values of"
     elif baseline == "config":
@@ -254,8 +284,9 @@ def _check_baseline(cfg: DictConfig, baseline: Any, space: Any, problems: Proble
         return
     missing = [n for n in space.free_names if values.get(n) is None]
     if missing:
-        problems.add(key, f"{key}: no baseline value for {missing}; set {key} to a mapping with every parameter, "
-                          "or to null")
+        problems.add(
+            key, f"{key}: no baseline value for {missing}; set {key} to a mapping with every parameter, or to null"
+        )
         return
     try:
         full = space.complete(values)
@@ -265,12 +296,19 @@ def _check_baseline(cfg: DictConfig, baseline: Any, space: Any, problems: Proble
     bad = space.check(full)
     for prm in space.params:  # check()'s absolute tolerance is wide for a log range near 0 (1e-7 .. 1e-3)
         v = full.get(prm.name)
-        if getattr(prm, "log", False) and isinstance(v, (int, float)) and not any(b.startswith(prm.name + "=") for b in bad) \
-                and not prm.low * (1 - 1e-9) <= float(v) <= prm.high * (1 + 1e-9):
+        if (
+            getattr(prm, "log", False)
+            and isinstance(v, (int, float))
+            and not any(b.startswith(prm.name + "=") for b in bad)
+            and not prm.low * (1 - 1e-9) <= float(v) <= prm.high * (1 + 1e-9)
+        ):
             bad.append(f"{prm.name}={v} outside [{prm.low}, {prm.high}] (log scale)")
     if bad:
-        problems.add(key, f"{where} the swept parameters lie outside the search space ({'; '.join(bad)}); "
-                          f"set {key} to values inside it (a mapping) or to null")
+        problems.add(
+            key,
+            f"{where} the swept parameters lie outside the search space ({'; '.join(bad)}); "
+            f"set {key} to values inside it (a mapping) or to null",
+        )
 
 
 def _clean(exc: BaseException) -> str:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -72,7 +73,13 @@ def check_one_of(problems: Problems, key: str, value: Any, allowed: Sequence[str
 
 
 def check_task_map(
-    problems: Problems, key: str, mapping: Any, tasks: Sequence[str], *, exact: bool, positive: bool = False,
+    problems: Problems,
+    key: str,
+    mapping: Any,
+    tasks: Sequence[str],
+    *,
+    exact: bool,
+    positive: bool = False,
     what: str = "tasks",
 ) -> None:
     """A map keyed by task: its keys must be the tasks (``exact``) or some of them; values finite numbers
@@ -84,14 +91,18 @@ def check_task_map(
         return
     for k, v in mapping.items():
         if str(k) not in tasks:
-            problems.add(f"{key}.{k}", f"{key}.{k}: '{k}' is not one of the {what}; allowed keys: {fmt_list(tasks)}"
-                                       f"{suggest(k, tasks)}")
+            problems.add(
+                f"{key}.{k}",
+                f"{key}.{k}: '{k}' is not one of the {what}; allowed keys: {fmt_list(tasks)}{suggest(k, tasks)}",
+            )
         elif not is_number(v) or (positive and float(v) <= 0):
             problems.add(f"{key}.{k}", f"{key}.{k} = {v!r}: expected a {'positive ' if positive else ''}finite number")
     missing = [t for t in tasks if t not in {str(k) for k in mapping}]
     if exact and missing:
-        problems.add(key, f"{key} has no value for {what} {fmt_list(missing)}; it needs exactly one per task in "
-                          f"{fmt_list(tasks)}")
+        problems.add(
+            key,
+            f"{key} has no value for {what} {fmt_list(missing)}; it needs exactly one per task in {fmt_list(tasks)}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------- groups
@@ -106,30 +117,44 @@ def check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
     if names is UNRESOLVED:
         return []
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        p.add("tasks.names", f"tasks.names = {names!r}: expected a non-empty list of task names"
-                             + (f"; allowed: {fmt_list(labels)}" if isinstance(labels, Mapping) else ""))
+        p.add(
+            "tasks.names",
+            f"tasks.names = {names!r}: expected a non-empty list of task names"
+            + (f"; allowed: {fmt_list(labels)}" if isinstance(labels, Mapping) else ""),
+        )
         return []
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         p.add("tasks.names", f"tasks.names = {fmt_list(names)} lists {fmt_list(dup)} more than once")
     reserved = [n for n in names if reserved_task_name(n)]
     if reserved:
-        p.add("tasks.names", f"tasks.names: {fmt_list(reserved)} cannot name a task (a task names a head, a tower "
-                             "and a metric group: no '.', not empty, not 'mean', not an attribute of torch.nn.Module "
-                             "such as forward or train)")
+        p.add(
+            "tasks.names",
+            f"tasks.names: {fmt_list(reserved)} cannot name a task (a task names a head, a tower "
+            "and a metric group: no '.', not empty, not 'mean', not an attribute of torch.nn.Module "
+            "such as forward or train)",
+        )
     if isinstance(labels, Mapping):
         unknown = [n for n in names if n not in labels and n not in reserved]
         if unknown:
-            p.add("tasks.names", f"tasks.names: unknown task(s) {fmt_list(unknown)}; allowed: the tasks with a label "
-                                 f"column in data.pipeline.columns.labels: {fmt_list(labels)}"
-                                 f"{suggest(unknown[0], labels)}")
+            p.add(
+                "tasks.names",
+                f"tasks.names: unknown task(s) {fmt_list(unknown)}; allowed: the tasks with a label "
+                f"column in data.pipeline.columns.labels: {fmt_list(labels)}"
+                f"{suggest(unknown[0], labels)}",
+            )
     elif labels is not UNRESOLVED:
-        p.add("data.pipeline.columns.labels", "data.pipeline.columns.labels is missing: map each task name to its "
-                                              "label column")
+        p.add(
+            "data.pipeline.columns.labels",
+            "data.pipeline.columns.labels is missing: map each task name to its label column",
+        )
     data_tasks = config_value(cfg, "data.pipeline.tasks", p)
     if data_tasks is not UNRESOLVED and data_tasks is not None and list(data_tasks) != list(names):
-        p.add("data.pipeline.tasks", f"data.pipeline.tasks = {fmt_list(data_tasks)} differs from tasks.names = "
-                                     f"{fmt_list(names)}; keep data.pipeline.tasks: ${{tasks.names}}")
+        p.add(
+            "data.pipeline.tasks",
+            f"data.pipeline.tasks = {fmt_list(data_tasks)} differs from tasks.names = "
+            f"{fmt_list(names)}; keep data.pipeline.tasks: ${{tasks.names}}",
+        )
     return list(dict.fromkeys(names))
 
 
@@ -197,9 +222,12 @@ def _check_run(cfg: DictConfig, p: Problems) -> None:
         return
     v = config_value(cfg, "trainer.max_epochs", p)
     if v is not None and v is not UNRESOLVED and not (_whole(v) and (v >= 1 or v == -1)):
-        p.add("trainer.max_epochs", f"trainer.max_epochs = {v!r}: expected a number of epochs ≥ 1 (or -1: no limit, "
-                                    "ended by trainer.max_steps or early stopping); to test a trained run without "
-                                    "training it, use src/eval.py ckpt_path=<run folder>")
+        p.add(
+            "trainer.max_epochs",
+            f"trainer.max_epochs = {v!r}: expected a number of epochs ≥ 1 (or -1: no limit, "
+            "ended by trainer.max_steps or early stopping); to test a trained run without "
+            "training it, use src/eval.py ckpt_path=<run folder>",
+        )
 
 
 def _check_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> str:
@@ -217,20 +245,33 @@ def _check_multitask_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) ->
     from mtrank.training.losses import TASK_WEIGHTING_KINDS, UNCERTAINTY_VARIANTS
 
     weighting = config_value(cfg, "loss.task_weighting", p, default="equal")
-    ok = check_one_of(p, "loss.task_weighting", str(weighting).lower() if isinstance(weighting, str) else weighting,
-                 TASK_WEIGHTING_KINDS)
+    ok = check_one_of(
+        p,
+        "loss.task_weighting",
+        str(weighting).lower() if isinstance(weighting, str) else weighting,
+        TASK_WEIGHTING_KINDS,
+    )
     weights = config_value(cfg, "loss.task_weights", p)
     if ok and str(weighting).lower() == "fixed":
         if weights is None:
-            p.add("loss.task_weights", f"loss.task_weighting = fixed needs loss.task_weights: one weight per task "
-                                       f"in {fmt_list(tasks)}")
+            p.add(
+                "loss.task_weights",
+                f"loss.task_weighting = fixed needs loss.task_weights: one weight per task in {fmt_list(tasks)}",
+            )
         check_task_map(p, "loss.task_weights", weights, tasks, exact=True)
     elif ok and weights is not None and weights is not UNRESOLVED:
-        p.add("loss.task_weights", f"loss.task_weights is set but loss.task_weighting = {weighting} ignores it; "
-                                   "set loss.task_weighting=fixed to use these weights, or loss.task_weights=null")
+        p.add(
+            "loss.task_weights",
+            f"loss.task_weights is set but loss.task_weighting = {weighting} ignores it; "
+            "set loss.task_weighting=fixed to use these weights, or loss.task_weights=null",
+        )
     if ok and str(weighting).lower() == "uncertainty":
-        check_one_of(p, "loss.uncertainty_variant", config_value(cfg, "loss.uncertainty_variant", p, default="kendall"),
-                UNCERTAINTY_VARIANTS)
+        check_one_of(
+            p,
+            "loss.uncertainty_variant",
+            config_value(cfg, "loss.uncertainty_variant", p, default="kendall"),
+            UNCERTAINTY_VARIANTS,
+        )
     check_task_map(p, "loss.pos_weight", config_value(cfg, "loss.pos_weight", p), tasks, exact=False, positive=True)
 
 
@@ -240,8 +281,10 @@ def _check_binary_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> No
 
     iw = config_value(cfg, "loss.importance_weights", p)
     if iw is None:
-        p.add("loss.importance_weights", f"loss.objective = binary needs loss.importance_weights: one weight per "
-                                         f"task in {fmt_list(tasks)}")
+        p.add(
+            "loss.importance_weights",
+            f"loss.objective = binary needs loss.importance_weights: one weight per task in {fmt_list(tasks)}",
+        )
     check_task_map(p, "loss.importance_weights", iw, tasks, exact=True, positive=True)
     check_one_of(p, "loss.rule", config_value(cfg, "loss.rule", p, default="max"), IMPORTANCE_RULES)
 
@@ -260,14 +303,19 @@ def _check_model(cfg: DictConfig, p: Problems, tasks: Sequence[str], objective: 
     kind = objective_class(objective)
     heads = kind.heads_for(tasks)
     if not isinstance(init, Mapping):
-        p.add(key, f"{key} = {init!r}: expected a number (every head) or a mapping {{head: bias}} over the heads "
-                   f"{fmt_list(heads)}")
+        p.add(
+            key,
+            f"{key} = {init!r}: expected a number (every head) or a mapping {{head: bias}} over the heads "
+            f"{fmt_list(heads)}",
+        )
         return
     for k, v in init.items():
         if str(k) not in heads:
             why, hint = kind.heads_text, kind.bias_hint.format(key=key)
-            p.add(f"{key}.{k}", f"{key}.{k}: '{k}' is not a head of this model ({why}); allowed keys: {fmt_list(heads)}"
-                                f"; {hint}")
+            p.add(
+                f"{key}.{k}",
+                f"{key}.{k}: '{k}' is not a head of this model ({why}); allowed keys: {fmt_list(heads)}; {hint}",
+            )
         elif not is_number(v):
             p.add(f"{key}.{k}", f"{key}.{k} = {v!r}: expected a finite number")
 
@@ -282,8 +330,11 @@ def _check_optimizer(cfg: DictConfig, p: Problems) -> None:
     if lr is None or lr is UNRESOLVED:
         return
     if not is_number(lr) or float(lr) <= 0:
-        p.add(key, f"{key} = {lr!r}: expected a positive finite learning rate (e.g. 0.002); 0 would leave the model "
-                   "untrained and a negative rate would climb the loss")
+        p.add(
+            key,
+            f"{key} = {lr!r}: expected a positive finite learning rate (e.g. 0.002); 0 would leave the model "
+            "untrained and a negative rate would climb the loss",
+        )
 
 
 def _check_stream(cfg: DictConfig, p: Problems) -> None:
@@ -293,8 +344,11 @@ def _check_stream(cfg: DictConfig, p: Problems) -> None:
     if v is None or v is UNRESOLVED:
         return
     if not is_number(v) or not float(v).is_integer() or v < 1:
-        p.add(key, f"{key} = {v!r}: expected an integer ≥ 1, the number of train rows permuted together (whole "
-                   "batches; e.g. 65536); 0 would not shuffle across batches")
+        p.add(
+            key,
+            f"{key} = {v!r}: expected an integer ≥ 1, the number of train rows permuted together (whole "
+            "batches; e.g. 65536); 0 would not shuffle across batches",
+        )
 
 
 def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> None:
@@ -308,11 +362,18 @@ def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> No
     check_one_of(p, "calibration.method", config_value(cfg, "calibration.method", p, default="none"), METHODS)
     check_one_of(p, "calibration.fit_split", config_value(cfg, "calibration.fit_split", p, default="val"), SPLITS)
     mode = config_value(cfg, "calibration.downsampling", p, default="correct")
-    if check_one_of(p, "calibration.downsampling", mode, DOWNSAMPLING_MODES) and mode == "reweight" \
-            and objective is not None and not objective_class(objective).supports_reweight:
-        p.add("calibration.downsampling", f"calibration.downsampling = reweight needs loss.objective = multitask (the "
-                                          f"binary objective is corrected with Eq. 3); allowed with loss.objective = "
-                                          f"{objective}: [correct]")
+    if (
+        check_one_of(p, "calibration.downsampling", mode, DOWNSAMPLING_MODES)
+        and mode == "reweight"
+        and objective is not None
+        and not objective_class(objective).supports_reweight
+    ):
+        p.add(
+            "calibration.downsampling",
+            f"calibration.downsampling = reweight needs loss.objective = multitask (the "
+            f"binary objective is corrected with Eq. 3); allowed with loss.objective = "
+            f"{objective}: [correct]",
+        )
 
 
 def check_report(cfg: DictConfig, p: Problems) -> None:
@@ -347,7 +408,7 @@ def _check_monitors(cfg: DictConfig, p: Problems, catalog: MetricCatalog) -> Non
     fit_text, run_text = catalog.describe(fit_only=True), catalog.describe(fit_only=False)
     when_fit = "while fitting (callbacks and LR schedulers see train/ and val/ metrics only)"
     callbacks = cfg.get("callbacks") if isinstance(cfg, DictConfig) and catalog.trained else None
-    for name in (list(callbacks.keys()) if isinstance(callbacks, DictConfig) else []):
+    for name in list(callbacks.keys()) if isinstance(callbacks, DictConfig) else []:
         cb = callbacks.get(name)
         if not isinstance(cb, DictConfig) or "monitor" not in cb:
             continue  # only the keys read here are resolved (dirpath needs the Hydra run)
@@ -358,8 +419,9 @@ def _check_monitors(cfg: DictConfig, p: Problems, catalog: MetricCatalog) -> Non
     sched = config_value(cfg, "model.scheduler", p) if catalog.trained else None  # train=false: nothing is fitted
     if isinstance(sched, Mapping) and sched.get("monitor") is not None:
         _check_metric(p, "model.scheduler.monitor", sched.get("monitor"), fit, fit_text, when_fit)
-    _check_metric(p, "optimized_metric", config_value(cfg, "optimized_metric", p), run, run_text,
-                  "by this run (its metrics.json)")
+    _check_metric(
+        p, "optimized_metric", config_value(cfg, "optimized_metric", p), run, run_text, "by this run (its metrics.json)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- entry

@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,8 +31,11 @@ WEIGHT_PARAM = "utility.weights."
 
 def _predictions_schema(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
     if OmegaConf.is_missing(cfg, "predictions"):
-        p.add("predictions", "predictions = ???: give the Parquet file of predictions to tune on "
-                             "(predictions=path/to/predictions.parquet, written by src/eval.py or src/predict.py)")
+        p.add(
+            "predictions",
+            "predictions = ???: give the Parquet file of predictions to tune on "
+            "(predictions=path/to/predictions.parquet, written by src/eval.py or src/predict.py)",
+        )
         return None
     path = config_value(cfg, "predictions", p)
     if path is UNRESOLVED:
@@ -41,8 +45,11 @@ def _predictions_schema(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
         return None
     f = Path(str(path)).expanduser()
     if not f.exists():
-        p.add("predictions", f"predictions = {f}: no such file (expected the Parquet file of predictions that "
-                             "src/eval.py or src/predict.py writes)")
+        p.add(
+            "predictions",
+            f"predictions = {f}: no such file (expected the Parquet file of predictions that "
+            "src/eval.py or src/predict.py writes)",
+        )
         return None
     import polars as pl
 
@@ -56,7 +63,7 @@ def _predictions_schema(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
 def _prediction_tasks(schema: Mapping[str, Any], prob: str) -> list[str]:
     """Tasks with a ``<prob><task>`` column; with prob ``p_``, ``p_raw_<t>`` and ``p_true_<t>`` are never tasks
     (the uncalibrated scores and the simulator's true probabilities, not predictions of a task ``raw_<t>``)."""
-    found = [c[len(prob):] for c in schema if c.startswith(prob)]
+    found = [c[len(prob) :] for c in schema if c.startswith(prob)]
     if prob == "p_":
         found = [t for t in found if not t.startswith(("raw_", "true_"))]
     return sorted(found)
@@ -72,43 +79,61 @@ def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | Non
             p.add("utility", "utility is missing: choose a utility config (utility=related_products)")
         return []
     weights = util.get("weights") or {}
-    prob, label = str(config_value(cfg, "prob_prefix", p, default="p_")), str(config_value(cfg, "label_prefix", p, default="label_"))
+    prob, label = (
+        str(config_value(cfg, "prob_prefix", p, default="p_")),
+        str(config_value(cfg, "label_prefix", p, default="label_")),
+    )
     for t, b in (util.get("bounds") or {}).items():
         if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(is_number(x) for x in b) and b[0] < b[1]):
             p.add(f"utility.bounds.{t}", f"utility.bounds.{t} = {b!r}: expected [low, high] with low < high")
     if schema is not None:
         tasks = _prediction_tasks(schema, prob)
-        labelled = sorted(c[len(label):] for c in schema if c.startswith(label))
+        labelled = sorted(c[len(label) :] for c in schema if c.startswith(label))
         if not tasks:
             cols = list(schema)
-            p.add("predictions", f"predictions = {config_value(cfg, 'predictions', p)}: no prediction column "
-                                 f"{prob}<task> in the file (its columns: {fmt_list(cols[:20])}"
-                                 f"{' ...' if len(cols) > 20 else ''}); expected the predictions that src/eval.py or "
-                                 f"src/predict.py writes, or set prob_prefix= to the prefix of its columns")
+            p.add(
+                "predictions",
+                f"predictions = {config_value(cfg, 'predictions', p)}: no prediction column "
+                f"{prob}<task> in the file (its columns: {fmt_list(cols[:20])}"
+                f"{' ...' if len(cols) > 20 else ''}); expected the predictions that src/eval.py or "
+                f"src/predict.py writes, or set prob_prefix= to the prefix of its columns",
+            )
             return []
         for t in weights:
             if f"{prob}{t}" not in schema:
-                p.add(f"utility.weights.{t}", f"utility.weights.{t}: the predictions have no column {prob}{t}, so "
-                                              f"'{t}' is not one of their tasks; allowed keys: {fmt_list(tasks)}"
-                                              f"{suggest(t, tasks)}")
+                p.add(
+                    f"utility.weights.{t}",
+                    f"utility.weights.{t}: the predictions have no column {prob}{t}, so "
+                    f"'{t}' is not one of their tasks; allowed keys: {fmt_list(tasks)}"
+                    f"{suggest(t, tasks)}",
+                )
         need = {"utility.objective": util.get("objective")}
         need.update({f"utility.constraints.{t}": t for t in (util.get("constraints") or {})})
         for key, t in need.items():
             if t and f"{label}{t}" not in schema:
-                p.add(key, f"{key}{' = ' + repr(t) if key == 'utility.objective' else ''}: the predictions have no "
-                           f"label column {label}{t}; tasks with labels: {fmt_list(labelled)}{suggest(t, labelled)}")
+                p.add(
+                    key,
+                    f"{key}{' = ' + repr(t) if key == 'utility.objective' else ''}: the predictions have no "
+                    f"label column {label}{t}; tasks with labels: {fmt_list(labelled)}{suggest(t, labelled)}",
+                )
     bounds = util.get("bounds") or {}
     total = util.get("total")
     if not p.has("utility") and is_number(total) and bounds and set(bounds) == set(weights):
         lo, hi = sum(b[0] for b in bounds.values()), sum(b[1] for b in bounds.values())
         if not lo - 1e-9 <= float(total) <= hi + 1e-9:
-            p.add("utility.total", f"utility.total = {total}: the weights cannot add up to it within utility.bounds "
-                                   f"(their lows add up to {lo}, their highs to {hi})")
+            p.add(
+                "utility.total",
+                f"utility.total = {total}: the weights cannot add up to it within utility.bounds "
+                f"(their lows add up to {lo}, their highs to {hi})",
+            )
         elif not lo + 1e-9 < float(total) < hi - 1e-9:
             side = "lower" if abs(float(total) - lo) <= 1e-9 else "upper"
-            p.add("utility.total", f"utility.total = {total}: the weights add up to it only with each at its {side} "
-                                   f"bound in utility.bounds, which leaves nothing to search; expected a total "
-                                   f"strictly between {lo} (the lows' sum) and {hi} (the highs' sum)")
+            p.add(
+                "utility.total",
+                f"utility.total = {total}: the weights add up to it only with each at its {side} "
+                f"bound in utility.bounds, which leaves nothing to search; expected a total "
+                f"strictly between {lo} (the lows' sum) and {hi} (the highs' sum)",
+            )
     if p.has("utility"):
         return []
     try:
@@ -155,17 +180,22 @@ def validate_tune_config(cfg: DictConfig) -> None:
         text = fmt_list(sorted(metrics)) + " (f_<task> for the objective, the constrained and the labelled tasks)"
         om = config_value(cfg, "optimized_metric", p)
         if om is not None and om is not UNRESOLVED and str(om) not in metrics:
-            p.add("optimized_metric", f"optimized_metric = '{om}' is never returned by the jobs; allowed: {text}"
-                                      f"{suggest(om, metrics)}")
+            p.add(
+                "optimized_metric",
+                f"optimized_metric = '{om}' is never returned by the jobs; allowed: {text}{suggest(om, metrics)}",
+            )
         sweeper = ax_sweeper_config(cfg)
         if sweeper is not None:
             declared = check_ax_sweeper(cfg, sweeper, p, metrics, text)
             weights = list((config_value(cfg, "utility.weights", p) or {}).keys())
-            swept = [n[len(WEIGHT_PARAM):] for n in declared if n.startswith(WEIGHT_PARAM)]
+            swept = [n[len(WEIGHT_PARAM) :] for n in declared if n.startswith(WEIGHT_PARAM)]
             missing = [t for t in weights if t not in swept]
             if swept and missing and not p.has("hydra.sweeper.params"):
-                p.add("hydra.sweeper.params", "hydra.sweeper.params has no "
-                      + ", ".join(WEIGHT_PARAM + t for t in missing)
-                      + f": utility.weights weighs {fmt_list(weights)}, so each needs a search parameter (and a "
-                        "place in hydra.sweeper.sum_constraint.params)")
+                p.add(
+                    "hydra.sweeper.params",
+                    "hydra.sweeper.params has no "
+                    + ", ".join(WEIGHT_PARAM + t for t in missing)
+                    + f": utility.weights weighs {fmt_list(weights)}, so each needs a search parameter (and a "
+                    "place in hydra.sweeper.sum_constraint.params)",
+                )
     p.raise_if_any("tune_utility")
