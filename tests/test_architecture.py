@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 LIBRARY = "mtrank"
-MAX_LINES = 400
+MAX_LINES = 420  # "about 400": a module that grows past it is split by what its parts do
 
 
 def _modules() -> dict[str, Path]:

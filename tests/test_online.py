@@ -205,7 +205,7 @@ def test_cached_runs_are_trained_once(tmp_path):
 def test_a_run_not_trained_on_the_simulator_is_refused():
     from types import SimpleNamespace
 
-    from mtrank.online.job import world_of
+    from mtrank.online.weights import world_of
 
     fake = SimpleNamespace(
         run=SimpleNamespace(

@@ -19,7 +19,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mtrank.validation.errors import Problems, fmt_list, suggest
-from mtrank.validation.train import UNRESOLVED, check_data, check_tasks, config_value, is_number
+from mtrank.validation.lookup import UNRESOLVED, config_value, is_number
+from mtrank.validation.train import check_data, check_tasks
 
 __all__ = ["BASELINES", "STOPPING_METRICS", "validate_baseline_config"]
 

@@ -18,8 +18,6 @@ Run-folder outputs: ``report.md`` (everything below, in one file), ``table1.md``
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -28,10 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.data.simulator_config import SimulatorConfig
 from mtrank.data.world import World
 from mtrank.online.experiment import ExperimentResult, TrafficConfig, run_experiment
 from mtrank.online.online_bo import (
@@ -51,148 +47,20 @@ from mtrank.online.report import (
     table1_markdown,
 )
 from mtrank.online.runs import resolve_run
+from mtrank.online.weights import (
+    diagnostic_policies,
+    format_weights,
+    offline_bo_weights,
+    offline_evaluator,
+    plain_container,
+    world_of,
+)
 from mtrank.tuning.generation import GenerationConfig
 from mtrank.tuning.problem import UtilityProblem
 from mtrank.tuning.report import write_json, write_text
-from mtrank.utility.objectives import UtilityEvaluator, read_predictions
+from mtrank.utility.objectives import UtilityEvaluator
 
 log = logging.getLogger(__name__)
-
-__all__ = ["world_of", "offline_bo_weights", "simulate_ab"]
-
-
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def world_of(scorers: Mapping[str, ModelScorer]) -> World:
-    """The simulated world every run was trained on (their ``data.simulator`` configs must agree)."""
-    configs = {}
-    for role, s in scorers.items():
-        tc = s.run.train_config
-        sim = None if tc is None else OmegaConf.select(tc, "data.simulator")
-        inputs = None if tc is None else OmegaConf.select(tc, "data.pipeline.inputs")
-        if sim is None or inputs:
-            raise ValueError(
-                f"models.{role} ({s.run.run_dir}) was not trained on the built-in simulator (its config.yaml has no "
-                "data.simulator, or data.pipeline.inputs points to other logs): an online simulation needs the "
-                "world the model was trained on"
-            )
-        configs[role] = SimulatorConfig.from_mapping(_container(sim))
-    first = next(iter(configs.values()))
-    for c in configs.values():
-        a, b = first.to_dict(), c.to_dict()
-        a.pop("n_impressions"), b.pop("n_impressions"), a.pop("n_files"), b.pop("n_files")
-        if a != b:
-            raise ValueError(f"the runs were trained on different simulated worlds: {configs}")
-    return World.build(first)
-
-
-def _offline_evaluator(treatment: ModelScorer, problem: UtilityProblem, metric: str, cache: Path) -> UtilityEvaluator:
-    """f_t of Eq. 5 on the treatment run's test-split predictions (the run's ``predictions.parquet``, or scored)."""
-    from mtrank.scoring.predict import predict_frame, write_parquet_atomic
-    from mtrank.scoring.score import PREDICTIONS_FILE
-
-    path = treatment.run.run_dir / PREDICTIONS_FILE
-    if not path.is_file():
-        path = cache / "test_predictions.parquet"
-        if not path.is_file():
-            log.info("Scoring the treatment run's test split for the offline objectives → %s", path)
-            write_parquet_atomic(predict_frame(treatment.run, split="test"), path)
-    frame = read_predictions(path, problem.tasks, problem.label_tasks)
-    return UtilityEvaluator.from_frame(frame, problem.tasks, problem.label_tasks, metric)
-
-
-def offline_bo_weights(
-    ab: Mapping[str, Any], problem: UtilityProblem, treatment: ModelScorer, cache_dir: Path, evaluator: UtilityEvaluator
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """The offline-BO weights and where they come from (given, a tune_utility file, or tuned here and cached)."""
-    cfg = ab["offline_bo"]
-    if cfg.get("weights"):
-        w = {str(k): float(v) for k, v in dict(cfg["weights"]).items()}
-        problem.params(w)  # S1/S2 check, names the tasks
-        return w, {"source": "ab.offline_bo.weights"}
-    if cfg.get("best_weights_file"):
-        p = Path(cfg["best_weights_file"])
-        data = yaml.safe_load(p.read_text())
-        if not isinstance(data, dict) or not data.get("weights"):
-            raise ValueError(
-                f"ab.offline_bo.best_weights_file={p}: no `weights` in it (a src/tune_utility.py "
-                "best_weights.yaml is expected; it has none when no trial met the constraints)"
-            )
-        return {str(k): float(v) for k, v in data["weights"].items()}, {"source": str(p)}
-    from mtrank.tuning.generation import quiet_ax
-    from mtrank.tuning.utility_task import run_tuning
-
-    quiet_ax()
-    gen = GenerationConfig.from_mapping(cfg.get("generation"))
-    key_src = json.dumps(
-        {
-            "run": str(treatment.run.ckpt_path),
-            "problem": repr(problem),
-            "n": int(cfg["n_trials"]),
-            "gen": repr(gen),
-            "metric": cfg.get("metric", "pr_auc"),
-        },
-        sort_keys=True,
-    )
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
-    state = cache_dir / f"offline_bo-{key}" / "ax_experiment.json"
-    t0 = time.perf_counter()
-    loop = run_tuning(problem, evaluator, int(cfg["n_trials"]), gen, state, resume=True, label="offline")
-    overall = loop.best(include_baseline=True)
-    best = loop.best(include_baseline=bool(cfg.get("include_baseline", False)))
-    info = {
-        "source": f"Eq. 5 tuned offline here ({state})",
-        "n_trials": int(cfg["n_trials"]),
-        "seconds": time.perf_counter() - t0,
-        "best_trial": None if best is None else best.index,
-        "best_metrics": None if best is None else best.metrics,
-        "baseline_metrics": loop.baseline_values(),
-        "baseline_is_best_offline": bool(overall is not None and overall.is_baseline),
-    }
-    if best is None:
-        info["note"] = "no offline trial met S3-S5: the hand-picked weights are kept"
-        return dict(problem.weights), info
-    return problem.weights_of(best.params), info
-
-
-def _diagnostic_policies(
-    cfg: Mapping[str, Any], problem: UtilityProblem, scorers: Mapping[str, ModelScorer]
-) -> list[Policy]:
-    """Extra Table 1 arms that tell model quality from the choice of weights: the multi-task model with weights
-    proportional to the binary model's importance weights (the same business value), and the world's true
-    probabilities with the hand-picked weights (the best any model could do with those weights)."""
-    out = []
-    tc = scorers["control"].run.train_config
-    iw = None if tc is None else OmegaConf.select(tc, "loss.importance_weights")
-    if iw is not None and scorers["control"].objective == "binary":
-        iw = {str(k): float(v) for k, v in _container(iw).items() if str(k) in problem.tasks}
-        if iw and sum(iw.values()) > 0:
-            scale = problem.total / sum(iw.values())
-            w = {t: iw.get(t, 0.0) * scale for t in problem.tasks}
-            out.append(
-                Policy(
-                    "treatment_iw",
-                    "treatment",
-                    w,
-                    label=f"multi-task, weights ∝ the binary model's importance weights ({_fmt_w(w)})",
-                )
-            )
-    if cfg.get("oracle", True):
-        out.append(
-            Policy(
-                "oracle_hand_picked",
-                "oracle",
-                dict(problem.weights),
-                label="true probabilities, hand-picked weights (oracle)",
-            )
-        )
-    return out
-
-
-def _fmt_w(w: Mapping[str, float] | None) -> str:
-    return "binary score" if w is None else ", ".join(f"{t}={float(v):.3f}" for t, v in w.items())
 
 
 @dataclass
@@ -226,12 +94,12 @@ def _models_and_world(cfg: DictConfig) -> _Simulation:
     """Step 1: settings, the control and treatment runs (given or trained and cached), their world."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ab = _container(cfg.ab)
-    mcfg = _container(cfg.models)
+    ab = plain_container(cfg.ab)
+    mcfg = plain_container(cfg.models)
     seed = int(cfg.seed)
     level = float(cfg.metrics.level)
     types = [str(t) for t in cfg.metrics.types]
-    problem = UtilityProblem.from_mapping(_container(cfg.utility), "utility")
+    problem = UtilityProblem.from_mapping(plain_container(cfg.utility), "utility")
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -275,7 +143,10 @@ def _models_and_world(cfg: DictConfig) -> _Simulation:
     )
 
     hand = Policy(
-        CONTROL_ARM, "treatment", dict(problem.weights), label=f"multi-task, hand-picked ({_fmt_w(problem.weights)})"
+        CONTROL_ARM,
+        "treatment",
+        dict(problem.weights),
+        label=f"multi-task, hand-picked ({format_weights(problem.weights)})",
     )
     binary = Policy("binary", "control", None, label=f"binary ({scorers['control'].objective}) score")
     results: dict[str, Any] = {
@@ -313,7 +184,7 @@ def _table1(sim: _Simulation) -> None:
     ctrl = Policy("control", "control", None, label=sim.binary.label)
     treat = Policy("treatment", "treatment", dict(problem.weights), label=sim.hand.label)
     t1_pols = [ctrl, treat]
-    diag = _diagnostic_policies(ab["table1"], problem, sim.scorers) if ab["table1"].get("diagnostics", True) else []
+    diag = diagnostic_policies(ab["table1"], problem, sim.scorers) if ab["table1"].get("diagnostics", True) else []
     t1_scorers: dict[str, Any] = dict(sim.scorers)
     if any(p.model == "oracle" for p in diag):
         t1_scorers["oracle"] = WorldScorer(sim.world, sim.score_position)
@@ -366,11 +237,11 @@ def _offline_bo(sim: _Simulation) -> tuple[UtilityEvaluator, dict[str, float]]:
     """Step 3: the offline objectives f_t (Eq. 5) and the offline-BO weights."""
     t = time.perf_counter()
     treatment = sim.scorers["treatment"]
-    evaluator = _offline_evaluator(treatment, sim.problem, str(sim.ab["offline_bo"].get("metric", "pr_auc")), sim.cache)
+    evaluator = offline_evaluator(treatment, sim.problem, str(sim.ab["offline_bo"].get("metric", "pr_auc")), sim.cache)
     off_w, off_info = offline_bo_weights(sim.ab, sim.problem, treatment, sim.cache, evaluator)
     sim.timings["offline_bo"] = time.perf_counter() - t
     sim.results["offline_bo"] = {"weights": off_w, **off_info}
-    log.info("Offline-BO weights: %s (%s)", _fmt_w(off_w), off_info["source"])
+    log.info("Offline-BO weights: %s (%s)", format_weights(off_w), off_info["source"])
     return evaluator, off_w
 
 
@@ -412,7 +283,7 @@ def _online_bo(sim: _Simulation) -> dict[str, float] | None:
         f"Objective `{bo.objective}`, constraints {', '.join(f'`{c}`' for c in bo.constraints)} "
         f"(lifts in % of {bcfg.metric} against each round's hand-picked control).\n",
         md_bo,
-        f"Chosen: {_fmt_w(on_w)} ({bo.best_source}).\n",
+        f"Chosen: {format_weights(on_w)} ({bo.best_source}).\n",
         "![online BO](online_bo.png)\n",
     ]
     return on_w
@@ -424,9 +295,9 @@ def _final_comparison(
     """Step 5: hand-picked, offline-BO and online-BO weights (and the binary model) on fresh traffic."""
     ab, problem, out, level = sim.ab, sim.problem, sim.out, sim.level
     t = time.perf_counter()
-    final_pols = [sim.hand, Policy("offline_bo", "treatment", off_w, label=f"offline BO ({_fmt_w(off_w)})")]
+    final_pols = [sim.hand, Policy("offline_bo", "treatment", off_w, label=f"offline BO ({format_weights(off_w)})")]
     if on_w is not None:
-        final_pols.append(Policy("online_bo", "treatment", on_w, label=f"online BO ({_fmt_w(on_w)})"))
+        final_pols.append(Policy("online_bo", "treatment", on_w, label=f"online BO ({format_weights(on_w)})"))
     if ab["final"].get("include_binary", True):
         final_pols.append(sim.binary)
     fin = run_experiment(

@@ -12,9 +12,7 @@ Public API: :func:`load_artifact` / :class:`RankingArtifact` (``rank``, ``rank_m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from mtrank.calibration.downsampling import correct_logits
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.encoding import FeatureEncoder
 from mtrank.data.spec import CAT_PREFIX, NUM_PREFIX
+from mtrank.serving.columns import Column, series_from_frame, series_from_values
 from mtrank.serving.files import (
     ARTIFACT_FORMAT,
     CALIBRATION_FILE,
@@ -42,13 +41,6 @@ from mtrank.serving.files import (
 )
 from mtrank.serving.results import MISSING, Ranking, RequestError, is_finite, request_error
 from mtrank.utility.objectives import utility_scores
-
-
-@dataclass(frozen=True)
-class _Column:
-    name: str
-    kind: str  # "categorical" | "numeric"
-    dtype: str  # categorical: the vocabulary's raw dtype, Int64 | String; numeric: Float64
 
 
 class RankingArtifact:
@@ -87,9 +79,9 @@ class RankingArtifact:
         self.item_id_column: str | None = features.get("item_id")
         self.ignored_columns: list[str] = list(features.get("ignored", []))
         self.encoder = FeatureEncoder.load(self.directory, features["encoding"])
-        self.columns: list[_Column] = [
-            _Column(c, "categorical", str(self.encoder.dtypes[c])) for c in self.encoder.categorical
-        ] + [_Column(c, "numeric", "Float64") for c in self.encoder.numeric_all]
+        self.columns: list[Column] = [
+            Column(c, "categorical", str(self.encoder.dtypes[c])) for c in self.encoder.categorical
+        ] + [Column(c, "numeric", "Float64") for c in self.encoder.numeric_all]
         self._known = {c.name for c in self.columns} | {c for c in (self.request_id_column, self.item_id_column) if c}
         self._known |= set(self.ignored_columns)
         self._cat_inputs = [CAT_PREFIX + c for c in features["model_inputs"]["categorical"]]
@@ -198,52 +190,6 @@ class RankingArtifact:
             cols[name] = values
         return cols
 
-    def _series(self, col: _Column, values: list, loc_of) -> pl.Series:
-        """Type-check one column's values and make the Series the encoder reads; ``loc_of(i)`` is the location of
-        value i in the request."""
-
-        def bad(i: int, what: str) -> RequestError:
-            return RequestError(loc_of(i), what, "type_error")
-
-        types = set(map(type, values))
-        if col.kind == "numeric":
-            if not types <= {int, float, type(None)}:
-                i = next(i for i, v in enumerate(values) if type(v) not in (int, float, type(None)))
-                raise bad(i, f"numeric column '{col.name}' takes a number or null, got {values[i]!r}")
-            if float in types or int in types:
-                for i, v in enumerate(values):
-                    if (type(v) is float and math.isinf(v)) or (type(v) is int and not is_finite(v)):
-                        raise bad(i, f"numeric column '{col.name}' must be finite, got {v!r}")
-            if self.nan_policy == "error" and (type(None) in types or any(v != v for v in values if type(v) is float)):
-                i = next(i for i, v in enumerate(values) if v is None or v != v)
-                raise bad(i, f"numeric column '{col.name}' has no value, and the run was trained with nan_policy=error")
-            return pl.Series(col.name, values, dtype=pl.Float64, strict=False)
-        if col.dtype == "Int64":
-            if not types <= {int, type(None)}:
-                for i, v in enumerate(values):
-                    if type(v) is float and v == v and not math.isinf(v) and v.is_integer():
-                        values[i] = int(v)
-                    elif type(v) is float and v != v:
-                        values[i] = None
-                    elif type(v) not in (int, type(None)):
-                        raise bad(
-                            i,
-                            f"categorical column '{col.name}' takes an integer or null (its vocabulary holds "
-                            f"integers), got {v!r}",
-                        )
-            for i, v in enumerate(values):
-                if type(v) is int and not _I64_MIN <= v <= _I64_MAX:
-                    raise bad(i, f"categorical column '{col.name}': {v} is outside the 64-bit integer range")
-            return pl.Series(col.name, values, dtype=pl.Int64)
-        # a string vocabulary: integers are looked up as their text, as when scoring logs
-        if not types <= {str, type(None)}:
-            for i, v in enumerate(values):
-                if type(v) is int:
-                    values[i] = str(v)
-                elif type(v) not in (str, type(None)):
-                    raise bad(i, f"categorical column '{col.name}' takes a string or null, got {v!r}")
-        return pl.Series(col.name, values, dtype=pl.String)
-
     def _frame_columns(
         self, frame: pl.DataFrame, request: Mapping[str, Any], ignore_unknown: bool, loc: tuple
     ) -> dict[str, list | pl.Series]:
@@ -295,11 +241,11 @@ class RankingArtifact:
         for c in self.columns:
             v = cols[c.name]
             if isinstance(v, pl.Series):
-                series.append(self._frame_series(c, v, loc))
+                series.append(series_from_frame(c, v, loc, self.nan_policy))
             elif c.name in request:
-                series.append(self._series(c, list(v), lambda i, c=c: ("request", c.name)))
+                series.append(series_from_values(c, list(v), lambda i, c=c: ("request", c.name), self.nan_policy))
             else:
-                series.append(self._series(c, list(v), lambda i, c=c: (*loc, i, c.name)))
+                series.append(series_from_values(c, list(v), lambda i, c=c: (*loc, i, c.name), self.nan_policy))
         encoded = pl.DataFrame(series).select(self._exprs)
         cat = (
             torch.from_numpy(encoded.select(self._cat_inputs).to_numpy().astype(np.int64))
@@ -328,55 +274,6 @@ class RankingArtifact:
                             "type_error",
                         )
         return cat, num, ids
-
-    def _frame_series(self, col: _Column, s: pl.Series, loc: tuple) -> pl.Series:
-        dt = s.dtype
-        where = (*loc, col.name)
-        if col.kind == "numeric":
-            if not (dt.is_numeric() or dt == pl.Null):
-                raise RequestError(
-                    where, f"numeric column '{col.name}' has dtype {dt}; a numeric dtype is expected", "type_error"
-                )
-            s = s.cast(pl.Float64)
-            if s.is_infinite().any():
-                raise RequestError(
-                    (*where, int(s.is_infinite().arg_true()[0])), f"numeric column '{col.name}' must be finite"
-                )
-            if self.nan_policy == "error" and (s.null_count() or s.is_nan().any()):
-                raise RequestError(
-                    where,
-                    f"numeric column '{col.name}' has missing values, and the run was trained with nan_policy=error",
-                )
-            return s.rename(col.name)
-        if col.dtype == "Int64":
-            if dt.is_float():
-                whole = s.fill_nan(None).drop_nulls()
-                if len(whole) and not bool((whole == whole.floor()).all()):
-                    raise RequestError(
-                        where,
-                        f"categorical column '{col.name}' holds non-integral floats; its vocabulary holds integers",
-                        "type_error",
-                    )
-                return s.fill_nan(None).cast(pl.Int64).rename(col.name)
-            if dt.is_integer() or dt == pl.Boolean or dt == pl.Null:
-                return s.cast(pl.Int64).rename(col.name)
-            raise RequestError(
-                where, f"categorical column '{col.name}' has dtype {dt}; its vocabulary holds integers", "type_error"
-            )
-        if dt.is_float():
-            s = s.fill_nan(None).cast(pl.Int64)
-        if (
-            isinstance(dt, (pl.Categorical, pl.Enum))
-            or dt.is_integer()
-            or dt in (pl.String, pl.Null, pl.Boolean)
-            or dt.is_float()
-        ):
-            return s.cast(pl.String).rename(col.name)
-        raise RequestError(
-            where, f"categorical column '{col.name}' has dtype {dt}; a string column is expected", "type_error"
-        )
-
-    # ------------------------------------------------------------------ scoring
 
     @torch.inference_mode()
     def _probabilities(self, cat: torch.Tensor, num: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -450,9 +347,6 @@ class RankingArtifact:
         return out
 
     # ------------------------------------------------------------------ checks
-
-
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
 def load_artifact(directory: str | Path, *, device: str = "cpu", verify: bool = True) -> RankingArtifact:

@@ -7,15 +7,8 @@ import re
 from omegaconf import DictConfig
 
 from mtrank.validation.errors import Problems
-from mtrank.validation.train import (
-    SPLITS,
-    UNRESOLVED,
-    check_calibration,
-    check_one_of,
-    check_report,
-    config_value,
-    is_number,
-)
+from mtrank.validation.lookup import SPLITS, UNRESOLVED, check_one_of, config_value, is_number
+from mtrank.validation.train import check_calibration, check_report
 
 __all__ = ["validate_predict_config", "validate_eval_config"]
 

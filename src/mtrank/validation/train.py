@@ -21,91 +21,17 @@ each names its full config key and what is allowed. What is checked (docs/checks
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mtrank.validation.errors import Problems, fmt_list, suggest
+from mtrank.validation.lookup import REPORT_SCALES, SPLITS, UNRESOLVED, check_one_of, config_value, is_number
 from mtrank.validation.metric_names import MetricCatalog, catalog_for_train_config
+from mtrank.validation.model_checks import check_loss, check_model, check_optimizer, check_stream
 from mtrank.validation.search_space import ax_sweeper_config, check_ax_sweeper
-
-__all__ = ["validate_train_config", "check_report", "check_calibration", "is_number"]
-
-SPLITS = ("train", "val", "test")
-REPORT_SCALES = ("linear", "log")
-UNRESOLVED = object()
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
-
-
-def config_value(cfg: DictConfig, key: str, problems: Problems, default: Any = None) -> Any:
-    """The resolved value at ``key`` as plain Python (``default`` when absent); an interpolation that does not
-    resolve is a problem at that key."""
-    try:
-        v = OmegaConf.select(cfg, key, default=default, throw_on_missing=True)
-    except Exception as exc:  # noqa: BLE001 - MissingMandatoryValue, InterpolationResolutionError, ...
-        problems.add(key, f"{key} does not resolve: {str(exc).splitlines()[0]}")
-        return UNRESOLVED
-    if isinstance(v, DictConfig) or OmegaConf.is_list(v):
-        try:
-            return OmegaConf.to_container(v, resolve=True)
-        except Exception as exc:  # noqa: BLE001
-            problems.add(key, f"{key} does not resolve: {str(exc).splitlines()[0]}")
-            return UNRESOLVED
-    return v
-
-
-def check_one_of(problems: Problems, key: str, value: Any, allowed: Sequence[str]) -> bool:
-    if value is UNRESOLVED:
-        return False
-    if str(value) not in allowed:
-        problems.add(key, f"{key} = {value!r}: expected one of {fmt_list(allowed)}{suggest(value, allowed)}")
-        return False
-    return True
-
-
-def check_task_map(
-    problems: Problems,
-    key: str,
-    mapping: Any,
-    tasks: Sequence[str],
-    *,
-    exact: bool,
-    positive: bool = False,
-    what: str = "tasks",
-) -> None:
-    """A map keyed by task: its keys must be the tasks (``exact``) or some of them; values finite numbers
-    (> 0 with ``positive``). Each unknown key is its own problem, named ``<key>.<entry>``."""
-    if mapping is None or mapping is UNRESOLVED:
-        return
-    if not isinstance(mapping, Mapping):
-        problems.add(key, f"{key} = {mapping!r}: expected a mapping {{task: value}} over the {what} {fmt_list(tasks)}")
-        return
-    for k, v in mapping.items():
-        if str(k) not in tasks:
-            problems.add(
-                f"{key}.{k}",
-                f"{key}.{k}: '{k}' is not one of the {what}; allowed keys: {fmt_list(tasks)}{suggest(k, tasks)}",
-            )
-        elif not is_number(v) or (positive and float(v) <= 0):
-            problems.add(f"{key}.{k}", f"{key}.{k} = {v!r}: expected a {'positive ' if positive else ''}finite number")
-    missing = [t for t in tasks if t not in {str(k) for k in mapping}]
-    if exact and missing:
-        problems.add(
-            key,
-            f"{key} has no value for {what} {fmt_list(missing)}; it needs exactly one per task in {fmt_list(tasks)}",
-        )
-
-
-# ---------------------------------------------------------------------------------------------- groups
 
 
 def check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
@@ -230,127 +156,6 @@ def _check_run(cfg: DictConfig, p: Problems) -> None:
         )
 
 
-def _check_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> str:
-    from mtrank.training.objectives import OBJECTIVES
-
-    objective = config_value(cfg, "loss.objective", p, default="multitask")
-    if not check_one_of(p, "loss.objective", objective, OBJECTIVES):
-        return "multitask"
-    _LOSS_CHECKS[str(objective)](cfg, p, tasks)
-    return str(objective)
-
-
-def _check_multitask_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> None:
-    """``loss.objective = multitask``: ``task_weighting``, ``task_weights``, ``uncertainty_variant``, ``pos_weight``."""
-    from mtrank.training.losses import TASK_WEIGHTING_KINDS, UNCERTAINTY_VARIANTS
-
-    weighting = config_value(cfg, "loss.task_weighting", p, default="equal")
-    ok = check_one_of(
-        p,
-        "loss.task_weighting",
-        str(weighting).lower() if isinstance(weighting, str) else weighting,
-        TASK_WEIGHTING_KINDS,
-    )
-    weights = config_value(cfg, "loss.task_weights", p)
-    if ok and str(weighting).lower() == "fixed":
-        if weights is None:
-            p.add(
-                "loss.task_weights",
-                f"loss.task_weighting = fixed needs loss.task_weights: one weight per task in {fmt_list(tasks)}",
-            )
-        check_task_map(p, "loss.task_weights", weights, tasks, exact=True)
-    elif ok and weights is not None and weights is not UNRESOLVED:
-        p.add(
-            "loss.task_weights",
-            f"loss.task_weights is set but loss.task_weighting = {weighting} ignores it; "
-            "set loss.task_weighting=fixed to use these weights, or loss.task_weights=null",
-        )
-    if ok and str(weighting).lower() == "uncertainty":
-        check_one_of(
-            p,
-            "loss.uncertainty_variant",
-            config_value(cfg, "loss.uncertainty_variant", p, default="kendall"),
-            UNCERTAINTY_VARIANTS,
-        )
-    check_task_map(p, "loss.pos_weight", config_value(cfg, "loss.pos_weight", p), tasks, exact=False, positive=True)
-
-
-def _check_binary_loss(cfg: DictConfig, p: Problems, tasks: Sequence[str]) -> None:
-    """``loss.objective = binary``: ``importance_weights``, ``rule``."""
-    from mtrank.training.losses import IMPORTANCE_RULES
-
-    iw = config_value(cfg, "loss.importance_weights", p)
-    if iw is None:
-        p.add(
-            "loss.importance_weights",
-            f"loss.objective = binary needs loss.importance_weights: one weight per task in {fmt_list(tasks)}",
-        )
-    check_task_map(p, "loss.importance_weights", iw, tasks, exact=True, positive=True)
-    check_one_of(p, "loss.rule", config_value(cfg, "loss.rule", p, default="max"), IMPORTANCE_RULES)
-
-
-# the checks of each objective's own keys, by loss.objective (mtrank.training.objectives.OBJECTIVES)
-_LOSS_CHECKS = {"multitask": _check_multitask_loss, "binary": _check_binary_loss}
-
-
-def _check_model(cfg: DictConfig, p: Problems, tasks: Sequence[str], objective: str) -> None:
-    from mtrank.training.objectives import objective_class
-
-    key = "model.net.head_bias_init"
-    init = config_value(cfg, key, p)
-    if init is None or init is UNRESOLVED or is_number(init):
-        return
-    kind = objective_class(objective)
-    heads = kind.heads_for(tasks)
-    if not isinstance(init, Mapping):
-        p.add(
-            key,
-            f"{key} = {init!r}: expected a number (every head) or a mapping {{head: bias}} over the heads "
-            f"{fmt_list(heads)}",
-        )
-        return
-    for k, v in init.items():
-        if str(k) not in heads:
-            why, hint = kind.heads_text, kind.bias_hint.format(key=key)
-            p.add(
-                f"{key}.{k}",
-                f"{key}.{k}: '{k}' is not a head of this model ({why}); allowed keys: {fmt_list(heads)}; {hint}",
-            )
-        elif not is_number(v):
-            p.add(f"{key}.{k}", f"{key}.{k} = {v!r}: expected a finite number")
-
-
-def _check_optimizer(cfg: DictConfig, p: Problems) -> None:
-    """``model.optimizer.lr`` must be a positive finite number: 0 trains nothing (the run ends with the initial
-    weights and no word), a negative rate climbs the loss."""
-    key = "model.optimizer.lr"
-    if config_value(cfg, "model.optimizer", p) in (None, UNRESOLVED):
-        return
-    lr = config_value(cfg, key, p)
-    if lr is None or lr is UNRESOLVED:
-        return
-    if not is_number(lr) or float(lr) <= 0:
-        p.add(
-            key,
-            f"{key} = {lr!r}: expected a positive finite learning rate (e.g. 0.002); 0 would leave the model "
-            "untrained and a negative rate would climb the loss",
-        )
-
-
-def _check_stream(cfg: DictConfig, p: Problems) -> None:
-    """``data.shuffle_buffer``: an integer ≥ 1 (rows permuted together when training)."""
-    key = "data.shuffle_buffer"
-    v = config_value(cfg, key, p)
-    if v is None or v is UNRESOLVED:
-        return
-    if not is_number(v) or not float(v).is_integer() or v < 1:
-        p.add(
-            key,
-            f"{key} = {v!r}: expected an integer ≥ 1, the number of train rows permuted together (whole "
-            "batches; e.g. 65536); 0 would not shuffle across batches",
-        )
-
-
 def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> None:
     """``calibration.method``, ``fit_split``, ``downsampling`` (reweight needs the multi-task objective)."""
     from mtrank.calibration.calibrators import METHODS
@@ -424,9 +229,6 @@ def _check_monitors(cfg: DictConfig, p: Problems, catalog: MetricCatalog) -> Non
     )
 
 
-# ---------------------------------------------------------------------------------------------- entry
-
-
 def validate_train_config(cfg: DictConfig) -> MetricCatalog:
     """Check a ``conf/train.yaml`` config before anything runs; raise :class:`ConfigError` listing every problem.
 
@@ -436,11 +238,11 @@ def validate_train_config(cfg: DictConfig) -> MetricCatalog:
     tasks = check_tasks(cfg, p)
     _check_run(cfg, p)
     check_data(cfg, p)
-    _check_stream(cfg, p)
-    _check_optimizer(cfg, p)
-    objective = _check_loss(cfg, p, tasks) if tasks else None
+    check_stream(cfg, p)
+    check_optimizer(cfg, p)
+    objective = check_loss(cfg, p, tasks) if tasks else None
     if tasks:
-        _check_model(cfg, p, tasks, objective or "multitask")
+        check_model(cfg, p, tasks, objective or "multitask")
     check_calibration(cfg, p, objective)
     check_report(cfg, p)
     catalog = catalog_for_train_config(cfg, tasks)

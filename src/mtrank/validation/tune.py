@@ -20,8 +20,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mtrank.validation.errors import Problems, fmt_list, suggest
+from mtrank.validation.lookup import UNRESOLVED, check_one_of, config_value, is_number
 from mtrank.validation.search_space import ax_sweeper_config, check_ax_sweeper
-from mtrank.validation.train import UNRESOLVED, check_one_of, config_value, is_number
 
 __all__ = ["validate_tune_config", "MODES"]
 
