@@ -180,6 +180,13 @@ class _RowGroupWriter:
             self._writer.close()
 
 
+def _finish(tmp: Path, cfg: SimulatorConfig | None, names: list[str]) -> None:
+    """The log's record (its config and files) beside the files; the folder readable like any other."""
+    payload = {"config": cfg.to_dict() if cfg is not None else None, "files": names}
+    (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.chmod(tmp, 0o755)
+
+
 def _write_stream_tmp(cfg: SimulatorConfig, out_dir: Path, chunk_requests: int) -> tuple[Path, list[str]]:
     """Generate the log chunk by chunk straight into its files in a new temporary sibling folder."""
     bounds = file_bounds(cfg.n_requests, cfg.n_files)
@@ -201,9 +208,7 @@ def _write_stream_tmp(cfg: SimulatorConfig, out_dir: Path, chunk_requests: int) 
                     writer = _RowGroupWriter(tmp / names[f])
             start = stop
         writer.close()
-        payload = {"config": cfg.to_dict(), "files": names}
-        (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)
+        _finish(tmp, cfg, names)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -257,9 +262,7 @@ def _write_tmp(df: pl.DataFrame, out_dir: Path, n_files: int, cfg: SimulatorConf
             name = FILE_PATTERN.format(i)
             df.slice(bounds[i], bounds[i + 1] - bounds[i]).write_parquet(tmp / name, statistics=True)
             names.append(name)
-        payload = {"config": cfg.to_dict() if cfg is not None else None, "files": names}
-        (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)
+        _finish(tmp, cfg, names)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
