@@ -19,11 +19,11 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from torch.utils.data import DataLoader
 
 from mtrank.data.config import PipelineConfig
 from mtrank.data.datamodule import simulated_logs
 from mtrank.data.dataset import ShardStream
+from mtrank.data.loader import WindowBatches, window_loader
 from mtrank.data.pipeline import process
 from mtrank.utils.bench import default_pipeline, peak_rss_mb
 
@@ -35,7 +35,7 @@ def reference_epoch(files: list[Path], columns: list[str], chunk: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def stream_epoch(ds: ShardStream, epoch: int, loader: DataLoader | None = None) -> float:
+def stream_epoch(ds: ShardStream, epoch: int, loader: WindowBatches | None = None) -> float:
     ds.set_epoch(epoch)
     t0, n = time.perf_counter(), 0
     for b in loader if loader is not None else ds:
@@ -49,7 +49,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--chunk", type=int, default=65_536, help="collect_batches chunk size of the reference")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--workers", default="1,2,4", help="comma-separated numbers of DataLoader workers to measure (0: none)"
+    )
     p.add_argument("--data-dir", default=None, help="cache folder (default: a temporary one)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -80,21 +82,21 @@ def main() -> None:
         chunk_rows=65_536,
         with_p_true=False,
     )
-    loader = None
-    if args.workers:
-        loader = DataLoader(
-            ds, batch_size=None, num_workers=args.workers, multiprocessing_context="spawn", persistent_workers=True
-        )
+    counts = [int(w) for w in args.workers.split(",") if int(w) > 0]
+    loaders, startup = {}, {}
+    for w in counts:  # the DataModule's loader: spawned, persistent workers handing over whole windows
+        loaders[w] = window_loader(ds, num_workers=w, multiprocessing_context="spawn", persistent_workers=True)
         t0 = time.perf_counter()
-        stream_epoch(ds, 0, loader)  # the first epoch pays the workers' start-up
-        first = time.perf_counter() - t0
-    ref, ours0, ours_w, unshuffled = [], [], [], []
+        stream_epoch(ds, 0, loaders[w])  # the first epoch pays the workers' start-up
+        startup[w] = time.perf_counter() - t0
+    ref, ours0, unshuffled = [], [], []
+    ours_w: dict[int, list[float]] = {w: [] for w in counts}
     for r in range(1, args.repeats + 1):
         ref.append(reference_epoch(files, columns, args.chunk))
         ours0.append(stream_epoch(ds, r))
         unshuffled.append(stream_epoch(plain, r))
-        if loader is not None:
-            ours_w.append(stream_epoch(ds, r, loader))
+        for w in counts:
+            ours_w[w].append(stream_epoch(ds, r, loaders[w]))
     ref_best = max(ref)
     print(f"train rows: {rows:,} in {len(files)} shards; columns: {len(columns)}; batch size {args.batch_size}")
     print(
@@ -109,10 +111,12 @@ def main() -> None:
         f"ShardStream not shuffled, main process                     : {max(unshuffled) / 1e6:6.2f} M rows/s  "
         f"ratio {max(unshuffled) / ref_best:.2f} (the batching machinery alone)"
     )
-    if loader is not None:
+    for w in counts:
+        best = max(ours_w[w])
         print(
-            f"ShardStream shuffled, {args.workers} persistent spawned workers      : {max(ours_w) / 1e6:6.2f} M rows/s  "
-            f"ratio {max(ours_w) / ref_best:.2f} (first epoch with start-up: {first:.1f} s)"
+            f"ShardStream shuffled, {w} persistent spawned worker(s)      : {best / 1e6:6.2f} M rows/s  "
+            f"ratio {best / ref_best:.2f}, {best / max(ours0):.2f}x the main process "
+            f"(first epoch with start-up: {startup[w]:.1f} s)"
         )
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 

@@ -1,18 +1,20 @@
 import polars as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from conftest import pipeline_mapping
 from mtrank.data.config import PipelineConfig
-from mtrank.data.dataset import (
-    ShardStream,
+from mtrank.data.dataset import ShardStream
+from mtrank.data.loader import window_loader
+from mtrank.data.pipeline import process
+from mtrank.data.stream_plan import (
     batch_sizes,
     plan,
     rank_batches,
+    window_skips,
+    windows,
     worker_skips,
 )
-from mtrank.data.pipeline import process
 
 
 @pytest.fixture
@@ -91,8 +93,9 @@ def test_every_row_exactly_once_across_two_ranks_and_two_workers(processed):
     for rank in range(2):
         ds = _stream(processed, shuffle=True, seed=5, rank=rank, world_size=2)
         ds.set_epoch(2)
-        loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+        loader = window_loader(ds, num_workers=2, multiprocessing_context="spawn")
         batches = list(loader)
+        assert all(b["labels"].is_shared() for b in batches)  # handed over through shared memory
         per_rank.append(len(batches))
         assert len(batches) == len(ds)
         got += _keys(batches)
@@ -127,21 +130,47 @@ def test_worker_skips_follow_the_loaders_round_robin():
         worker_skips([2, 3], 6)
 
 
+def test_window_skips_follow_the_loaders_round_robin_over_windows():
+    # each worker's windows (batches per window); the loader takes one window per worker in turn
+    ws = [[3, 2], [3, 1]]
+    assert window_skips(ws, 0) == ([0, 0], 0)
+    assert window_skips(ws, 3) == ([3, 0], 1)  # worker 0's first window delivered: worker 1's turn
+    assert window_skips(ws, 4) == ([3, 1], 1)  # inside worker 1's first window: it goes on with the rest
+    assert window_skips(ws, 6) == ([3, 3], 0)
+    assert window_skips(ws, 8) == ([5, 3], 1)
+    assert window_skips([[2], [3, 1]], 5) == ([2, 3], 1)  # worker 0 is done: worker 1 again
+    with pytest.raises(ValueError, match="cannot skip 10 batches of an epoch that has 9"):
+        window_skips(ws, 10)
+
+
+def test_windows_hold_whole_batches_of_at_least_the_buffer():
+    assert windows([7, 7, 7, 7, 3], 20) == [[7, 7, 7], [7, 3]]
+    assert windows([7, 7], 7) == [[7], [7]]
+
+
+def test_the_loader_yields_the_streams_batches_in_order(processed):
+    ds = _stream(processed, shuffle=True, seed=4)
+    ds.set_epoch(1)
+    direct = [_keys([b]) for b in ds]
+    via = [_keys([b]) for b in window_loader(ds)]
+    assert via == direct and len(via) == len(window_loader(ds))
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resumed_epoch_yields_exactly_the_batches_not_yet_delivered(processed, workers):
     """A stream resumed after k batches of an epoch yields the interrupted epoch's batches k, k+1, ... in order
-    (through a real DataLoader with spawned workers, whose round-robin the skip has to follow)."""
+    (through the DataModule's loader with spawned workers, whose round-robin over windows the skip has to follow)."""
 
     def epoch_batches(ds):
         ctx = "spawn" if workers else None
-        return [_keys([b]) for b in DataLoader(ds, batch_size=None, num_workers=workers, multiprocessing_context=ctx)]
+        return [_keys([b]) for b in window_loader(ds, num_workers=workers, multiprocessing_context=ctx)]
 
     full_ds = _stream(processed, shuffle=True, seed=3)
     full_ds.set_epoch(1)
     full = epoch_batches(full_ds)
     assert len(full) == len(full_ds) >= 5
     # in-process every position; with spawned workers (slow to start) one that rotates the workers' turns
-    for k in range(1, len(full)) if workers == 0 else (3,):
+    for k in range(1, len(full)) if workers == 0 else (3, 4):
         ds = _stream(processed, shuffle=True, seed=3)
         ds.resume_at(epoch=1, batches_done=k)
         assert epoch_batches(ds) == full[k:]
@@ -155,3 +184,28 @@ def test_resumed_epoch_yields_exactly_the_batches_not_yet_delivered(processed, w
     assert (ds.epoch, ds.skip) == (1, 0)
     if workers == 0:
         assert epoch_batches(ds) == full
+
+
+def test_shuffled_order_is_far_from_file_order_and_from_the_last_epoch(processed):
+    """Order statistics of the shuffle: stream positions are uncorrelated with file positions and with the
+    previous epoch's positions, and a batch draws its rows from several read chunks."""
+    file_pos = {k: i for i, k in enumerate(_all_rows(processed))}
+
+    def positions(epoch):
+        ds = _stream(processed, shuffle=True, seed=0)
+        ds.set_epoch(epoch)
+        batches = list(ds)
+        order = [file_pos[k] for k in _keys(batches)]
+        chunks_per_batch = [len({file_pos[k] // 8 for k in _keys([b])}) for b in batches]
+        return order, chunks_per_batch
+
+    def corr(a, b):
+        return float(torch.corrcoef(torch.tensor([a, b], dtype=torch.float64))[0, 1])
+
+    e0, chunks0 = positions(0)
+    e1, _ = positions(1)
+    by_row0 = [p for _, p in sorted(zip(e0, range(len(e0))))]  # stream position of each file row, epoch 0
+    by_row1 = [p for _, p in sorted(zip(e1, range(len(e1))))]
+    assert abs(corr(list(range(len(e0))), e0)) < 0.3
+    assert abs(corr(by_row0, by_row1)) < 0.3
+    assert sum(chunks0) / len(chunks0) >= 2  # a batch of 7 rows mixes rows of at least two 8-row chunks

@@ -13,10 +13,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
-from torch.utils.data import DataLoader
 
 from mtrank.data.config import PipelineConfig
 from mtrank.data.dataset import ShardStream
+from mtrank.data.loader import WindowBatches, window_loader
 from mtrank.data.pipeline import ProcessedData, process
 from mtrank.data.spec import FeatureSpec
 
@@ -162,13 +162,12 @@ class RankingDataModule(pl.LightningDataModule):
         if fitting and "epoch" in state_dict:  # validate/test from a checkpoint do not move the train stream
             self._resume = {"epoch": int(state_dict["epoch"]), "batches_done": int(state_dict["batches_done"])}
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str) -> WindowBatches:
         # Polars is not fork-safe (a forked worker can deadlock on the parent's thread pool), so workers are
         # spawned, once: they persist across epochs and read the epoch from the dataset's shared memory.
         workers = self.num_workers > 0
-        return DataLoader(
+        return window_loader(
             self.dataset(split),
-            batch_size=None,
             num_workers=self.num_workers,
             pin_memory=self._pin(),
             persistent_workers=workers,
@@ -186,14 +185,14 @@ class RankingDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> WindowBatches:
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> WindowBatches:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> WindowBatches:
         return self._loader("test")
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> WindowBatches:
         return self._loader("test")

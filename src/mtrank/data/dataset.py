@@ -3,7 +3,7 @@
 :class:`ShardStream` is an ``IterableDataset`` that yields whole batches (dicts of tensors, see
 :mod:`mtrank.data.spec`) built from Polars frames: no per-row Python work.
 
-How rows are divided, every epoch:
+How rows are divided, every epoch (:mod:`mtrank.data.stream_plan`):
 
 1. the shards are cut into chunks of ``chunk_rows`` rows (aligned with the Parquet row groups);
 2. for training the chunk order is permuted with a generator seeded by (seed, epoch);
@@ -14,20 +14,26 @@ How rows are divided, every epoch:
    training, permutes every window (a shuffle buffer) as it gathers the rows into the batch tensors.
 
 So every row is read exactly once per epoch across all ranks and workers, and the order is a function of
-(seed, epoch, world size, number of workers) alone.
+(seed, epoch, world size, number of workers) alone. Train shards are also shuffled once at processing, so a
+window's chunks hold rows from all over the log, and the window permutation mixes them within each batch.
+
+How a window is made: one thread pulls it from streaming Polars queries (``collect_batches`` over the segments
+of many windows: Polars decodes row groups on its own threads, across file boundaries), another gathers its rows
+in the shuffled order straight into one C-contiguous matrix per kind of column (categorical, numeric, labels,
+ids), and the consumer cuts the window into batches (views). DataLoader workers hand whole windows to the main
+process in shared memory (:mod:`mtrank.data.loader`).
 
 Resuming mid-epoch: :meth:`ShardStream.resume_at` sets the epoch and the number of batches the DataLoader had
 already delivered in it (Lightning's count of completed batches, kept by the DataModule in the checkpoint); the
 stream then replays the same plan and shuffle windows and leaves out exactly those batches, so a resumed epoch
-yields the batches the interrupted one had not yet trained on, in the same order (:func:`worker_skips` maps the
-DataLoader's round-robin over workers back onto each worker's own batches).
+yields the batches the interrupted one had not yet trained on, in the same order (:func:`worker_skips` /
+:func:`window_skips` map the loader's round-robin over workers back onto each worker's own batches).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,117 +50,11 @@ from mtrank.data.spec import (
     REQUEST_COL,
     FeatureSpec,
 )
+from mtrank.data.stream_plan import Segment, plan, rank_batches, take, window_skips, windows, worker_skips
 
-PREFETCH = 1  # windows read and converted ahead of the consumer, each in its own thread
-
-
-@dataclass(frozen=True)
-class Segment:
-    file: int
-    offset: int
-    length: int
-
-
-def _chunks(rows: Sequence[int], chunk_rows: int) -> list[Segment]:
-    out = []
-    for f, n in enumerate(rows):
-        for off in range(0, n, chunk_rows):
-            out.append(Segment(f, off, min(chunk_rows, n - off)))
-    return out
-
-
-def _take(segments: Sequence[Segment], start: int, stop: int) -> list[Segment]:
-    """The parts of the concatenated segments that cover stream rows [start, stop)."""
-    out, pos = [], 0
-    for s in segments:
-        a, b = max(start, pos), min(stop, pos + s.length)
-        if a < b:
-            out.append(Segment(s.file, s.offset + a - pos, b - a))
-        pos += s.length
-        if pos >= stop:
-            break
-    return out
-
-
-def batch_sizes(n_rows: int, n_batches: int, batch_size: int) -> list[int]:
-    """``n_batches`` batch sizes, each at most ``batch_size``, that add up to ``n_rows`` (full batches first)."""
-    if n_batches == 0:
-        return []
-    full = [batch_size] * (n_batches - 1)
-    last = n_rows - batch_size * (n_batches - 1)
-    if last > 0:
-        return full + [last]
-    # this rank holds one row less than the largest rank and that fell on a batch boundary: spread its rows
-    if n_rows < n_batches:
-        raise ValueError(
-            f"cannot cut {n_rows} rows into {n_batches} non-empty batches: use a batch size of at least 2 "
-            "or fewer ranks than rows"
-        )
-    base, extra = divmod(n_rows, n_batches)
-    return [base + 1] * extra + [base] * (n_batches - extra)
-
-
-def plan(
-    rows: Sequence[int],
-    batch_size: int,
-    *,
-    shuffle: bool,
-    seed: int,
-    epoch: int,
-    rank: int = 0,
-    world_size: int = 1,
-    worker: int = 0,
-    num_workers: int = 1,
-    chunk_rows: int = 16_384,
-) -> tuple[list[Segment], list[int]]:
-    """The segments one worker of one rank reads in an epoch, and the sizes of the batches it yields."""
-    chunks = _chunks(rows, chunk_rows)
-    if shuffle:
-        order = np.random.default_rng([seed, epoch]).permutation(len(chunks))
-        chunks = [chunks[i] for i in order]
-    total = sum(rows)
-    if total < world_size:
-        raise ValueError(f"{total} rows cannot be divided among {world_size} ranks")
-    bounds = [r * total // world_size for r in range(world_size + 1)]
-    largest = max(bounds[r + 1] - bounds[r] for r in range(world_size))
-    n_batches = -(-largest // batch_size)
-    rank_rows = bounds[rank + 1] - bounds[rank]
-    sizes = batch_sizes(rank_rows, n_batches, batch_size)
-    # contiguous blocks of batches per worker
-    per = [len(sizes) * w // num_workers for w in range(num_workers + 1)]
-    mine = sizes[per[worker] : per[worker + 1]]
-    start = bounds[rank] + sum(sizes[: per[worker]])
-    return _take(chunks, start, start + sum(mine)), mine
-
-
-def rank_batches(rows: Sequence[int], batch_size: int, world_size: int) -> int:
-    """How many batches every rank yields in an epoch."""
-    total = sum(rows)
-    largest = max((r + 1) * total // world_size - r * total // world_size for r in range(world_size))
-    return -(-largest // batch_size)
-
-
-def worker_skips(batches_per_worker: Sequence[int], skip: int) -> tuple[list[int], int]:
-    """Where each DataLoader worker resumes after the loader delivered its first ``skip`` batches of an epoch.
-
-    The loader takes one batch from each worker in turn (0, 1, ..., skipping workers that are done). Returns how
-    many of its own batches each worker had delivered, and the worker that delivers the next batch: a resumed
-    loader starts its turns at worker 0 again, so the stream rotates the workers' roles by that much."""
-    left = list(batches_per_worker)
-    out = [0] * len(left)
-    if skip > sum(left):
-        raise ValueError(f"cannot skip {skip} batches of an epoch that has {sum(left)}")
-    pos = 0
-    while skip > 0:
-        w = pos % len(left)
-        if left[w] > 0:
-            left[w] -= 1
-            out[w] += 1
-            skip -= 1
-        pos += 1
-    while any(left) and left[pos % len(left)] == 0:
-        pos += 1
-    return out, pos % len(left)
+READ_AHEAD = 2  # windows read ahead of the consumer (by one thread, in order)
+GATHER_AHEAD = 1  # windows gathered into tensors ahead of the consumer (by another thread, in order)
+QUERY_ROWS = 1 << 20  # rows read by one streaming Polars query (its plan holds one slice per segment)
 
 
 class ShardStream(IterableDataset):
@@ -226,40 +126,67 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         return rank_batches(self.rows, self.batch_size, self.world_size)
 
-    def _read(self, seg: Segment, scans: dict[int, pl.LazyFrame]) -> pl.DataFrame:
-        if seg.file not in scans:  # one scan per file and iteration: its Parquet metadata is read once
-            scans[seg.file] = pl.scan_parquet(self.paths[seg.file]).select(self._columns)
-        return scans[seg.file].slice(seg.offset, seg.length).collect()
-
-    def _read_window(self, segments: Sequence[Segment], scans: dict[int, pl.LazyFrame]) -> pl.DataFrame:
-        return pl.concat([self._read(seg, scans) for seg in segments], rechunk=False)
-
-    def _tensors(self, df: pl.DataFrame, rows: np.ndarray | None) -> dict[str, torch.Tensor]:
+    def _tensors(self, df: pl.DataFrame, rows: np.ndarray | None, shared: bool = False) -> dict[str, torch.Tensor]:
         """The window's rows ``rows`` (all, in order, if None) as batch tensors: each column is gathered and
         converted straight into its place in a C-contiguous matrix (one pass over the data, no Polars gather)."""
         out = {
-            "categorical": _gather(df, self._cat, np.int64, rows),
-            "numeric": _gather(df, self._num, np.float32, rows),
-            "labels": _gather(df, self._lab, np.float32, rows),
-            "request_id": _gather(df, [REQUEST_COL], np.int64, rows)[:, 0],
-            "item_id": _gather(df, [ITEM_COL], np.int64, rows)[:, 0],
+            "categorical": _gather(df, self._cat, torch.int64, rows, shared),
+            "numeric": _gather(df, self._num, torch.float32, rows, shared),
+            "labels": _gather(df, self._lab, torch.float32, rows, shared),
+            # [n, 1] matrices: their column is a contiguous view, in the same (possibly shared) storage
+            "request_id": _gather(df, [REQUEST_COL], torch.int64, rows, shared)[:, 0],
+            "item_id": _gather(df, [ITEM_COL], torch.int64, rows, shared)[:, 0],
         }
         if self._pt:
-            out["p_true"] = _gather(df, self._pt, np.float32, rows)
+            out["p_true"] = _gather(df, self._pt, torch.float32, rows, shared)
         return out
 
+    def _frames(self, reads: Sequence[list[Segment]]) -> Iterator[pl.DataFrame]:
+        """One DataFrame per entry of ``reads`` (the segments of one window, in order).
+
+        The segments are read by streaming Polars queries (``collect_batches``), each over the windows of at least
+        ``QUERY_ROWS`` rows: Polars decodes row groups on its own threads and ahead of the consumer, across file
+        and segment boundaries, with no per-window query to plan. The next query starts as soon as the current
+        one is being consumed, so its first rows are ready when they are needed."""
+        scans = [pl.scan_parquet(p).select(self._columns) for p in self.paths]
+        groups, group, n = [], [], 0
+        for segments in reads:
+            group.append(segments)
+            n += sum(s.length for s in segments)
+            if n >= QUERY_ROWS:
+                groups.append(group)
+                group, n = [], 0
+        if group:
+            groups.append(group)
+
+        def start(group: list[list[Segment]]):
+            parts = [scans[s.file].slice(s.offset, s.length) for segments in group for s in segments]
+            return pl.concat(parts).collect_batches()
+
+        running = start(groups[0]) if groups else None
+        for g, group in enumerate(groups):
+            batches, running = running, (start(groups[g + 1]) if g + 1 < len(groups) else None)
+            pending, have = [], 0
+            for segments in group:
+                need = sum(s.length for s in segments)
+                while have < need:
+                    frame = next(batches)
+                    pending.append(frame)
+                    have += frame.height
+                window = pl.concat(pending, rechunk=False) if len(pending) > 1 else pending[0]
+                yield window.slice(0, need)
+                rest = window.slice(need)
+                pending, have = ([rest] if rest.height else []), rest.height
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        epoch = self.epoch
-        skip = self.skip
-        if skip:
-            n = len(self)  # the workers hold contiguous blocks of the rank's batches, as in plan()
-            counts = [n * (w + 1) // num_workers - n * w // num_workers for w in range(num_workers)]
-            skips, first = worker_skips(counts, skip)
-            worker = (worker + first) % num_workers  # this loader's first turn is the interrupted one's next
-            skip = skips[worker]
-        segments, sizes = plan(
+        for tensors, sizes in self.iter_windows():
+            pos = 0
+            for size in sizes:
+                yield {k: v[pos : pos + size] for k, v in tensors.items()}
+                pos += size
+
+    def _plan(self, epoch: int, worker: int, num_workers: int) -> tuple[list[Segment], list[int]]:
+        return plan(
             self.rows,
             self.batch_size,
             shuffle=self.shuffle,
@@ -271,6 +198,34 @@ class ShardStream(IterableDataset):
             num_workers=num_workers,
             chunk_rows=self.chunk_rows,
         )
+
+    def iter_windows(
+        self, *, by_window: bool = False, shared: bool = False
+    ) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
+        """This worker's shuffle windows of the epoch: the tensors of the rows each still has to deliver, and the
+        sizes of the batches they make.
+
+        ``by_window``: a DataLoader takes whole windows from its workers in turn (rather than batches), which is
+        how a resume position is mapped back onto the workers. ``shared``: the tensors are allocated in shared
+        memory, so that handing a window to the main process passes a few file descriptors and copies nothing."""
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch = self.epoch
+        skip = self.skip
+        if skip:
+            if by_window:
+                batches = [
+                    [len(g) for g in windows(self._plan(epoch, w, num_workers)[1], self.buffer_size)]
+                    for w in range(num_workers)
+                ]
+                skips, first = window_skips(batches, skip)
+            else:
+                n = len(self)  # the workers hold contiguous blocks of the rank's batches, as in plan()
+                counts = [n * (w + 1) // num_workers - n * w // num_workers for w in range(num_workers)]
+                skips, first = worker_skips(counts, skip)
+            worker = (worker + first) % num_workers  # this loader's first turn is the interrupted one's next
+            skip = skips[worker]
+        segments, sizes = self._plan(epoch, worker, num_workers)
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
         # which windows to read, and the rows of each: drawn up front, in order, for skipped windows too (so that
         # a resumed stream permutes the windows it reads exactly as the interrupted one did)
@@ -281,55 +236,56 @@ class ShardStream(IterableDataset):
             done = min(skip, len(group))  # batches of this window delivered before a restart
             skip -= done
             if done < len(group):
-                work.append((_take(segments, start, start + n), group, done, perm))
+                work.append((take(segments, start, start + n), group, done, perm))
             start += n
-        scans: dict[int, pl.LazyFrame] = {}
-        # windows are read and gathered into tensors ahead, in PREFETCH threads (Polars and NumPy release the GIL),
-        # while the consumer trains on the current one; results are taken in order, so the stream is unchanged
-        with ThreadPoolExecutor(max_workers=PREFETCH) as pool:
-            futures = [pool.submit(self._window_tensors, w, scans) for w in work[:PREFETCH]]
+        # the rows each window still has to deliver: a shuffled window is read whole (its permutation decides which
+        # rows were delivered), an unshuffled one from its first undelivered row
+        reads, rows = [], []
+        for segments, group, done, perm in work:
+            first, n = sum(group[:done]), sum(group)
+            reads.append(segments if perm is not None else take(segments, first, n))
+            rows.append(perm[first:] if perm is not None else None)
+        frames = self._frames(reads)
+        # a three-stage pipeline: one thread pulls windows from the Polars queries (READ_AHEAD windows ahead), one
+        # gathers them into tensors (GATHER_AHEAD windows ahead), and the consumer trains on the current one.
+        # Polars, NumPy and torch release the GIL, so the stages overlap; each stage is one thread, so windows
+        # keep their order and the stream is the same as a sequential one.
+        n = len(work)
+        read: list = [None] * n
+        made: list = [None] * n
+        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as gatherer:
+
+            def read_ahead(i: int) -> None:
+                if i < n and read[i] is None:
+                    read[i] = reader.submit(next, frames)
+
+            def gather(i: int) -> dict[str, torch.Tensor]:
+                frame = read[i].result()
+                read[i] = None  # release the frame once gathered
+                return self._tensors(frame, rows[i], shared)
+
+            for i in range(READ_AHEAD):
+                read_ahead(i)
+            for i in range(min(GATHER_AHEAD, n)):
+                made[i] = gatherer.submit(gather, i)
             for i, (_, group, done, _) in enumerate(work):
-                tensors = futures[i].result()
-                futures[i] = None  # release it once consumed
-                if i + PREFETCH < len(work):
-                    futures.append(pool.submit(self._window_tensors, work[i + PREFETCH], scans))
-                pos = 0
-                for size in group[done:]:
-                    yield {k: v[pos : pos + size] for k, v in tensors.items()}
-                    pos += size
-
-    def _window_tensors(self, item, scans: dict[int, pl.LazyFrame]) -> dict[str, torch.Tensor]:
-        """Read one window and gather the rows still to be delivered, in their shuffled order, into tensors."""
-        segments, group, done, perm = item
-        frame = self._read_window(segments, scans)
-        first = sum(group[:done])
-        rows = perm[first:] if perm is not None else None
-        if rows is None and first:
-            frame = frame.slice(first)
-        return self._tensors(frame, rows)
+                read_ahead(i + READ_AHEAD)
+                if i + GATHER_AHEAD < n:
+                    made[i + GATHER_AHEAD] = gatherer.submit(gather, i + GATHER_AHEAD)
+                tensors = made[i].result()
+                made[i] = None  # release it once handed on
+                yield tensors, group[done:]
 
 
-def windows(sizes: Sequence[int], buffer_size: int) -> list[list[int]]:
-    """Consecutive groups of the batch sizes, each of at least ``buffer_size`` rows but the last: a shuffle
-    window always holds whole batches."""
-    out: list[list[int]] = []
-    group: list[int] = []
-    rows = 0
-    for size in sizes:
-        group.append(size)
-        rows += size
-        if rows >= buffer_size:
-            out.append(group)
-            group, rows = [], 0
-    if group:
-        out.append(group)
-    return out
-
-
-def _gather(df: pl.DataFrame, cols: list[str], dtype, rows: np.ndarray | None) -> torch.Tensor:
+def _gather(
+    df: pl.DataFrame, cols: list[str], dtype: torch.dtype, rows: np.ndarray | None, shared: bool
+) -> torch.Tensor:
     n = df.height if rows is None else len(rows)
-    out = np.empty((n, len(cols)), dtype=dtype)
+    out = torch.empty((n, len(cols)), dtype=dtype)
+    if shared:
+        out.share_memory_()
+    matrix = out.numpy()
     for j, c in enumerate(cols):
         values = df.get_column(c).to_numpy()  # no copy for a single-chunk column without nulls
-        out[:, j] = values if rows is None else values[rows]
-    return torch.from_numpy(out)
+        matrix[:, j] = values if rows is None else values[rows]
+    return out
