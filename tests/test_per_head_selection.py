@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
-from mtrank.models.selection import PerHeadNet, PerHeadSelection
+from mtrank.models.selection import PerHeadNet
 from mtrank.training.module import RankingModule
+from mtrank.training.selection import PerHeadSelection
 
 TASKS = ("click", "share")
 NET = {

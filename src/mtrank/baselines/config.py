@@ -1,5 +1,5 @@
 """Checks of a ``conf/baselines.yaml`` config, run before any data is read: one
-:class:`~mtrank.validation.errors.ConfigError` listing every problem, each naming its full config key.
+:class:`~mtrank.errors.ConfigError` listing every problem, each naming its full config key.
 
 * ``tasks.names`` and ``data.pipeline``: the checks of ``src/train.py`` (unknown task, bad split, ...);
 * ``baseline.name``: one of :data:`BASELINES`; every other key under ``baseline`` must be one that baseline
@@ -18,8 +18,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mtrank.validation.errors import Problems, fmt_list, suggest
-from mtrank.validation.lookup import UNRESOLVED, config_value, is_number
+from mtrank.errors import Problems, fmt_list, suggest
+from mtrank.utils.config_fields import is_number
+from mtrank.validation.compose import UNRESOLVED, config_value
 from mtrank.validation.train import check_data, check_tasks
 
 __all__ = ["BASELINES", "STOPPING_METRICS", "validate_baseline_config"]

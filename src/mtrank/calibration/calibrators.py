@@ -11,8 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-METHODS = ("none", "temperature", "platt", "isotonic")
-
+from mtrank.calibration.config import METHODS, CalibrationConfig
 
 _EPS = 1e-7
 
@@ -187,10 +186,7 @@ _CLASSES = {
 
 def build_calibrator(method: str | None) -> Calibrator:
     """An unfitted calibrator for ``method`` in :data:`METHODS` (None means ``none``)."""
-    method = method or "none"
-    if method not in _CLASSES:
-        raise ValueError(f"calibration.method = '{method}': expected one of {list(METHODS)}")
-    return _CLASSES[method]()
+    return _CLASSES[CalibrationConfig(method=method or "none").method]()
 
 
 def calibrator_from_dict(d: Mapping[str, Any]) -> Calibrator:

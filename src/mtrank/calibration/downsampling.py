@@ -11,10 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mtrank.calibration.config import CalibrationConfig
+
 log = logging.getLogger(__name__)
-
-
-DOWNSAMPLING_MODES = ("correct", "reweight")
 
 
 def check_beta(beta: Any) -> None:
@@ -79,8 +78,7 @@ def downsampling_from_metadata(metadata: Mapping[str, Any], mode: str = "correct
 
     ``mode``: ``correct`` (Eq. 3 per head with β_t) or ``reweight`` (unengaged rows weighted 1/β in the loss).
     """
-    if mode not in DOWNSAMPLING_MODES:
-        raise ValueError(f"calibration.downsampling = '{mode}': expected one of {list(DOWNSAMPLING_MODES)}")
+    CalibrationConfig(downsampling=mode)  # a ConfigError naming calibration.downsampling
     counts = metadata.get("counts") or {}
     beta = float(counts.get("beta", metadata.get("beta", 1.0)))
     if not counts.get("per_task"):

@@ -20,12 +20,8 @@ from mtrank.calibration.calibrators import (
     build_calibrator,
     calibrator_from_dict,
 )
-from mtrank.calibration.downsampling import (
-    BETA_RULES,
-    DOWNSAMPLING_MODES,
-    check_beta,
-    correct,
-)
+from mtrank.calibration.config import DOWNSAMPLING_MODES
+from mtrank.calibration.downsampling import BETA_RULES, check_beta, correct
 from mtrank.utils.io import write_text_atomic
 
 log = logging.getLogger(__name__)

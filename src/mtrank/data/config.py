@@ -10,12 +10,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mtrank.data.config_checks import (
+    DUPLICATE_POLICIES,
+    NAN_POLICIES,
+    SPLIT_KINDS,
+    TIME_UNITS,
+    check_downsample_beta,
+    check_pipeline_config,
+    reserved_task_name,
+)
 from mtrank.data.errors import DataValidationError
+from mtrank.errors import Problems
+from mtrank.utils.config_fields import is_number, is_whole
 
-NAN_POLICIES = ("fill_mean", "error")
-DUPLICATE_POLICIES = ("keep", "drop", "error")
-SPLIT_KINDS = ("time", "request", "random")
-TIME_UNITS = ("s", "ms", "us", "ns")
+__all__ = [
+    "NAN_POLICIES",
+    "DUPLICATE_POLICIES",
+    "SPLIT_KINDS",
+    "TIME_UNITS",
+    "SPLIT_NAMES",
+    "SideTable",
+    "ColumnsConfig",
+    "SplitConfig",
+    "EncodingConfig",
+    "DuplicatesConfig",
+    "DownsampleConfig",
+    "PipelineConfig",
+    "StreamConfig",
+    "check_downsample_beta",
+    "check_pipeline_config",
+    "reserved_task_name",
+]
+
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -25,7 +51,8 @@ def _from_mapping(cls, mapping: Mapping[str, Any] | None, key: str):
     unknown = sorted(set(mapping) - allowed)
     if unknown:
         raise DataValidationError(
-            f"unknown config key(s) {', '.join(f'{key}.{u}' for u in unknown)}; allowed keys: {sorted(allowed)}"
+            f"unknown config key(s) {', '.join(f'{key}.{u}' for u in unknown)}; allowed keys: {sorted(allowed)}",
+            key=f"{key}.{unknown[0]}",
         )
     return cls(**mapping)
 
@@ -161,7 +188,8 @@ class PipelineConfig:
         unknown = sorted(set(m) - allowed)
         if unknown:
             raise DataValidationError(
-                f"unknown config key(s) {', '.join(f'{key}.{u}' for u in unknown)}; allowed keys: {sorted(allowed)}"
+                f"unknown config key(s) {', '.join(f'{key}.{u}' for u in unknown)}; allowed keys: {sorted(allowed)}",
+                key=f"{key}.{unknown[0]}",
             )
         cols = dict(m.get("columns") or {})
         for k in ("categorical", "numeric", "log_numeric", "exclude"):
@@ -169,7 +197,8 @@ class PipelineConfig:
                 cols[k] = tuple(_as_list(cols[k]))
         if "labels" not in cols or not cols["labels"]:
             raise DataValidationError(
-                f"config key {key}.columns.labels is missing: map each task name to a label column"
+                f"config key {key}.columns.labels is missing: map each task name to a label column",
+                key=f"{key}.columns.labels",
             )
         cols["labels"] = dict(cols["labels"])
         split_inputs = m.get("split_inputs")
@@ -225,7 +254,8 @@ def _duplicates(value: Any, key: str) -> DuplicatesConfig:
     if not isinstance(value, Mapping):
         raise DataValidationError(
             f"config key {key}.duplicates must be a mapping with keys policy ({'|'.join(DUPLICATE_POLICIES)}) and key "
-            f"(a list of columns, or null for every column); got {value!r}"
+            f"(a list of columns, or null for every column); got {value!r}",
+            key=f"{key}.duplicates",
         )
     value = dict(value)
     if value.get("key") is not None:
@@ -242,13 +272,16 @@ def _side_tables(value: Any, key: str) -> tuple[SideTable, ...]:
     elif isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
         items = [(str(i), t) for i, t in enumerate(value)]
     else:
-        raise DataValidationError(f"config key {key}.side_tables must map table names to tables, got {value!r}")
+        raise DataValidationError(
+            f"config key {key}.side_tables must map table names to tables, got {value!r}", key=f"{key}.side_tables"
+        )
     out = []
     for name, t in items:
         if not isinstance(t, Mapping):
             raise DataValidationError(
                 f"config key {key}.side_tables.{name} must be a mapping with keys path, on, categorical, numeric, "
-                f"log_numeric; got {t!r}"
+                f"log_numeric; got {t!r}",
+                key=f"{key}.side_tables.{name}",
             )
         t = {k: v for k, v in dict(t).items()}
         if True in t and "on" not in t:  # YAML 1.1 reads a bare `on:` key as the boolean true
@@ -257,152 +290,40 @@ def _side_tables(value: Any, key: str) -> tuple[SideTable, ...]:
             t[k] = tuple(_as_list(t.get(k)))
         for k in ("path", "on"):
             if not t.get(k):
-                raise DataValidationError(f"config key {key}.side_tables.{name}.{k} is missing")
+                raise DataValidationError(
+                    f"config key {key}.side_tables.{name}.{k} is missing", key=f"{key}.side_tables.{name}.{k}"
+                )
         t["name"] = name
         out.append(_from_mapping(SideTable, t, f"{key}.side_tables.{name}"))
     return tuple(out)
 
 
-def check_downsample_beta(beta: Any) -> None:
-    """The negative keep rate β of ``data.pipeline.downsample.beta``: a number in (0, 1]."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 < float(beta) <= 1.0:
-        raise DataValidationError(
-            f"data.pipeline.downsample.beta = {beta!r}: expected a keep rate in (0, 1] (the share of train impressions "
-            "with no engagement that are kept; 1 keeps them all)"
-        )
+@dataclass(frozen=True)
+class StreamConfig:
+    """How the DataModule streams batches (``data.batch_size``, ``data.eval_batch_size``, ``data.shuffle_buffer``);
+    each check names its full key and all are raised together as one :class:`~mtrank.errors.ConfigError`."""
 
+    batch_size: Any = None
+    eval_batch_size: Any = None
+    shuffle_buffer: Any = None
+    key: str = "data"
 
-def check_pipeline_config(cfg: PipelineConfig) -> None:
-    """Checks that need no data: each message names the config key and the allowed values."""
-    if not cfg.tasks:
-        raise DataValidationError("config key tasks.names is empty: configure at least one task")
-    reserved = [t for t in cfg.tasks if reserved_task_name(t)]
-    if reserved:
-        raise DataValidationError(
-            f"task name(s) {reserved} cannot be used: a task names a head, a tower and a metric group, so it must "
-            "not contain '.', be empty, be 'mean' (the average over heads) or be an attribute of torch.nn.Module "
-            "(e.g. forward, train, eval); rename it in data.pipeline.columns.labels and tasks.names (e.g. forward -> share)"
-        )
-    missing = [t for t in cfg.tasks if t not in cfg.columns.labels]
-    if missing:
-        raise DataValidationError(
-            f"task(s) {missing} have no label column in data.pipeline.columns.labels; "
-            f"tasks this data set can train: {sorted(cfg.columns.labels)}"
-        )
-    check_downsample_beta(cfg.downsample.beta)
-    if cfg.split.by not in SPLIT_KINDS:
-        raise DataValidationError(f"data.pipeline.split.by = '{cfg.split.by}': expected one of {list(SPLIT_KINDS)}")
-    produced = cfg.produced_splits
-    if cfg.split.by == "time" and not cfg.columns.time and len(produced) > 1:
-        raise DataValidationError(
-            "data.pipeline.split.by = 'time' needs data.pipeline.columns.time; set it or use split.by=request"
-        )
-    v = cfg.split.val_fraction if "val" in produced else 0.0
-    t = cfg.split.test_fraction if "test" in produced else 0.0
-    if len(produced) > 1 and not cfg.split.cut_points and (v < 0 or t < 0 or v + t >= 1):
-        raise DataValidationError(
-            f"data.pipeline.split.val_fraction={v} and data.pipeline.split.test_fraction={t}: expected non-negative fractions summing below 1"
-        )
-    if cfg.encoding.nan_policy not in NAN_POLICIES:
-        raise DataValidationError(
-            f"data.pipeline.encoding.nan_policy = '{cfg.encoding.nan_policy}': expected one of {list(NAN_POLICIES)}"
-        )
-    if cfg.duplicates.policy not in DUPLICATE_POLICIES:
-        raise DataValidationError(
-            f"data.pipeline.duplicates.policy = '{cfg.duplicates.policy}': expected one of {list(DUPLICATE_POLICIES)}"
-        )
-    if cfg.duplicates.key is not None and (
-        not cfg.duplicates.key or len(set(cfg.duplicates.key)) != len(cfg.duplicates.key)
-    ):
-        raise DataValidationError(
-            f"data.pipeline.duplicates.key = {list(cfg.duplicates.key)}: expected distinct column names, or null for every column"
-        )
-    m = cfg.encoding.max_oov_fraction
-    if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0):
-        raise DataValidationError(
-            f"data.pipeline.encoding.max_oov_fraction = {m!r}: expected a fraction in [0, 1], or null for no limit"
-        )
-    if cfg.encoding.min_count < 1:
-        raise DataValidationError(
-            f"data.pipeline.encoding.min_count = {cfg.encoding.min_count}: expected an integer ≥ 1"
-        )
-    if not cfg.inputs and not cfg.split_inputs:
-        raise DataValidationError(
-            "data.pipeline.inputs is empty: give the raw log files (or data.pipeline.split_inputs)"
-        )
-    if cfg.split_inputs:
-        bad = sorted(set(cfg.split_inputs) - {"train", "val", "test"})
-        if bad or ("train" not in cfg.split_inputs and not cfg.inputs):
-            raise DataValidationError(
-                f"data.pipeline.split_inputs has keys {sorted(cfg.split_inputs)}: expected 'train' and optionally 'val', 'test' "
-                "(or only 'val' / 'test', with data.pipeline.inputs giving the rest)"
+    def __post_init__(self) -> None:
+        p = Problems()
+        for name in ("batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if v is not None and not (is_whole(v) and v >= 1):
+                p.add(f"{self.key}.{name}", f"{self.key}.{name} = {v!r}: expected a whole number of rows ≥ 1")
+        v, key = self.shuffle_buffer, f"{self.key}.shuffle_buffer"
+        if v is not None and (not is_number(v) or not float(v).is_integer() or v < 1):
+            p.add(
+                key,
+                f"{key} = {v!r}: expected an integer ≥ 1, the number of train rows permuted together (whole "
+                "batches; e.g. 65536); 0 would not shuffle across batches",
             )
-    _check_time_config(cfg)
-    names = [t.name for t in cfg.side_tables]
-    if len(set(names)) != len(names):
-        raise DataValidationError(f"data.pipeline.side_tables has duplicated table names {names}")
-    feats = cfg.features
-    dup = sorted({f for f in feats if feats.count(f) > 1})
-    if dup:
-        raise DataValidationError(
-            f"feature column(s) {dup} are listed more than once in data.pipeline.columns / side_tables"
-        )
-    leaks = sorted(set(feats) & (set(cfg.columns.labels.values()) | set(cfg.columns.exclude)))
-    if leaks:
-        raise DataValidationError(
-            f"column(s) {leaks} are label or excluded (leaking) columns and cannot be features; "
-            "remove them from data.pipeline.columns.categorical/numeric/log_numeric"
-        )
-    if cfg.rows_per_shard < 1 or cfg.row_group_size < 1:
-        raise DataValidationError(
-            "data.pipeline.rows_per_shard and data.pipeline.row_group_size must be positive integers"
-        )
+        p.raise_if_any()
 
-
-def reserved_task_name(name: str) -> bool:
-    import torch.nn  # what nn.ModuleDict refuses as keys
-
-    return not name or "." in name or name == "mean" or hasattr(torch.nn.Module, name)
-
-
-def _check_time_config(cfg: PipelineConfig) -> None:
-    cols, split = cfg.columns, cfg.split
-    if cols.time_unit is not None and cols.time_unit not in TIME_UNITS:
-        raise DataValidationError(
-            f"data.pipeline.columns.time_unit = '{cols.time_unit}': expected one of {list(TIME_UNITS)} or null"
-        )
-    if (cols.time_unit or cols.time_zone) and not cols.time:
-        raise DataValidationError(
-            "data.pipeline.columns.time_unit / time_zone are set but data.pipeline.columns.time is not"
-        )
-    if cols.time_zone is not None:
-        import polars as pl  # its own zone database: the one the pipeline will use
-
-        try:
-            pl.Series([0], dtype=pl.Datetime("us")).dt.replace_time_zone(str(cols.time_zone))
-        except Exception:
-            raise DataValidationError(
-                f"data.pipeline.columns.time_zone = '{cols.time_zone}': expected an IANA time zone such as UTC or Asia/Shanghai"
-            ) from None
-    if not split.cut_points:
-        return
-    if split.by != "time":
-        raise DataValidationError(
-            f"data.pipeline.split.val_start / test_start are cut points in time but data.pipeline.split.by = '{split.by}'; "
-            "set data.pipeline.split.by=time or remove them"
-        )
-    if not cols.time:
-        raise DataValidationError("data.pipeline.split.val_start / test_start need data.pipeline.columns.time")
-    produced = cfg.produced_splits
-    for s in ("val", "test"):
-        if s in produced and getattr(split, f"{s}_start") is None:
-            raise DataValidationError(
-                f"data.pipeline.split.{s}_start is not set but data.pipeline.split.{'test' if s == 'val' else 'val'}_start is: "
-                f"with cut points, give one for each split cut from data.pipeline.inputs ({list(produced)}), "
-                f"or take the {s} split from data.pipeline.split_inputs.{s}"
-            )
-    v, t = split.val_start, split.test_start
-    if "val" in produced and "test" in produced and type(v) is type(t) and v > t:
-        raise DataValidationError(
-            f"data.pipeline.split.val_start = {v!r} is after data.pipeline.split.test_start = {t!r}"
-        )
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any], key: str = "data") -> StreamConfig:
+        m = dict(m)
+        return cls(m.get("batch_size"), m.get("eval_batch_size"), m.get("shuffle_buffer"), key)

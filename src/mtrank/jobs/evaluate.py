@@ -33,7 +33,7 @@ def _in_sample(cfg: DictConfig, run: LoadedRun, data, split: str) -> str | None:
     """Why the evaluation is in-sample (calibrators fitted on the rows it scores), or None. Refused unless
     ``allow_in_sample=true`` (the explicit ``calibration.fit_split = split`` case is refused by the config check
     already); allowed, it is logged as a warning and the report is labelled."""
-    from mtrank.validation.jobs import in_sample_message
+    from mtrank.scoring.config import in_sample_message
 
     if cfg.get("inputs") or data is None or run.calibration.method in (None, "none"):
         return None
@@ -62,16 +62,13 @@ def _in_sample(cfg: DictConfig, run: LoadedRun, data, split: str) -> str | None:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """The eval job: load the run, (optionally) fit calibrators, score, write the report; returns the figures."""
     from mtrank.data.pipeline import ProcessedData
+    from mtrank.scoring.config import ScoringConfig
     from mtrank.utils import instantiate as inst
     from mtrank.utils.run_info import resolved_config
 
+    # the run and the data to score: a ConfigError naming the key when they are missing or given twice
+    ScoringConfig(**{k: cfg.get(k) for k in ("ckpt_path", "run_dir", "inputs", "processed_dir")})
     target = cfg.get("ckpt_path") or cfg.get("run_dir")
-    if not target:
-        raise ValueError("give ckpt_path=<checkpoint file or training run folder> (or run_dir=<run folder>)")
-    if cfg.get("ckpt_path") and cfg.get("run_dir"):
-        raise ValueError("give either ckpt_path or run_dir, not both")
-    if cfg.get("inputs") and cfg.get("processed_dir"):
-        raise ValueError("give either inputs=<raw logs> or processed_dir=<processed data>, not both")
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.get("device"))

@@ -219,7 +219,7 @@ def _write_test_report(cfg: DictConfig, model, datamodule, best: str, output_dir
 
 def _per_head_selection(trainer: pl.Trainer, model, output_dir: Path) -> str | None:
     """With ``callbacks.per_head_selection``: the checkpoint of each head at its own best val epoch, if they differ."""
-    from mtrank.models.selection import PerHeadSelection
+    from mtrank.training.selection import PerHeadSelection
 
     for cb in trainer.callbacks:
         if isinstance(cb, PerHeadSelection):

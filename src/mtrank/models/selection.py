@@ -1,35 +1,23 @@
-"""Per-head model selection: each head scored with the weights of its own best validation epoch.
+"""The net of per-head model selection: each head scored with the weights of its own best validation epoch.
 
-One early-stopping point for many heads keeps the epoch that is best for the loss summed over heads, which the
-frequent heads dominate; a rare head that overfits in its first epoch is kept at a later, worse one.
-:class:`PerHeadSelection` (a callback, ``callbacks.per_head_selection``) watches ``val/<head>/<metric>`` at every
-validation epoch (``metric: logloss``, lower is better, by default) and keeps a CPU copy of the net's weights at each
-head's best epoch. After fitting, :meth:`PerHeadSelection.finalize` (called by :func:`mtrank.jobs.train.train`)
-replaces the module's net by a :class:`PerHeadNet`, which holds one copy of the net per distinct best epoch and
-scores head h with the copy of h's epoch, and saves it as ``checkpoints/per_head.ckpt``; that checkpoint is then
-validated, calibrated and tested instead of the single best one. When every head's best epoch is the same, nothing
-changes.
+:class:`PerHeadNet` holds one copy of a net per distinct best epoch and scores head h with the copy of h's epoch;
+the callback that builds it after fitting is :class:`mtrank.training.selection.PerHeadSelection`
+(``callbacks.per_head_selection``). Checkpoints name this class as the net's ``_target_``.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from mtrank.data.spec import FeatureSpec
 
-__all__ = ["PerHeadNet", "PerHeadSelection"]
-
-log = logging.getLogger(__name__)
+__all__ = ["PerHeadNet"]
 
 
 class PerHeadNet(nn.Module):
@@ -54,67 +42,3 @@ class PerHeadNet(nn.Module):
         idx = self.head_copy.tolist()
         logits = {i: self.copies[i](batch) for i in sorted(set(idx))}
         return torch.stack([logits[i][:, h] for h, i in enumerate(idx)], dim=1)
-
-
-class PerHeadSelection(pl.Callback):
-    """Keeps each head's weights at its best val epoch (``val/<head>/<metric>``; ``mode`` min or max)."""
-
-    def __init__(self, metric: str = "logloss", mode: str = "min") -> None:
-        if mode not in ("min", "max"):
-            raise ValueError(f"callbacks.per_head_selection.mode = {mode!r}: expected 'min' or 'max'")
-        self.metric, self.mode = str(metric), mode
-        self.best: dict[str, tuple[float, int]] = {}  # head -> (value, epoch)
-        self.states: dict[int, dict[str, Tensor]] = {}  # epoch -> net state (CPU)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after the module has logged its epoch figures (as ModelCheckpoint does)
-        if trainer.sanity_checking or trainer.state.fn != "fit":
-            return
-        epoch = int(trainer.current_epoch)
-        improved = False
-        for head in pl_module.heads:
-            key = f"val/{head}/{self.metric}"
-            if key not in trainer.callback_metrics:
-                raise KeyError(
-                    f"callbacks.per_head_selection: {key} is not logged; metrics: "
-                    f"{sorted(k for k in trainer.callback_metrics if k.startswith('val/'))[:12]}…"
-                )
-            value = float(trainer.callback_metrics[key])
-            old = self.best.get(head)
-            better = old is None or (value < old[0] if self.mode == "min" else value > old[0])
-            if better and value == value:  # not NaN
-                self.best[head] = (value, epoch)
-                improved = True
-        if improved:
-            self.states[epoch] = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
-        used = {e for _, e in self.best.values()}
-        self.states = {e: s for e, s in self.states.items() if e in used}
-
-    def epochs(self) -> dict[str, int]:
-        return {h: e for h, (_, e) in self.best.items()}
-
-    def finalize(self, pl_module: pl.LightningModule, trainer: pl.Trainer, directory: Path | str) -> str | None:
-        """Swap in a :class:`PerHeadNet` and save it; returns its checkpoint path, or None when one epoch is
-        best for every head (or nothing was recorded)."""
-        epochs = self.epochs()
-        if not epochs or len(set(epochs.values())) == 1 or set(epochs) != set(pl_module.heads):
-            return None
-        order = sorted(set(epochs.values()))
-        base = copy.deepcopy(dict(pl_module.hparams["net"]))
-        cfg = {
-            "_target_": f"{__name__}.PerHeadNet",
-            "_recursive_": False,
-            "base": base,
-            "head_copy": [order.index(epochs[h]) for h in pl_module.heads],
-            "n_copies": len(order),
-        }
-        net = PerHeadNet(pl_module.spec, pl_module.heads, base, cfg["head_copy"], cfg["n_copies"])
-        for i, e in enumerate(order):
-            net.copies[i].load_state_dict(self.states[e])
-        pl_module.net = net.to(pl_module.device).train(pl_module.training)
-        pl_module.hparams["net"] = cfg
-        path = Path(directory) / "per_head.ckpt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(str(path), weights_only=True)
-        log.info("Per-head selection: best val epoch per head %s → %s", epochs, path)
-        return str(path)

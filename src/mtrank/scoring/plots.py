@@ -19,9 +19,10 @@ import numpy as np
 
 from mtrank.utils.io import atomic_write
 
-__all__ = ["BIN_STRATEGIES", "reliability_table", "reliability_figure", "save_reliability_png"]
+__all__ = ["BIN_STRATEGIES", "REPORT_SCALES", "reliability_table", "reliability_figure", "save_reliability_png"]
 
 BIN_STRATEGIES = ("quantile", "uniform")
+REPORT_SCALES = ("linear", "log")  # the reliability figure's axes
 
 
 def _edges(p: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
@@ -91,8 +92,8 @@ def reliability_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if scale not in ("linear", "log"):
-        raise ValueError(f"scale = '{scale}': expected 'linear' or 'log'")
+    if scale not in REPORT_SCALES:
+        raise ValueError(f"scale = '{scale}': expected one of {list(REPORT_SCALES)}")
     tasks = list(scores)
     fig = Figure(figsize=(7.5, 9.0), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)

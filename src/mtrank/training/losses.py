@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtrank.training.config import IMPORTANCE_RULES, TASK_WEIGHTING_KINDS, LossConfig
+
 __all__ = [
     "bce_per_task",
     "multitask_loss",
@@ -28,13 +30,10 @@ __all__ = [
     "FixedWeighting",
     "UncertaintyWeighting",
     "build_task_weighting",
+    "task_weighting_of",
     "IMPORTANCE_RULES",
     "TASK_WEIGHTING_KINDS",
 ]
-
-IMPORTANCE_RULES = ("max", "sum")
-TASK_WEIGHTING_KINDS = ("equal", "fixed", "uncertainty")
-UNCERTAINTY_VARIANTS = ("kendall", "liebel")
 
 
 def _check_2d(name: str, x: Tensor) -> None:
@@ -187,10 +186,7 @@ class UncertaintyWeighting(nn.Module):
 
     def __init__(self, n_tasks: int, variant: str = "kendall", init: float = 0.0) -> None:
         super().__init__()
-        variant = str(variant).lower()
-        if variant not in UNCERTAINTY_VARIANTS:
-            raise ValueError(f"unknown uncertainty variant '{variant}'; allowed: {list(UNCERTAINTY_VARIANTS)}")
-        self.variant = variant
+        self.variant = str(variant).lower()  # one of UNCERTAINTY_VARIANTS (checked by LossConfig)
         self.n_tasks = int(n_tasks)
         self.log_var = nn.Parameter(torch.full((self.n_tasks,), float(init)))
 
@@ -222,24 +218,17 @@ def build_task_weighting(
     """Build the task-weighting module named by config ``loss.task_weighting``.
 
     ``kind``: ``equal`` | ``fixed`` | ``uncertainty``. For ``fixed``, ``weights`` (config
-    ``loss.task_weights``) must name exactly the tasks; the module's weights follow ``tasks`` order.
+    ``loss.task_weights``) must name exactly the tasks; the module's weights follow ``tasks`` order. The settings
+    are checked by :class:`~mtrank.training.config.LossConfig`.
     """
-    tasks = tuple(tasks)
-    k = str(kind).lower()
-    if k not in TASK_WEIGHTING_KINDS:
-        raise ValueError(f"unknown loss.task_weighting '{kind}'; allowed values: {list(TASK_WEIGHTING_KINDS)}")
-    if k == "equal":
-        return EqualWeighting(len(tasks))
-    if k == "uncertainty":
-        return UncertaintyWeighting(len(tasks), variant=variant, init=init)
-    if weights is None:
-        raise ValueError(
-            f"loss.task_weighting=fixed needs loss.task_weights, a mapping with one weight per task {list(tasks)}"
-        )
-    missing = [t for t in tasks if t not in weights]
-    extra = [k2 for k2 in weights if k2 not in tasks]
-    if missing or extra:
-        raise ValueError(
-            f"loss.task_weights must name exactly the tasks {list(tasks)}: missing {missing}, extra {extra}"
-        )
-    return FixedWeighting([float(weights[t]) for t in tasks])
+    cfg = LossConfig(tuple(tasks), task_weighting=kind, task_weights=weights, uncertainty_variant=variant)
+    return task_weighting_of(cfg, init)
+
+
+def task_weighting_of(cfg: LossConfig, init: float = 0.0) -> nn.Module:
+    """The task-weighting module of a multi-task :class:`~mtrank.training.config.LossConfig`."""
+    if cfg.task_weighting == "equal":
+        return EqualWeighting(len(cfg.tasks))
+    if cfg.task_weighting == "uncertainty":
+        return UncertaintyWeighting(len(cfg.tasks), variant=cfg.uncertainty_variant, init=init)
+    return FixedWeighting(cfg.per_task("task_weights", None))

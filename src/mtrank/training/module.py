@@ -28,12 +28,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from mtrank.calibration.config import check_reweight
 from mtrank.calibration.downsampling import correct_logits
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.metrics.stage import stage_metrics
 from mtrank.models.param_groups import build_param_groups
 from mtrank.training.checkpoints import RNG_KEY, rng_states, set_rng_states
+from mtrank.training.config import CompileConfig
 from mtrank.training.objectives import build_objective, checkpoint_keys
 
 
@@ -60,19 +62,9 @@ def spec_from_dict(d: Mapping[str, Any]) -> FeatureSpec:
 
 
 def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """``model.compile``: false/null (eager), true (``torch.compile`` defaults) or the keyword arguments of
-    ``torch.compile`` (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``)."""
-    if compile is None or compile is False:
-        return None
-    if compile is True:
-        return {}
-    if isinstance(compile, Mapping):
-        allowed = {"backend", "mode", "dynamic", "fullgraph", "options"}
-        unknown = sorted(set(compile) - allowed)
-        if unknown:
-            raise ValueError(f"model.compile has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        return {k: v for k, v in compile.items() if v is not None}
-    raise ValueError(f"model.compile = {compile!r}: expected true, false or a mapping of torch.compile arguments")
+    """``model.compile`` (:class:`~mtrank.training.config.CompileConfig`): None (eager) or the keyword arguments
+    of ``torch.compile``."""
+    return CompileConfig(compile).options
 
 
 _OBJECTIVE = "objective."
@@ -157,8 +149,7 @@ class RankingModule(pl.LightningModule):
         self.calibration = Calibration.from_downsampling(downsampling or {"beta": 1.0}, self.tasks, objective)
         mode = self.calibration.info["mode"]
         beta = float(self.calibration.info["beta"])
-        if mode == "reweight" and not objective.supports_reweight:
-            raise ValueError("calibration.downsampling=reweight needs loss.objective=multitask")
+        check_reweight(mode, objective.name, objective.supports_reweight)
         self.unengaged_weight = 1.0 / beta if (mode == "reweight" and beta < 1.0) else None
         head_betas = objective.head_betas(self.calibration.betas, beta)
         self.register_buffer("head_betas", torch.tensor(head_betas), persistent=False)

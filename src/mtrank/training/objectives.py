@@ -22,13 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from mtrank.calibration.downsampling import per_task_betas, shared_beta
-from mtrank.training.losses import (
-    IMPORTANCE_RULES,
-    UncertaintyWeighting,
-    bce_per_task,
-    binary_importance_loss,
-    build_task_weighting,
-)
+from mtrank.training.config import OBJECTIVES, LossConfig
+from mtrank.training.losses import UncertaintyWeighting, bce_per_task, binary_importance_loss, task_weighting_of
 
 __all__ = [
     "OBJECTIVES",
@@ -43,21 +38,9 @@ __all__ = [
 BINARY_HEAD = "engagement"
 
 
-def per_task_tensor(
-    mapping: Mapping[str, float] | None, tasks: Sequence[str], key: str, default: float | None
-) -> Tensor:
-    """``{task: value}`` → ``[T]`` in ``tasks`` order; unknown keys, or missing ones without a default, fail."""
-    mapping = dict(mapping or {})
-    tasks = list(tasks)
-    extra = sorted(set(mapping) - set(tasks))
-    missing = [t for t in tasks if t not in mapping]
-    if extra or (default is None and missing):
-        raise ValueError(
-            f"{key} has keys {sorted(mapping)} but the tasks are {tasks}"
-            + (f"; unknown: {extra}" if extra else "")
-            + (f"; missing: {missing}" if default is None and missing else "")
-        )
-    return torch.tensor([float(mapping.get(t, default)) for t in tasks])
+def per_task_tensor(values: Sequence[float] | None) -> Tensor | None:
+    """A per-task setting of :class:`~mtrank.training.config.LossConfig` (already in task order) as ``[T]``."""
+    return None if values is None else torch.tensor(values)
 
 
 class TaskObjective(nn.Module):
@@ -117,32 +100,10 @@ class MultiTaskObjective(TaskObjective):
     heads_text = "the heads are the tasks of tasks.names"
     bias_hint = "with a single task give the number itself, e.g. {key}=-2.74"
 
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        task_weighting: str = "equal",
-        task_weights: Mapping[str, float] | None = None,
-        uncertainty_variant: str = "kendall",
-        pos_weight: Mapping[str, float] | None = None,
-    ) -> None:
-        super().__init__(tasks)
-        self.task_weighting = build_task_weighting(
-            task_weighting, self.tasks, weights=task_weights, variant=uncertainty_variant
-        )
-        self.register_buffer(
-            "pos_weight",
-            per_task_tensor(pos_weight, self.tasks, "loss.pos_weight", default=1.0) if pos_weight else None,
-        )
-
-    @classmethod
-    def from_config(cls, loss: Mapping[str, Any], tasks: Sequence[str]) -> MultiTaskObjective:
-        return cls(
-            tasks,
-            loss.get("task_weighting", "equal"),
-            loss.get("task_weights"),
-            loss.get("uncertainty_variant", "kendall"),
-            loss.get("pos_weight"),
-        )
+    def __init__(self, cfg: LossConfig) -> None:
+        super().__init__(cfg.tasks)
+        self.task_weighting = task_weighting_of(cfg)
+        self.register_buffer("pos_weight", per_task_tensor(cfg.per_task("pos_weight", 1.0)))
 
     @classmethod
     def heads_for(cls, tasks: Sequence[str]) -> list[str]:
@@ -193,20 +154,10 @@ class BinaryObjective(TaskObjective):
     heads_text = f"loss.objective = binary has the one head '{BINARY_HEAD}'"
     bias_hint = "give one number, e.g. {key}=-3.0"
 
-    def __init__(
-        self, tasks: Sequence[str], importance_weights: Mapping[str, float] | None = None, rule: str = "max"
-    ) -> None:
-        super().__init__(tasks)
-        self.register_buffer(
-            "importance", per_task_tensor(importance_weights, self.tasks, "loss.importance_weights", default=None)
-        )
-        if rule not in IMPORTANCE_RULES:
-            raise ValueError(f"loss.rule = '{rule}': expected one of {list(IMPORTANCE_RULES)}")
-        self.rule = rule
-
-    @classmethod
-    def from_config(cls, loss: Mapping[str, Any], tasks: Sequence[str]) -> BinaryObjective:
-        return cls(tasks, loss.get("importance_weights"), loss.get("rule", "max"))
+    def __init__(self, cfg: LossConfig) -> None:
+        super().__init__(cfg.tasks)
+        self.register_buffer("importance", per_task_tensor(cfg.per_task("importance_weights", None)))
+        self.rule = cfg.rule
 
     @classmethod
     def heads_for(cls, tasks: Sequence[str]) -> list[str]:
@@ -233,20 +184,20 @@ class BinaryObjective(TaskObjective):
 
 
 _CLASSES: dict[str, type[TaskObjective]] = {c.name: c for c in (MultiTaskObjective, BinaryObjective)}
-OBJECTIVES = tuple(_CLASSES)  # the values of loss.objective
+assert tuple(_CLASSES) == OBJECTIVES, "a class for each loss.objective of mtrank.training.config"
 
 
 def objective_class(name: str, default: type[TaskObjective] | None = None) -> type[TaskObjective]:
-    """The class of ``loss.objective = name``; an unknown name fails unless a ``default`` is given."""
-    cls = _CLASSES.get(str(name), default)
-    if cls is None:
-        raise ValueError(f"loss.objective = '{name}': expected one of {list(OBJECTIVES)}")
-    return cls
+    """The class of ``loss.objective = name`` (one of :data:`~mtrank.training.config.OBJECTIVES`, which
+    :class:`~mtrank.training.config.LossConfig` checks); ``default`` for any other name."""
+    return _CLASSES[str(name)] if default is None else _CLASSES.get(str(name), default)
 
 
-def build_objective(loss: Mapping[str, Any], tasks: Sequence[str]) -> TaskObjective:
-    """The objective of a ``loss`` config (``objective`` defaults to multitask) over ``tasks``."""
-    return objective_class(loss.get("objective", "multitask")).from_config(loss, tasks)
+def build_objective(loss: Mapping[str, Any] | LossConfig, tasks: Sequence[str]) -> TaskObjective:
+    """The objective of a ``loss`` config (``objective`` defaults to multitask) over ``tasks``; a mapping is read
+    (and checked) as a :class:`~mtrank.training.config.LossConfig`."""
+    cfg = loss if isinstance(loss, LossConfig) else LossConfig.from_mapping(loss, tasks)
+    return _CLASSES[cfg.objective](cfg)
 
 
 def checkpoint_keys(objective: TaskObjective) -> list[str]:

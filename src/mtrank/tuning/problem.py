@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mtrank.errors import Problems
 from mtrank.tuning.outcomes import (
     OutcomeConstraint,
     duplicated,
@@ -25,6 +26,7 @@ from mtrank.tuning.outcomes import (
     relative_constraints,
 )
 from mtrank.tuning.space import SearchSpace, weight_space
+from mtrank.utility.config import UtilityConfig
 
 __all__ = ["UtilityProblem", "PARAM_PREFIX", "METRIC_PREFIX"]
 
@@ -75,52 +77,37 @@ class UtilityProblem:
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any], where: str = "utility") -> UtilityProblem:
-        m = dict(m)
-        allowed = {"weights", "bounds", "total", "derived", "objective", "constraints", "extra_constraints"}
-        unknown = sorted(set(m) - allowed)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        weights = {str(k): float(v) for k, v in dict(m.get("weights") or {}).items()}
-        if not weights:
-            raise ValueError(f"{where}.weights is empty: give the hand-picked weight of each task in u")
-        bounds_in = dict(m.get("bounds") or {})
-        missing = [t for t in weights if t not in bounds_in]
-        extra = [t for t in bounds_in if t not in weights]
-        if missing or extra:
-            raise ValueError(
-                f"{where}.bounds must give [low, high] for exactly the tasks of {where}.weights "
-                f"{list(weights)}; missing {missing}, unknown {extra}"
+        """The problem of a ``utility`` mapping: its keys checked by :class:`~mtrank.utility.config.UtilityConfig`,
+        then the outcome constraints and the baseline arm; a :class:`~mtrank.errors.ConfigError` names the key."""
+        cfg = UtilityConfig.from_mapping(m, where)
+        weights, objective, p = cfg.weight_values, str(cfg.objective), Problems()
+        try:
+            constraints = relative_constraints(cfg.constraints, METRIC_PREFIX + "{}") + parse_constraints(
+                list(cfg.extra_constraints)
             )
-        bounds = {t: (float(bounds_in[t][0]), float(bounds_in[t][1])) for t in weights}
-        total = float(m.get("total", sum(weights.values())))
-        derived = str(m.get("derived") or list(weights)[-1])
-        if derived not in weights:
-            raise ValueError(f"{where}.derived={derived!r} is not one of the weighted tasks {list(weights)}")
-        objective = str(m.get("objective") or "")
-        if not objective:
-            raise ValueError(f"{where}.objective is missing: the task whose f_t is maximised (e.g. long_click)")
-        ratios = {str(k): v for k, v in dict(m.get("constraints") or {}).items()}
-        if objective in ratios:
-            raise ValueError(f"{where}.constraints: the objective {objective} cannot also be constrained")
-        constraints = relative_constraints(ratios, METRIC_PREFIX + "{}") + parse_constraints(
-            list(m.get("extra_constraints") or [])
-        )
+        except ValueError as exc:
+            p.add(f"{where}.extra_constraints", f"{where}: {exc}")
+            p.raise_if_any()
         for c in constraints:
             if not c.metric.startswith(METRIC_PREFIX):
-                raise ValueError(f"{where}: constraint {c} must be on a metric f_<task>")
-        keys = [f"{where}.constraints.{t}" for t, c in ratios.items() if c is not None] + [
-            f"{where}.extra_constraints[{i}]" for i in range(len(m.get("extra_constraints") or []))
+                p.add(where, f"{where}: constraint {c} must be on a metric f_<task>")
+        keys = [f"{where}.constraints.{t}" for t, c in cfg.constraints.items() if c is not None] + [
+            f"{where}.extra_constraints[{i}]" for i in range(len(cfg.extra_constraints))
         ]
         for i, j in duplicated(constraints):
-            raise ValueError(
+            p.add(
+                keys[j].partition("[")[0],
                 f"{keys[j]} = '{constraints[j]}' bounds {constraints[j].metric} from the same side as "
-                f"{keys[i]} = '{constraints[i]}': keep one of them"
+                f"{keys[i]} = '{constraints[i]}': keep one of them",
             )
-        prob = cls(weights, bounds, total, derived, objective, tuple(constraints))
+        p.raise_if_any()
+        derived = cfg.derived_task
+        prob = cls(weights, cfg.bound_pairs, cfg.total_value, derived, objective, tuple(constraints))
         problems = prob.space.check(
             prob.space.complete({PARAM_PREFIX + t: w for t, w in weights.items() if t != derived})
             | {PARAM_PREFIX + derived: weights[derived]}
         )
         if problems:
-            raise ValueError(f"{where}.weights (the baseline arm) break S1/S2: {problems}")
+            p.add(f"{where}.weights", f"{where}.weights (the baseline arm) break S1/S2: {problems}")
+        p.raise_if_any()
         return prob

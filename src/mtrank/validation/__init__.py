@@ -1,5 +1,10 @@
 """Config checks run when a job starts, before any data is read (docs/checks.md lists them with their messages).
 
+A thin composition: each component's typed config (``mtrank.data.config``, ``mtrank.training.config``,
+``mtrank.calibration.config``, ``mtrank.scoring.config``, ``mtrank.utility.config``, ``mtrank.tuning.config``)
+is built from the composed Hydra config (:mod:`mtrank.validation.compose`) and reports its own problems under
+their full keys; then the checks that span components run once:
+
 * :func:`validate_train_config` (``train(cfg)``), :func:`validate_tune_config` (``src/tune_utility.py``),
   :func:`validate_predict_config` (``predict(cfg)``), :func:`validate_eval_config` (``src/eval.py``);
 * each raises one :class:`ConfigError` (a ``ValueError``) listing every problem; each problem names its full
@@ -12,7 +17,7 @@ by a trained run, :mod:`mtrank.scoring.schema` (schema drift against the trainin
 by :mod:`mtrank.scoring.score`.
 """
 
-from mtrank.validation.errors import ConfigError, ConfigProblem
+from mtrank.errors import ConfigError, ConfigProblem
 from mtrank.validation.jobs import validate_eval_config, validate_predict_config
 from mtrank.validation.metric_names import MetricCatalog, catalog_for_train_config
 from mtrank.validation.train import validate_train_config

@@ -1,36 +1,48 @@
 """Checks of a ``conf/train.yaml`` config, run when ``train(cfg)`` starts, before any data is read or generated.
 
-:func:`validate_train_config` raises one :class:`~mtrank.validation.errors.ConfigError` listing every problem;
-each names its full config key and what is allowed. What is checked (docs/checks.md has the messages):
+:func:`validate_train_config` builds each component's typed config from the composed config, gathering the
+problems each reports under its full key, then runs the checks that span components once; it raises one
+:class:`~mtrank.errors.ConfigError` listing every problem (docs/checks.md has the messages):
 
-* ``seed`` (a whole number or null), ``data.batch_size`` / ``data.eval_batch_size`` (≥ 1), ``trainer.max_epochs``
-  (≥ 1 or -1 when the run trains);
-* ``tasks.names``: non-empty, no repeats, no reserved names, each with a label column in
-  ``data.pipeline.columns.labels``;
-* the data config: the pipeline config's own checks (:class:`mtrank.data.config.PipelineConfig`)
-  (:func:`mtrank.data.config.check_pipeline_config`) and the simulator's, reported under ``data.pipeline`` /
-  ``data.simulator``;
-* maps keyed by task: ``loss.task_weights`` (exactly the tasks, with ``task_weighting=fixed`` only),
-  ``loss.pos_weight`` (a subset, > 0), ``loss.importance_weights`` (exactly the tasks, > 0),
-  ``model.net.head_bias_init`` (a subset of the model's heads);
-* the choices of ``loss``, ``calibration`` and ``report``;
-* monitored metrics: every ``callbacks.<name>.monitor`` and ``model.scheduler.monitor`` must be logged while
-  fitting, ``optimized_metric`` by the run (:mod:`mtrank.validation.metric_names`);
-* the Ax sweeper's search space when ``hparams_search`` selects it (:mod:`mtrank.validation.search_space`).
+* the components: the run (:class:`mtrank.training.config.RunConfig`: ``seed``, ``trainer.max_epochs``), the
+  data stream (:class:`mtrank.data.config.StreamConfig`), the data pipeline
+  (:class:`mtrank.data.config.PipelineConfig`, reported under ``data.pipeline``) and the simulator
+  (:class:`mtrank.data.simulator_config.SimulatorConfig`, under ``data.simulator``), the loss
+  (:class:`mtrank.training.config.LossConfig`, over the tasks), the model
+  (:class:`mtrank.training.config.ModelConfig`: optimiser, head biases over the objective's heads), the
+  calibration (:class:`mtrank.calibration.config.CalibrationConfig`), the report
+  (:class:`mtrank.scoring.config.ReportConfig`) and the callbacks (:class:`mtrank.training.config.MonitorConfig`,
+  :class:`mtrank.training.config.PerHeadSelectionConfig`);
+* across components: ``tasks.names`` against the label columns of ``data.pipeline.columns.labels``,
+  ``calibration.downsampling = reweight`` against the objective (:func:`mtrank.calibration.config.check_reweight`),
+  every monitored metric (``callbacks.<name>.monitor``, ``model.scheduler.monitor``: logged while fitting;
+  ``optimized_metric``: logged by the run) against the run's :class:`~mtrank.validation.metric_names.MetricCatalog`,
+  and the Ax sweeper's search space when ``hparams_search`` selects it (:mod:`mtrank.validation.search_space`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig
 
-from mtrank.validation.errors import Problems, fmt_list, suggest
-from mtrank.validation.lookup import REPORT_SCALES, SPLITS, UNRESOLVED, check_one_of, config_value, is_number
+from mtrank.calibration.config import CalibrationConfig, check_reweight
+from mtrank.data.config import StreamConfig
+from mtrank.errors import Problems, fmt_list, suggest
+from mtrank.scoring.config import ReportConfig
+from mtrank.training.config import (
+    OBJECTIVES,
+    LossConfig,
+    ModelConfig,
+    MonitorConfig,
+    OptimizerConfig,
+    PerHeadSelectionConfig,
+    RunConfig,
+)
+from mtrank.training.objectives import objective_class
+from mtrank.validation.compose import UNRESOLVED, build, config_value, resolved
 from mtrank.validation.metric_names import MetricCatalog, catalog_for_train_config
-from mtrank.validation.model_checks import check_loss, check_model, check_optimizer, check_stream
 from mtrank.validation.search_space import ax_sweeper_config, check_ax_sweeper
 
 
@@ -84,11 +96,9 @@ def check_tasks(cfg: DictConfig, p: Problems) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-_KEY_IN_MESSAGE = re.compile(r"(data\.pipeline(?:\.[A-Za-z_]\w*)+|tasks\.names)")
-
-
 def check_data(cfg: DictConfig, p: Problems) -> None:
-    from mtrank.data.config import PipelineConfig
+    """The simulator's and the pipeline's own configs, each problem under the key the config names."""
+    from mtrank.data.config import PipelineConfig, check_downsample_beta
     from mtrank.data.errors import DataValidationError
 
     sim = config_value(cfg, "data.simulator", p)
@@ -104,101 +114,49 @@ def check_data(cfg: DictConfig, p: Problems) -> None:
         if pipeline is not UNRESOLVED:
             p.add("data.pipeline", "data.pipeline is missing: the data group must define the pipeline")
         return
-    if p.has("tasks") or p.has("data.pipeline"):
-        # the pipeline's own checks would stop at the problem already reported; β is still checked on its own
-        from mtrank.data.config import check_downsample_beta
-
-        beta = config_value(cfg, "data.pipeline.downsample.beta", p, default=1.0)
-        if beta is not UNRESOLVED:
-            try:
-                check_downsample_beta(beta)
-            except DataValidationError as exc:
-                p.add("data.pipeline.downsample.beta", str(exc))
-        return
-    m = dict(pipeline)
-    if isinstance(sim, Mapping) and not m.get("inputs") and not m.get("split_inputs"):
-        m["inputs"] = ["<the simulator's logs>"]  # filled by the DataModule once generated
     try:
+        if p.has("tasks") or p.has("data.pipeline"):
+            # the pipeline's own checks would stop at the problem already reported; β is still checked on its own
+            check_downsample_beta((pipeline.get("downsample") or {}).get("beta", 1.0))
+            return
+        m = dict(pipeline)
+        if isinstance(sim, Mapping) and not m.get("inputs") and not m.get("split_inputs"):
+            m["inputs"] = ["<the simulator's logs>"]  # filled by the DataModule once generated
         PipelineConfig.from_mapping(m, key="data.pipeline")
     except DataValidationError as exc:
-        text = str(exc)  # the data config names its keys in full (data.pipeline.<key>)
-        found = _KEY_IN_MESSAGE.search(text)
-        p.add(found.group(1) if found else "data.pipeline", text)
+        p.add(exc.key or "data.pipeline", str(exc))
     except (KeyError, TypeError, ValueError) as exc:
         p.add("data.pipeline", f"data.pipeline: {exc}")
 
 
-SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
-
-
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_run(cfg: DictConfig, p: Problems) -> None:
-    """``seed``, the batch sizes and, when the run trains, ``trainer.max_epochs``."""
-    seed = config_value(cfg, "seed", p)
-    if seed is not None and seed is not UNRESOLVED and not (_whole(seed) and 0 <= seed <= SEED_MAX):
-        p.add("seed", f"seed = {seed!r}: expected a whole number in [0, {SEED_MAX}] (or null for an unseeded run)")
-    for key in ("data.batch_size", "data.eval_batch_size"):
-        v = config_value(cfg, key, p)
-        if v is not None and v is not UNRESOLVED and not (_whole(v) and v >= 1):
-            p.add(key, f"{key} = {v!r}: expected a whole number of rows ≥ 1")
-    if not cfg.get("train", True):
-        return
-    v = config_value(cfg, "trainer.max_epochs", p)
-    if v is not None and v is not UNRESOLVED and not (_whole(v) and (v >= 1 or v == -1)):
-        p.add(
-            "trainer.max_epochs",
-            f"trainer.max_epochs = {v!r}: expected a number of epochs ≥ 1 (or -1: no limit, "
-            "ended by trainer.max_steps or early stopping); to test a trained run without "
-            "training it, use src/eval.py ckpt_path=<run folder>",
-        )
-
-
-def check_calibration(cfg: DictConfig, p: Problems, objective: str | None) -> None:
-    """``calibration.method``, ``fit_split``, ``downsampling`` (reweight needs the multi-task objective)."""
-    from mtrank.calibration.calibrators import METHODS
-    from mtrank.calibration.downsampling import DOWNSAMPLING_MODES
-    from mtrank.training.objectives import objective_class
-
-    if config_value(cfg, "calibration", p) is None:
-        return
-    check_one_of(p, "calibration.method", config_value(cfg, "calibration.method", p, default="none"), METHODS)
-    check_one_of(p, "calibration.fit_split", config_value(cfg, "calibration.fit_split", p, default="val"), SPLITS)
-    mode = config_value(cfg, "calibration.downsampling", p, default="correct")
-    if (
-        check_one_of(p, "calibration.downsampling", mode, DOWNSAMPLING_MODES)
-        and mode == "reweight"
-        and objective is not None
-        and not objective_class(objective).supports_reweight
-    ):
-        p.add(
-            "calibration.downsampling",
-            f"calibration.downsampling = reweight needs loss.objective = multitask (the "
-            f"binary objective is corrected with Eq. 3); allowed with loss.objective = "
-            f"{objective}: [correct]",
-        )
-
-
-def check_report(cfg: DictConfig, p: Problems) -> None:
-    """The evaluation report's choices (``report.bins``, ``scale``, ``n_bins``, ``min_bin_count``, ``ks``,
-    ``ranking_chunk_rows``)."""
-    from mtrank.scoring.plots import BIN_STRATEGIES
-
+def _components(cfg: DictConfig, p: Problems, tasks: list[str]) -> str | None:
+    """Build every component's config (problems gathered); returns the objective's name when it is known."""
+    trains = bool(cfg.get("train", True))
+    run = resolved(cfg, {"seed": None, "trainer.max_epochs": None} if trains else {"seed": None}, p)
+    build(p, RunConfig, run.get("seed"), run.get("trainer.max_epochs"), trains)
+    stream = resolved(cfg, {f"data.{k}": None for k in ("batch_size", "eval_batch_size", "shuffle_buffer")}, p)
+    build(p, StreamConfig.from_mapping, {k[len("data.") :]: v for k, v in stream.items()})
+    check_data(cfg, p)
+    loss = config_value(cfg, "loss", p)
+    loss = loss if isinstance(loss, Mapping) else {}
+    objective = str(loss.get("objective") or "multitask")
+    if tasks:
+        build(p, LossConfig.from_mapping, loss, tasks)
+    known = objective if tasks and objective in OBJECTIVES else None
+    model = config_value(cfg, "model", p)
+    if isinstance(model, Mapping) and tasks:
+        build(p, ModelConfig.from_mapping, model, objective_class(known or "multitask"), tasks)
+    elif isinstance(model, Mapping) and isinstance(model.get("optimizer"), Mapping):
+        build(p, OptimizerConfig.from_mapping, model["optimizer"])
+    calibration = config_value(cfg, "calibration", p)
+    if isinstance(calibration, Mapping):
+        cal = build(p, CalibrationConfig.from_mapping, calibration)
+        if cal is not None and known is not None:
+            build(p, check_reweight, cal.downsampling, known, objective_class(known).supports_reweight)
     report = config_value(cfg, "report", p)
-    if not isinstance(report, Mapping):
-        return
-    check_one_of(p, "report.bins", report.get("bins", "quantile"), BIN_STRATEGIES)
-    check_one_of(p, "report.scale", report.get("scale", "linear"), REPORT_SCALES)
-    for k, low in (("n_bins", 1), ("min_bin_count", 0), ("ranking_chunk_rows", 1)):
-        v = report.get(k)
-        if v is not None and (not is_number(v) or not float(v).is_integer() or v < low):
-            p.add(f"report.{k}", f"report.{k} = {v!r}: expected an integer ≥ {low}")
-    ks = report.get("ks") or []
-    bad = [k for k in (ks if isinstance(ks, list) else [ks]) if not is_number(k) or not float(k).is_integer() or k < 1]
-    if bad or not isinstance(ks, list):
-        p.add("report.ks", f"report.ks = {ks!r}: expected a list of integers ≥ 1 (NDCG@k cut-offs), e.g. [5, 10]")
+    if isinstance(report, Mapping):
+        build(p, ReportConfig.from_mapping, report)
+    return known
 
 
 def _check_metric(p: Problems, key: str, name: Any, allowed: frozenset[str], describe: str, when: str) -> None:
@@ -209,18 +167,27 @@ def _check_metric(p: Problems, key: str, name: Any, allowed: frozenset[str], des
 
 
 def _check_monitors(cfg: DictConfig, p: Problems, catalog: MetricCatalog) -> None:
+    """The callbacks' own settings, and every monitored metric against what the run logs."""
     fit, run = catalog.fit_names, catalog.run_names
     fit_text, run_text = catalog.describe(fit_only=True), catalog.describe(fit_only=False)
     when_fit = "while fitting (callbacks and LR schedulers see train/ and val/ metrics only)"
     callbacks = cfg.get("callbacks") if isinstance(cfg, DictConfig) and catalog.trained else None
     for name in list(callbacks.keys()) if isinstance(callbacks, DictConfig) else []:
-        cb = callbacks.get(name)
-        if not isinstance(cb, DictConfig) or "monitor" not in cb:
-            continue  # only the keys read here are resolved (dirpath needs the Hydra run)
-        monitor = config_value(cfg, f"callbacks.{name}.monitor", p)
-        _check_metric(p, f"callbacks.{name}.monitor", monitor, fit, fit_text, when_fit)
-        if monitor is not None and "mode" in cb:
-            check_one_of(p, f"callbacks.{name}.mode", config_value(cfg, f"callbacks.{name}.mode", p), ("min", "max"))
+        cb, key = callbacks.get(name), f"callbacks.{name}"
+        if not isinstance(cb, DictConfig):
+            continue
+        # only the keys read here are resolved (dirpath needs the Hydra run)
+        if name == "per_head_selection":
+            v = resolved(cfg, {f"{key}.metric": "logloss", f"{key}.mode": "min"}, p)
+            build(p, PerHeadSelectionConfig, str(v.get(f"{key}.metric", "logloss")), v.get(f"{key}.mode", "min"))
+        if "monitor" not in cb:
+            continue
+        v = resolved(
+            cfg, {f"{key}.monitor": None, f"{key}.mode": None} if "mode" in cb else {f"{key}.monitor": None}, p
+        )
+        monitor = v.get(f"{key}.monitor")
+        build(p, MonitorConfig, key, monitor, v.get(f"{key}.mode"))
+        _check_metric(p, f"{key}.monitor", monitor, fit, fit_text, when_fit)
     sched = config_value(cfg, "model.scheduler", p) if catalog.trained else None  # train=false: nothing is fitted
     if isinstance(sched, Mapping) and sched.get("monitor") is not None:
         _check_metric(p, "model.scheduler.monitor", sched.get("monitor"), fit, fit_text, when_fit)
@@ -236,15 +203,7 @@ def validate_train_config(cfg: DictConfig) -> MetricCatalog:
     """
     p = Problems()
     tasks = check_tasks(cfg, p)
-    _check_run(cfg, p)
-    check_data(cfg, p)
-    check_stream(cfg, p)
-    check_optimizer(cfg, p)
-    objective = check_loss(cfg, p, tasks) if tasks else None
-    if tasks:
-        check_model(cfg, p, tasks, objective or "multitask")
-    check_calibration(cfg, p, objective)
-    check_report(cfg, p)
+    _components(cfg, p, tasks)
     catalog = catalog_for_train_config(cfg, tasks)
     if tasks:
         _check_monitors(cfg, p, catalog)

@@ -1,9 +1,9 @@
 """Checks of a ``conf/tune_utility.yaml`` config (``src/tune_utility.py``), before the predictions are read.
 
-* ``mode``, ``metric``, ``n_trials``, ``generation``;
-* ``utility``: ``utility.bounds`` as ``[low, high]`` with low < high, then the problem's own checks
-  (:meth:`mtrank.tuning.problem.UtilityProblem.from_mapping`: bounds over exactly the weighted tasks, the
-  derived weight, the baseline weights inside S1/S2, constraint syntax);
+* the components: the job's own keys (:class:`mtrank.tuning.config.TuneConfig`: ``mode``, ``metric``,
+  ``n_trials``, ``generation``) and the utility (:class:`mtrank.utility.config.UtilityConfig`: weights, bounds,
+  total, derived weight, objective; then :meth:`mtrank.tuning.problem.UtilityProblem.from_mapping`: constraint
+  syntax, the baseline weights inside S1/S2), each problem under the key the config names;
 * against the predictions file's columns (its Parquet schema only): every key of ``utility.weights`` needs a
   ``<prob_prefix><task>`` column, the objective and every constrained task a ``<label_prefix><task>`` column;
 * ``optimized_metric`` and, with ``hparams_search=ax_utility``, the sweeper's objective and outcome constraints
@@ -12,20 +12,20 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.validation.errors import Problems, fmt_list, suggest
-from mtrank.validation.lookup import UNRESOLVED, check_one_of, config_value, is_number
+from mtrank.errors import Problems, fmt_list, suggest
+from mtrank.tuning.config import TuneConfig
+from mtrank.utility.config import UtilityConfig
+from mtrank.validation.compose import UNRESOLVED, build, config_value, resolved
 from mtrank.validation.search_space import ax_sweeper_config, check_ax_sweeper
 
-__all__ = ["validate_tune_config", "MODES"]
+__all__ = ["validate_tune_config"]
 
-MODES = ("tune", "evaluate")
 WEIGHT_PARAM = "utility.weights."
 
 
@@ -69,8 +69,9 @@ def _prediction_tasks(schema: Mapping[str, Any], prob: str) -> list[str]:
     return sorted(found)
 
 
-def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | None) -> list[str]:
-    """The utility section; returns the tasks whose f_t the jobs report."""
+def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | None, prob: str, label: str) -> list[str]:
+    """The utility section, and its tasks against the predictions' columns; returns the tasks whose f_t the jobs
+    report."""
     from mtrank.tuning.problem import UtilityProblem
 
     util = config_value(cfg, "utility", p)
@@ -78,14 +79,8 @@ def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | Non
         if util is not UNRESOLVED:
             p.add("utility", "utility is missing: choose a utility config (utility=related_products)")
         return []
+    build(p, UtilityConfig.from_mapping, util, "utility")
     weights = util.get("weights") or {}
-    prob, label = (
-        str(config_value(cfg, "prob_prefix", p, default="p_")),
-        str(config_value(cfg, "label_prefix", p, default="label_")),
-    )
-    for t, b in (util.get("bounds") or {}).items():
-        if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(is_number(x) for x in b) and b[0] < b[1]):
-            p.add(f"utility.bounds.{t}", f"utility.bounds.{t} = {b!r}: expected [low, high] with low < high")
     if schema is not None:
         tasks = _prediction_tasks(schema, prob)
         labelled = sorted(c[len(label) :] for c in schema if c.startswith(label))
@@ -116,32 +111,10 @@ def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | Non
                     f"{key}{' = ' + repr(t) if key == 'utility.objective' else ''}: the predictions have no "
                     f"label column {label}{t}; tasks with labels: {fmt_list(labelled)}{suggest(t, labelled)}",
                 )
-    bounds = util.get("bounds") or {}
-    total = util.get("total")
-    if not p.has("utility") and is_number(total) and bounds and set(bounds) == set(weights):
-        lo, hi = sum(b[0] for b in bounds.values()), sum(b[1] for b in bounds.values())
-        if not lo - 1e-9 <= float(total) <= hi + 1e-9:
-            p.add(
-                "utility.total",
-                f"utility.total = {total}: the weights cannot add up to it within utility.bounds "
-                f"(their lows add up to {lo}, their highs to {hi})",
-            )
-        elif not lo + 1e-9 < float(total) < hi - 1e-9:
-            side = "lower" if abs(float(total) - lo) <= 1e-9 else "upper"
-            p.add(
-                "utility.total",
-                f"utility.total = {total}: the weights add up to it only with each at its {side} "
-                f"bound in utility.bounds, which leaves nothing to search; expected a total "
-                f"strictly between {lo} (the lows' sum) and {hi} (the highs' sum)",
-            )
     if p.has("utility"):
         return []
-    try:
-        problem = UtilityProblem.from_mapping(util, "utility")
-    except (ValueError, TypeError, KeyError) as exc:
-        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        text = text if text.startswith("utility") else f"utility: {text}"
-        p.add(re.match(r"utility(\.[A-Za-z_]\w*)*", text).group(0), text)
+    problem = build(p, UtilityProblem.from_mapping, util, "utility")
+    if problem is None:
         return []
     out = list(problem.label_tasks)
     if schema is not None:
@@ -153,28 +126,15 @@ def _check_utility(cfg: DictConfig, p: Problems, schema: Mapping[str, Any] | Non
 
 def validate_tune_config(cfg: DictConfig) -> None:
     """Check a ``conf/tune_utility.yaml`` config; raise :class:`ConfigError` listing every problem."""
-    from mtrank.tuning.generation import GenerationConfig
     from mtrank.tuning.problem import METRIC_PREFIX
-    from mtrank.utility.objectives import metric_k
 
     p = Problems()
-    check_one_of(p, "mode", config_value(cfg, "mode", p, default="tune"), MODES)
-    metric = config_value(cfg, "metric", p, default="pr_auc")
-    try:
-        metric_k(str(metric))
-    except ValueError:
-        p.add("metric", f"metric = {metric!r}: expected pr_auc or ndcg@<k> with k ≥ 1 (e.g. ndcg@10)")
-    n = config_value(cfg, "n_trials", p, default=0)
-    if n is not UNRESOLVED and (not is_number(n) or not float(n).is_integer() or n < 0):
-        p.add("n_trials", f"n_trials = {n!r}: expected an integer ≥ 0")
-    gen = config_value(cfg, "generation", p)
-    if isinstance(gen, Mapping):
-        try:
-            GenerationConfig.from_mapping(gen)
-        except (ValueError, TypeError) as exc:
-            p.add("generation", f"generation: {exc}")
+    prefixes = resolved(cfg, {"prob_prefix": "p_", "label_prefix": "label_"}, p)
+    own = resolved(cfg, {"mode": "tune", "metric": "pr_auc", "n_trials": 0, "generation": None}, p)
+    build(p, TuneConfig.from_mapping, own | prefixes)
+    prob, label = str(prefixes.get("prob_prefix", "p_")), str(prefixes.get("label_prefix", "label_"))
     schema = _predictions_schema(cfg, p)
-    reported = _check_utility(cfg, p, schema)
+    reported = _check_utility(cfg, p, schema, prob, label)
     if reported:
         metrics = frozenset(METRIC_PREFIX + t for t in reported)
         text = fmt_list(sorted(metrics)) + " (f_<task> for the objective, the constrained and the labelled tasks)"

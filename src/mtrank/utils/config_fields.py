@@ -1,48 +1,33 @@
-"""Looking config values up by full key, for the checks: unresolved values, numbers, allowed values, task-keyed maps."""
+"""Small checks the components' typed configs share: numbers, whole numbers, choices, maps keyed by task.
+
+Each adds a :class:`~mtrank.errors.ConfigProblem` under the full key it is given to a
+:class:`~mtrank.errors.Problems`; the config that calls it raises them all as one
+:class:`~mtrank.errors.ConfigError`.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from mtrank.errors import Problems, fmt_list, suggest
 
-from mtrank.validation.errors import Problems, fmt_list, suggest
-
-SPLITS = ("train", "val", "test")
-
-
-REPORT_SCALES = ("linear", "log")
-
-
-UNRESOLVED = object()
+__all__ = ["is_number", "is_whole", "check_one_of", "check_task_map", "unknown_keys"]
 
 
 def is_number(x: Any) -> bool:
+    """A finite int or float (not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
-def config_value(cfg: DictConfig, key: str, problems: Problems, default: Any = None) -> Any:
-    """The resolved value at ``key`` as plain Python (``default`` when absent); an interpolation that does not
-    resolve is a problem at that key."""
-    try:
-        v = OmegaConf.select(cfg, key, default=default, throw_on_missing=True)
-    except Exception as exc:  # noqa: BLE001 - MissingMandatoryValue, InterpolationResolutionError, ...
-        problems.add(key, f"{key} does not resolve: {str(exc).splitlines()[0]}")
-        return UNRESOLVED
-    if isinstance(v, DictConfig) or OmegaConf.is_list(v):
-        try:
-            return OmegaConf.to_container(v, resolve=True)
-        except Exception as exc:  # noqa: BLE001
-            problems.add(key, f"{key} does not resolve: {str(exc).splitlines()[0]}")
-            return UNRESOLVED
-    return v
+def is_whole(x: Any) -> bool:
+    """An int (not a bool)."""
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def check_one_of(problems: Problems, key: str, value: Any, allowed: Sequence[str]) -> bool:
-    if value is UNRESOLVED:
-        return False
+    """``value`` (as a string) is one of ``allowed``; else a problem at ``key`` with a "did you mean"."""
     if str(value) not in allowed:
         problems.add(key, f"{key} = {value!r}: expected one of {fmt_list(allowed)}{suggest(value, allowed)}")
         return False
@@ -61,7 +46,7 @@ def check_task_map(
 ) -> None:
     """A map keyed by task: its keys must be the tasks (``exact``) or some of them; values finite numbers
     (> 0 with ``positive``). Each unknown key is its own problem, named ``<key>.<entry>``."""
-    if mapping is None or mapping is UNRESOLVED:
+    if mapping is None:
         return
     if not isinstance(mapping, Mapping):
         problems.add(key, f"{key} = {mapping!r}: expected a mapping {{task: value}} over the {what} {fmt_list(tasks)}")
@@ -80,3 +65,13 @@ def check_task_map(
             key,
             f"{key} has no value for {what} {fmt_list(missing)}; it needs exactly one per task in {fmt_list(tasks)}",
         )
+
+
+def unknown_keys(problems: Problems, key: str, mapping: Mapping[str, Any], allowed: Collection[str]) -> None:
+    """Each key of ``mapping`` outside ``allowed`` is a problem at ``<key>.<entry>``."""
+    for k in mapping:
+        if str(k) not in allowed:
+            problems.add(
+                f"{key}.{k}",
+                f"{key}.{k}: unknown key; allowed keys: {fmt_list(sorted(allowed))}{suggest(k, allowed)}",
+            )
