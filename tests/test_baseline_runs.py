@@ -18,8 +18,8 @@ from omegaconf import OmegaConf, open_dict
 from helpers import FAST_RUN, compose_config
 from mtrank.baselines.config import validate_baseline_config
 from mtrank.baselines.data import SplitArrays
+from mtrank.errors import ConfigError
 from mtrank.metrics.heads import HEAD_METRIC_NAMES
-from mtrank.validation.errors import ConfigError
 
 pytest.importorskip("lightgbm", reason="the 'baselines' extra (pip install -e '.[baselines]')")
 

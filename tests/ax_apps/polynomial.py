@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 def polynomial(cfg: DictConfig) -> Any:
     p = cfg.polynomial
     if cfg.app == "checked" and p.x < -4:  # a config that cannot run: mtrank's user error
-        from mtrank.validation.errors import ConfigError
+        from mtrank.errors import ConfigError
 
         raise ConfigError(f"polynomial.x = {p.x}: expected a value ≥ -4")
     if cfg.app == "quadratic":

@@ -112,8 +112,8 @@ class AxSweeper(Sweeper):
 
         A plain command-line value for a parameter of ``params`` fixes it. ``self.described`` gets one line per
         parameter for the log (``name: range=[a, b]``, ``name: choice=[...]``, ``name: fixed=v``)."""
+        from mtrank.errors import ConfigError
         from mtrank.tuning.space import SearchSpace, SumConstraint
-        from mtrank.validation.errors import ConfigError
 
         specs: dict[str, Any] = dict(self.params)
         fixed: list[str] = []

@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mtrank.errors import Problems, fmt_list, suggest
 from mtrank.utils.config import plain
-from mtrank.validation.errors import Problems, fmt_list, suggest
 
 __all__ = ["AX_SWEEPER_TARGET", "ax_sweeper_config", "check_ax_sweeper", "config_keys"]
 
