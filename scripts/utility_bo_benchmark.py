@@ -186,11 +186,11 @@ def run_one(kind, label, s, gen, problem, evaluator, n_trials, f_star, args):
         "gp_gen_seconds_max": float(np.max(gp)) if gp else float("nan"),
     }
     at = ", ".join(f"@{k} {share(v)}" for k, v in row["fraction_at"].items())
+    gp_text = f"GP trial {row['gp_gen_seconds_mean']:.2f}s to generate (max {row['gp_gen_seconds_max']:.2f}), "
     print(
         f"{kind:6s} {label or 'default'!s:40s} seed {s}: best {best / f_star:.4f} of f* ({at}); "
         f"{sum(feas)}/{len(pts)} feasible; to {args.fraction:g}: {row['trials_to_target']}; "
-        f"GP trial {row['gp_gen_seconds_mean']:.2f}s to generate (max {row['gp_gen_seconds_max']:.2f}), "
-        f"{row['seconds_per_trial']:.2f}s per trial",
+        f"{gp_text if gp else ''}{row['seconds_per_trial']:.2f}s per trial",
         flush=True,
     )
     return row, bsf

@@ -337,10 +337,8 @@ class AxLoop:
         on_trial: Callable[[TrialRecord], None] | None = None,
     ) -> None:
         """Evaluate in this process until the budget is spent: pending trials (the baseline first), then new ones.
-
-        An exception in ``evaluate`` marks the trial failed and is re-raised only for the baseline (no
-        relative constraint can be checked without it).
-        """
+        An exception in ``evaluate`` marks the trial failed; it is re-raised only for the baseline (no relative
+        constraint can be checked without it)."""
         while True:
             todo = self.pending() or self.ask(1, save=False)
             if not todo:
