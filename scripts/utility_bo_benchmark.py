@@ -10,16 +10,27 @@ On simulated predictions (``p_<task>`` = the simulator's true probabilities with
 
 It prints f*, the baseline's share of it, trials-to-99% of f* (a trial counts when it is feasible,
 S3–S5, and reaches 0.99·f*; the baseline arm is not counted) for Ax and for random search, the best each
-reaches within the budget, and the wall time per trial. Results and a convergence plot go to ``--out``.
+reaches within the budget, the best feasible share of f* after ``--at`` trials (10/20/30) for each seed, and the
+seconds to generate a GP trial. Results and a convergence plot go to ``--out``.
+
+``--predictions FILE`` tunes on a trained model's predictions instead of simulated ones (what a user runs:
+``src/train.py experiment=multitask`` writes ``predictions.parquet`` in its run folder); the dense search is
+cached in ``--out`` (``dense.json``, keyed by file, problem and grid) so that several runs share it.
+``--settings`` compares generation settings (each a space-separated group of Hydra overrides) on the same data
+and prints the trade-off table: seconds per GP trial against the share of f* at 10/20/30 trials.
 
     python scripts/utility_bo_benchmark.py --n-impressions 300000 --out /tmp/bench
+    python scripts/utility_bo_benchmark.py --predictions logs/multitask/runs/<run>/predictions.parquet \
+        --ax-seeds 3 --random-seeds 0 --settings "generation.simplex=derived" "generation.simplex=box"
     python scripts/utility_bo_benchmark.py n_trials=40 utility=related_products   # extra args: Hydra overrides
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
+import json
 import logging
 import os
 import sys
@@ -108,6 +119,83 @@ def curve(loop, problem):
     return [(r.metrics[problem.objective_metric], bool(r.feasible)) for r in recs], recs
 
 
+def load_evaluator(args, cfg, problem):
+    """The evaluator of every f_t (a predictions file, or simulated predictions) and a line saying which."""
+    from mtrank.tuning.synthetic import simulated_predictions
+    from mtrank.utility.objectives import UtilityEvaluator, read_predictions
+
+    t0 = time.perf_counter()
+    if args.predictions is not None:
+        frame = read_predictions(args.predictions, problem.tasks, problem.label_tasks, cfg.prob_prefix)
+        what = f"{args.predictions} ({cfg.prob_prefix}<task>)"
+    else:
+        frame = simulated_predictions(args.n_impressions, noise=args.noise, seed=args.data_seed, tasks=problem.tasks)
+        what = f"simulated, noise {args.noise}"
+    ev = UtilityEvaluator.from_frame(frame, problem.tasks, problem.label_tasks, cfg.metric, cfg.prob_prefix)
+    return ev, f"{ev.n} impressions, {what}, read in {time.perf_counter() - t0:.1f}s"
+
+
+def cached_dense(args, cfg, problem, evaluator, base):
+    """``dense_search``, reused from ``<out>/dense.json`` when the data, the problem and the grid are the same."""
+    src = str(args.predictions.resolve()) if args.predictions is not None else f"sim:{args.n_impressions}:{args.noise}"
+    if args.predictions is not None:
+        st = args.predictions.stat()
+        src += f":{st.st_size}:{st.st_mtime_ns}"
+    key = hashlib.sha1(
+        json.dumps([src, args.data_seed, args.grid_step, str(cfg.metric), repr(problem)]).encode()
+    ).hexdigest()
+    cache = args.out / "dense.json"
+    if cache.exists():
+        got = json.loads(cache.read_text())
+        if got.get("key") == key:
+            return {**got["dense"], "cached": True}
+    dense = dense_search(problem, evaluator, base, args.grid_step, refine_top=2)
+    cache.write_text(json.dumps({"key": key, "dense": dense}))
+    return dense
+
+
+def run_one(kind, label, s, gen, problem, evaluator, n_trials, f_star, args):
+    """One tuning run; its row of results and its best-so-far curve."""
+    from mtrank.tuning.report import best_so_far, trials_to_fraction
+    from mtrank.tuning.utility_task import run_tuning
+
+    state = args.out / f"{kind}_{hashlib.sha1(label.encode()).hexdigest()[:8]}_seed{s}.json"
+    state.unlink(missing_ok=True)
+    t1 = time.perf_counter()
+    loop = run_tuning(problem, evaluator, n_trials, gen, state, resume=False, label=f"{kind}{s}")
+    wall = time.perf_counter() - t1
+    pts, recs = curve(loop, problem)
+    vals, feas = [v for v, _ in pts], [f for _, f in pts]
+    bsf = best_so_far(vals, feas)
+    gp = [r.seconds.get("gen_seconds", 0.0) for r in recs if r.node not in ("Sobol", "CenterOfSearchSpace")]
+    best = max((v for v, f in pts if f), default=float("nan"))
+    row = {
+        "setting": label,
+        "seed": s,
+        "trials_to_target": trials_to_fraction(vals, feas, f_star, args.fraction),
+        "trials_to_also": {f"{q:g}": trials_to_fraction(vals, feas, f_star, q) for q in args.also},
+        "best": best,
+        "best_fraction": best / f_star,
+        "fraction_at": {k: (bsf[k - 1] / f_star if k <= len(bsf) else None) for k in args.at},
+        "n_feasible": sum(feas),
+        "wall_seconds": wall,
+        "seconds_per_trial": wall / max(1, len(recs)),
+        "gen_seconds_mean": float(np.mean([r.seconds.get("gen_seconds", 0.0) for r in recs])),
+        "eval_seconds_mean": float(np.mean([r.seconds.get("eval_seconds", 0.0) for r in recs])),
+        "gp_gen_seconds_mean": float(np.mean(gp)) if gp else float("nan"),
+        "gp_gen_seconds_max": float(np.max(gp)) if gp else float("nan"),
+    }
+    at = ", ".join(f"@{k} {share(v)}" for k, v in row["fraction_at"].items())
+    gp_text = f"GP trial {row['gp_gen_seconds_mean']:.2f}s to generate (max {row['gp_gen_seconds_max']:.2f}), "
+    print(
+        f"{kind:6s} {label or 'default'!s:40s} seed {s}: best {best / f_star:.4f} of f* ({at}); "
+        f"{sum(feas)}/{len(pts)} feasible; to {args.fraction:g}: {row['trials_to_target']}; "
+        f"{gp_text if gp else ''}{row['seconds_per_trial']:.2f}s per trial",
+        flush=True,
+    )
+    return row, bsf
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-impressions", type=int, default=300_000)
@@ -115,9 +203,14 @@ def main() -> None:
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--grid-step", type=float, default=0.05)
     ap.add_argument("--random-seeds", type=int, default=5)
-    ap.add_argument("--ax-seeds", type=int, default=1)
+    ap.add_argument("--ax-seeds", type=int, default=3)
     ap.add_argument("--fraction", type=float, default=0.99, help="the target: this share of the optimum")
     ap.add_argument("--also", type=float, nargs="*", default=[0.995, 0.999], help="further targets to report")
+    ap.add_argument("--at", type=int, nargs="*", default=[10, 20, 30], help="report the best share of f* here")
+    ap.add_argument("--predictions", type=Path, default=None, help="a predictions Parquet file instead of simulating")
+    ap.add_argument(
+        "--settings", nargs="*", default=[""], help='generation settings to compare, e.g. "generation.simplex=box"'
+    )
     ap.add_argument("--verbose", action="store_true", help="a line per trial")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mtrank_utility_bo_benchmark"))
     args, overrides = ap.parse_known_args()
@@ -128,34 +221,27 @@ def main() -> None:
 
     from mtrank.tuning.generation import GenerationConfig, quiet_ax
     from mtrank.tuning.problem import UtilityProblem
-    from mtrank.tuning.report import best_so_far, trials_to_fraction, write_json
-    from mtrank.tuning.synthetic import simulated_predictions
-    from mtrank.tuning.utility_task import run_tuning
-    from mtrank.utility.objectives import UtilityEvaluator
+    from mtrank.tuning.report import write_json
 
     quiet_ax()
     cfg = compose(overrides)
     problem = UtilityProblem.from_mapping(OmegaConf.to_container(cfg.utility, resolve=True), "utility")
-    gen_map = OmegaConf.to_container(cfg.generation, resolve=True)
     n_trials = int(cfg.n_trials)
     args.out.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.perf_counter()
-    frame = simulated_predictions(args.n_impressions, noise=args.noise, seed=args.data_seed, tasks=problem.tasks)
-    evaluator = UtilityEvaluator.from_frame(frame, problem.tasks, problem.label_tasks, cfg.metric)
+    evaluator, what = load_evaluator(args, cfg, problem)
     print(
-        f"data: {evaluator.n} simulated impressions, noise {args.noise}, built in {time.perf_counter() - t0:.1f}s; "
-        f"metric {cfg.metric}; "
-        f"maximise {problem.objective_metric} s.t. {[str(c) for c in problem.constraints]}",
+        f"data: {what}; metric {cfg.metric}; maximise {problem.objective_metric} s.t. "
+        f"{[str(c) for c in problem.constraints]}; {os.cpu_count()} CPUs, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
     )
     base = problem.metrics_of(evaluator.evaluate(problem.weights))
-
-    dense = dense_search(problem, evaluator, base, args.grid_step, refine_top=2)
+    dense = cached_dense(args, cfg, problem, evaluator, base)
     f_star = dense["optimum"]
     print(
-        f"dense search: {dense['points']} points ({dense['feasible_points']} feasible) in {dense['seconds']:.0f}s; "
-        f"optimum {problem.objective_metric} = {f_star:.6f} at {fmt(dense['weights'])}",
+        f"dense search: {dense['points']} points ({dense['feasible_points']} feasible) in {dense['seconds']:.0f}s"
+        f"{' (cached)' if dense.get('cached') else ''}; optimum {problem.objective_metric} = {f_star:.6f} at "
+        f"{fmt(dense['weights'])}",
         flush=True,
     )
     print(
@@ -168,84 +254,39 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
         "overrides": overrides,
         "n_trials": n_trials,
-        "generation": gen_map,
         "dense": dense,
         "baseline": {"weights": problem.weights, "metrics": base},
         "ax": [],
         "random": [],
     }
     curves: dict[str, list] = {}
-    for kind, seeds in (("ax", range(args.ax_seeds)), ("random", range(args.random_seeds))):
-        for s in seeds:
-            gen = (
-                GenerationConfig.from_mapping({**gen_map, "seed": s})
-                if kind == "ax"
-                else GenerationConfig(method="random_search", seed=s, noiseless=True)
-            )
-            state = args.out / f"{kind}_seed{s}.json"
-            if state.exists():
-                state.unlink()
-            t1 = time.perf_counter()
-            loop = run_tuning(problem, evaluator, n_trials, gen, state, resume=False, label=f"{kind}{s}")
-            wall = time.perf_counter() - t1
-            pts, recs = curve(loop, problem)
-            vals, feas = [v for v, _ in pts], [f for _, f in pts]
-            k = trials_to_fraction(vals, feas, f_star, args.fraction)
-            also = {f"{q:g}": trials_to_fraction(vals, feas, f_star, q) for q in args.also}
-            best = max((v for v, f in pts if f), default=float("nan"))
-            gen_s = [r.seconds.get("gen_seconds", 0.0) for r in recs]
-            ev_s = [r.seconds.get("eval_seconds", 0.0) for r in recs]
-            row = {
-                "seed": s,
-                "trials_to_target": k,
-                "trials_to_also": also,
-                "best": best,
-                "best_fraction": best / f_star,
-                "n_feasible": sum(feas),
-                "wall_seconds": wall,
-                "seconds_per_trial": wall / max(1, len(recs)),
-                "gen_seconds_mean": float(np.mean(gen_s)),
-                "eval_seconds_mean": float(np.mean(ev_s)),
-                "gp_gen_seconds_mean": float(
-                    np.mean(
-                        [
-                            r.seconds.get("gen_seconds", 0.0)
-                            for r in recs
-                            if r.node not in ("Sobol", "CenterOfSearchSpace")
-                        ]
-                        or [np.nan]
-                    )
-                ),
-            }
-            results[kind].append(row)
-            curves[f"{kind} seed {s}"] = best_so_far(vals, feas)
-            print(
-                f"{kind:6s} seed {s}: trials to {args.fraction:.0%} of optimum: {k if k else f'not within {n_trials}'}; "
-                f"best {best:.6f} ({best / f_star:.4f}); {sum(feas)}/{len(pts)} feasible; to {also}; "
-                f"{row['seconds_per_trial']:.2f}s per trial (generate {row['gen_seconds_mean']:.2f}s, "
-                f"evaluate {row['eval_seconds_mean']:.3f}s)",
-                flush=True,
-            )
+    for label in args.settings:
+        gen_map = OmegaConf.to_container(compose([*overrides, *label.split()]).generation, resolve=True)
+        results.setdefault("generation", {})[label] = gen_map
+        for s in range(args.ax_seeds):
+            gen = GenerationConfig.from_mapping({**gen_map, "seed": s})
+            row, bsf = run_one("ax", label, s, gen, problem, evaluator, n_trials, f_star, args)
+            results["ax"].append(row)
+            curves[f"ax {label} seed {s}".replace("  ", " ")] = bsf
+    for s in range(args.random_seeds):
+        gen = GenerationConfig(method="random_search", seed=s, noiseless=True)
+        row, bsf = run_one("random", "random_search", s, gen, problem, evaluator, n_trials, f_star, args)
+        results["random"].append(row)
+        curves[f"random seed {s}"] = bsf
 
-    rk = [r["trials_to_target"] for r in results["random"]]
-    print("\nsummary")
+    print(f"\nsummary ({what}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
     print(
         f"  dense-search optimum f* = {f_star:.6f} ({dense['points']} points); baseline "
         f"{base[problem.objective_metric] / f_star:.4f} of f*"
     )
-    for r in results["ax"]:
-        print(
-            f"  Ax (seed {r['seed']}): trials-to-{args.fraction:.0%} = {r['trials_to_target']}, best "
-            f"{r['best_fraction']:.4f} of f* in {n_trials} trials, {r['seconds_per_trial']:.2f}s per trial "
-            f"(GP trials {r['gp_gen_seconds_mean']:.2f}s to generate); trials to {r['trials_to_also']}"
-        )
-    print(
-        f"  random search ({len(rk)} seeds): trials-to-{args.fraction:.0%} = {rk} "
-        f"(reached in {sum(k is not None for k in rk)}/{len(rk)}), best fractions "
-        f"{[round(r['best_fraction'], 4) for r in results['random']]}, "
-        f"{np.mean([r['seconds_per_trial'] for r in results['random']]):.2f}s per trial; trials to "
-        f"{[r['trials_to_also'] for r in results['random']]}"
-    )
+    head = " | ".join(f"share of f* @{k} (per seed)" for k in args.at)
+    print(f"  | setting | s per GP trial (mean, max) | {head} |")
+    for kind, label in [("ax", lb) for lb in args.settings] + [("random", "random_search")] * (args.random_seeds > 0):
+        rows = [r for r in results[kind] if r["setting"] == label]
+        cells = " | ".join(" / ".join(share(r["fraction_at"][k]) for r in rows) for k in args.at)
+        gp = [r["gp_gen_seconds_mean"] for r in rows]
+        secs = "no GP" if kind == "random" else f"{np.mean(gp):.2f} ({max(r['gp_gen_seconds_max'] for r in rows):.2f})"
+        print(f"  | {label or 'default'} | {secs} | {cells} |")
     write_json(args.out / "benchmark.json", results)
     plot(
         curves,
@@ -256,6 +297,11 @@ def main() -> None:
         problem.objective_metric,
     )
     print(f"  written: {args.out / 'benchmark.json'}, {args.out / 'convergence.png'}")
+
+
+def share(x: float | None) -> str:
+    """A share of f* for the table: '—' past the budget, 'none' before the first feasible trial."""
+    return "—" if x is None else ("none" if x != x else f"{x:.4f}")
 
 
 def fmt(w: dict[str, float]) -> str:

@@ -2,20 +2,18 @@
 
 :class:`AxLoop` wraps one ``ax.Client`` (Ax ≥ 1.3):
 
-* **search space** from :class:`~mtrank.tuning.space.SearchSpace` (S1 exact through a derived parameter,
-  S2 bounds), every generated trial checked against it before it is handed out;
-* **objective and outcome constraints** (S3–S5, relative to an evaluated baseline arm) from
-  :mod:`mtrank.tuning.outcomes`;
+* **search space** from :class:`~mtrank.tuning.space.SearchSpace` (S1 exact through a derived parameter or the
+  box map of ``generation.simplex: box``; S2 bounds), every generated trial checked before it is handed out;
+  callers see the weights, never box coordinates;
+* **objective and outcome constraints** (S3–S5, relative to an evaluated baseline arm): :mod:`.outcomes`;
 * **baseline arm** attached first (``Client.attach_baseline``) and evaluated like any trial;
-* **ask / tell / fail** for callers that launch trials themselves (the sweeper, in batches), and
-  :meth:`AxLoop.run` for in-process evaluation (the utility tuner);
+* **ask / tell / fail** for callers that launch trials themselves (the sweeper), :meth:`AxLoop.run` in process;
 * **state** in one Ax JSON snapshot, rewritten atomically after every change. A trial is saved as RUNNING
   before it is evaluated, so a run killed at any point resumes with :meth:`AxLoop.open`: trials left
   RUNNING are evaluated again with their stored parameters (same trial index), nothing else is redone,
   and the loop stops when ``n_trials`` trials (besides the baseline) have finished.
 
-The few reads of Ax state that the ``Client`` does not expose publicly (the experiment's trials and
-data) are kept in this module.
+The few reads of Ax state that the ``Client`` does not expose publicly (trials and data) are kept here.
 """
 
 from __future__ import annotations
@@ -92,8 +90,10 @@ class AxLoop:
         minimize: bool = False,
         path: str | os.PathLike | None = None,
         generation: GenerationConfig = GenerationConfig(),
+        box: bool = False,
     ) -> None:
         self.client = client
+        self.box = box  # the Ax experiment's parameters are box coordinates (mtrank.tuning.simplex)
         self.space = space
         self.objective = objective
         self.constraints = list(constraints)
@@ -128,9 +128,10 @@ class AxLoop:
         if objective in {c.metric for c in constraints}:
             raise ValueError(f"the objective {objective} cannot also carry an outcome constraint")
         client = Client(random_seed=generation.seed)
+        box = generation.simplex == "box" and space.sum_constraint is not None
         client.configure_experiment(
-            parameters=space.ax_parameters(),
-            parameter_constraints=space.ax_parameter_constraints() or None,
+            parameters=space.ax_parameters(box),
+            parameter_constraints=space.ax_parameter_constraints(box) or None,
             name=name,
         )
         client.configure_optimization(
@@ -138,13 +139,13 @@ class AxLoop:
             outcome_constraints=[c.ax_string() for c in constraints] or None,
         )
         client.set_generation_strategy(generation.strategy())
-        loop = cls(client, space, objective, constraints, n_trials, minimize, path, generation)
+        loop = cls(client, space, objective, constraints, n_trials, minimize, path, generation, box)
         if baseline is not None:
             values = space.complete(baseline)
             problems = space.check(values)
             if problems:
                 raise ValueError(f"the baseline arm is outside the search space: {problems}")
-            client.attach_baseline(parameters=values, arm_name=BASELINE_ARM)
+            client.attach_baseline(parameters=space.to_ax(values, box), arm_name=BASELINE_ARM)
         loop.save()
         return loop
 
@@ -159,8 +160,8 @@ class AxLoop:
         minimize: bool = False,
         generation: GenerationConfig = GenerationConfig(),
     ) -> AxLoop:
-        """Resume from an Ax snapshot. The generation strategy is the one saved in it; from ``generation``
-        only the run-time settings (``noiseless``, ``torch_threads``) are taken."""
+        """Resume from an Ax snapshot. The generation strategy and the parameterisation (``simplex``) are the ones
+        saved in it; from ``generation`` only the run-time settings (``noiseless``, ``torch_threads``) are taken."""
         from ax import Client
 
         p = Path(path)
@@ -169,7 +170,8 @@ class AxLoop:
         except Exception as e:  # noqa: BLE001 - name the file in the error
             raise RuntimeError(f"cannot resume from {p}: not a readable Ax client snapshot ({e})") from e
         got = set(client._experiment.search_space.parameters)  # noqa: SLF001
-        if got != set(space.names):
+        box = space.sum_constraint is not None and got == set(space.ax_names(box=True))
+        if not box and got != set(space.names):
             raise ValueError(
                 f"cannot resume from {p}: its search space has parameters {sorted(got)}, the configuration "
                 f"{sorted(space.names)}; start a new run (resume=false) or point to another state file"
@@ -184,7 +186,7 @@ class AxLoop:
                 f"cannot resume from {p}: its outcome constraints are on {stored}, the configuration's on "
                 f"{wanted}; start a new run (resume=false) to change the problem"
             )
-        loop = cls(client, space, objective, constraints, n_trials, minimize, p, generation)
+        loop = cls(client, space, objective, constraints, n_trials, minimize, p, generation, box)
         log.info("Resumed %s: %d finished, %d running, budget %d", p, loop.n_finished, len(loop.pending()), n_trials)
         return loop
 
@@ -231,7 +233,10 @@ class AxLoop:
         """RUNNING trials (the baseline first): generated or attached but never finished."""
         b = self.baseline_index
         idx = sorted((i for i in self._experiment.trials if self._status(i) == "RUNNING"), key=lambda i: (i != b, i))
-        return {i: dict(self._experiment.trials[i].arm.parameters) for i in idx}
+        return {i: self._params(i) for i in idx}
+
+    def _params(self, i: int) -> dict[str, Any]:  # the weights, also when Ax searches box coordinates
+        return self.space.from_ax(self._experiment.trials[i].arm.parameters, self.box)
 
     @property
     def remaining(self) -> int:
@@ -286,6 +291,7 @@ class AxLoop:
                 self.exhausted = True
                 return {}
         seconds = (time.perf_counter() - t0) / max(1, len(trials))
+        trials = {i: self.space.from_ax(p, self.box) for i, p in trials.items()}
         for i, params in trials.items():
             problems = self.space.check(params)
             if problems:  # never hand out a trial outside S1/S2
@@ -331,10 +337,8 @@ class AxLoop:
         on_trial: Callable[[TrialRecord], None] | None = None,
     ) -> None:
         """Evaluate in this process until the budget is spent: pending trials (the baseline first), then new ones.
-
-        An exception in ``evaluate`` marks the trial failed and is re-raised only for the baseline (no
-        relative constraint can be checked without it).
-        """
+        An exception in ``evaluate`` marks the trial failed; it is re-raised only for the baseline (no relative
+        constraint can be checked without it)."""
         while True:
             todo = self.pending() or self.ask(1, save=False)
             if not todo:
@@ -383,7 +387,7 @@ class AxLoop:
                     arm=t.arm.name,
                     status=status,
                     node=node if i != b else "baseline",
-                    params=dict(t.arm.parameters),
+                    params=self._params(i),
                     metrics=vals,
                     is_baseline=i == b,
                     feasible=feasible,

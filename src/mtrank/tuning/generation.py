@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 METHODS = ("fast", "random_search")
+SIMPLEX = ("derived", "box")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,11 @@ class GenerationConfig:
     BoTorch optimises with SLSQP, which dominates the seconds per GP trial on a small CPU; fewer restarts
     and raw samples cut it roughly in proportion. ``torch_threads``: torch's intra-op threads while Ax
     generates (``None``: leave as is). The GP's tensors are tiny, so one thread is fastest — several threads
-    on a busy machine made each trial ~8x slower in our measurements.
+    on a busy machine made each trial ~8x slower in our measurements. ``simplex``: how Ax sees a sum constraint
+    (S1): ``derived`` — the free weights with linear inequalities for the derived one's bounds (BoTorch's
+    hit-and-run sampling and SLSQP); ``box`` — one ``[0, 1]`` coordinate per free weight, mapped onto the
+    weights exactly by :class:`mtrank.tuning.simplex.BoxMap` (Sobol raw samples and L-BFGS-B, several times
+    faster per GP trial). A resumed experiment keeps the parameterisation it was created with.
     """
 
     method: str = "fast"
@@ -37,10 +42,13 @@ class GenerationConfig:
     raw_samples: int | None = None
     maxiter: int | None = None
     torch_threads: int | None = 1
+    simplex: str = "derived"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"generation.method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.simplex not in SIMPLEX:
+            raise ValueError(f"generation.simplex must be one of {list(SIMPLEX)}, got {self.simplex!r}")
         if self.initialization_budget is not None and self.initialization_budget < 0:
             raise ValueError(f"generation.initialization_budget must be >= 0, got {self.initialization_budget}")
 

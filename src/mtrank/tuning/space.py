@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtrank.tuning.simplex import BoxMap
+
 __all__ = ["Range", "Choice", "SumConstraint", "SearchSpace", "weight_space"]
 
 # |Σ w − C| allowed by check(): floating-point rounding of Ax's C − Σ others, nothing more.
@@ -155,15 +157,51 @@ class SearchSpace:
         assert sc is not None
         return [n for n in sc.names if n != sc.derived]
 
+    # ------------------------------------------------------------------ S1 as a box (mtrank.tuning.simplex)
+    def box_map(self) -> BoxMap | None:
+        """The stick-breaking map of the sum constraint's weights onto a box, or None without a sum constraint."""
+        sc = self.sum_constraint
+        if sc is None:
+            return None
+        bounds = {n: (p.low, p.high) for n in sc.names if isinstance(p := self.by_name[n], Range)}
+        return BoxMap.of(sc.names, bounds, sc.total, sc.derived)
+
+    def ax_names(self, box: bool = False) -> list[str]:
+        """The parameters of the Ax experiment: every parameter, or with ``box`` the box coordinates in place of
+        the sum constraint's weights."""
+        bm = self.box_map() if box else None
+        if bm is None:
+            return self.names
+        return [p.name for p in self.params if p.name not in bm.names] + bm.box_names
+
+    def to_ax(self, values: Mapping[str, Any], box: bool = False) -> dict[str, Any]:
+        """Parameter values (complete) → the Ax experiment's parameters."""
+        bm = self.box_map() if box else None
+        if bm is None:
+            return dict(values)
+        return {k: v for k, v in values.items() if k not in bm.names} | bm.to_box(values)
+
+    def from_ax(self, params: Mapping[str, Any], box: bool = False) -> dict[str, Any]:
+        """The Ax experiment's parameters → parameter values (in this space's order, derived weight included)."""
+        bm = self.box_map() if box else None
+        if bm is None:
+            return dict(params)
+        w = bm.to_weights(params)
+        return {p.name: w[p.name] if p.name in w else params[p.name] for p in self.params}
+
     # ------------------------------------------------------------------ Ax
-    def ax_parameters(self) -> list[Any]:
-        """Ax parameter configs: ranges and choices, plus the derived parameter of the sum constraint."""
+    def ax_parameters(self, box: bool = False) -> list[Any]:
+        """Ax parameter configs: ranges and choices, plus the derived parameter of the sum constraint (or, with
+        ``box``, the box coordinates ``[0, 1]`` of the sum constraint's weights instead of those weights)."""
         from ax import ChoiceParameterConfig, RangeParameterConfig
         from ax.api.configs import DerivedParameterConfig
 
         out: list[Any] = []
+        bm = self.box_map() if box else None
         for p in self.params:
             if self.sum_constraint is not None and p.name == self.sum_constraint.derived:
+                continue
+            if bm is not None and p.name in bm.names:
                 continue
             if isinstance(p, Range):
                 lo, hi = (int(p.low), int(p.high)) if p.kind == "int" else (float(p.low), float(p.high))
@@ -179,17 +217,25 @@ class SearchSpace:
                         name=p.name, values=list(p.values), parameter_type=ptype, is_ordered=p.ordered
                     )
                 )
-        if self.sum_constraint is not None:
+        if bm is not None:
+            out += [RangeParameterConfig(name=n, bounds=(0.0, 1.0), parameter_type="float") for n in bm.box_names]
+        elif self.sum_constraint is not None:
             sc = self.sum_constraint
             expr = _fmt(sc.total) + "".join(f" - {n}" for n in self._others())
             out.append(DerivedParameterConfig(name=sc.derived, expression_str=expr, parameter_type="float"))
         return out
 
-    def ax_parameter_constraints(self) -> list[str]:
-        """The derived parameter's bounds as inequalities on the others, plus the extra constraints."""
+    def ax_parameter_constraints(self, box: bool = False) -> list[str]:
+        """The derived parameter's bounds as inequalities on the others, plus the extra constraints (with ``box``:
+        none for the sum constraint, which the box map holds)."""
         out = list(self.parameter_constraints)
         sc = self.sum_constraint
-        if sc is not None:
+        if box and sc is not None and out:
+            raise ValueError(
+                f"parameter constraints {out} cannot be combined with generation.simplex=box (the sum constraint's "
+                "weights are not Ax parameters there); use generation.simplex=derived"
+            )
+        if sc is not None and not box:
             d = self.by_name[sc.derived]
             assert isinstance(d, Range)
             lhs = " + ".join(self._others())
