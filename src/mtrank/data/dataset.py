@@ -17,10 +17,9 @@ So every row is read exactly once per epoch across all ranks and workers, and th
 (seed, epoch, world size, number of workers) alone. Train shards are also shuffled once at processing, so a
 window's chunks hold rows from all over the log, and the window permutation mixes them within each batch.
 
-How a window is made: one thread pulls it from streaming Polars queries (``collect_batches`` over the segments
-of many windows: Polars decodes row groups on its own threads, across file boundaries), another gathers its rows
-in the shuffled order straight into one C-contiguous matrix per kind of column (categorical, numeric, labels,
-ids), and the consumer cuts the window into batches (views). DataLoader workers hand whole windows to the main
+How a window is made: one thread reads it (Polars, on its own threads), another draws its permutation and
+gathers its rows in that order straight into one C-contiguous matrix per kind of column (categorical, numeric,
+labels, ids), and the consumer cuts the window into batches (views). DataLoader workers hand whole windows to the main
 process in shared memory (:mod:`mtrank.data.loader`).
 
 Resuming mid-epoch: :meth:`ShardStream.resume_at` sets the epoch and the number of batches the DataLoader had
@@ -54,7 +53,6 @@ from mtrank.data.stream_plan import Segment, plan, rank_batches, take, window_sk
 
 READ_AHEAD = 2  # windows read ahead of the consumer (by one thread, in order)
 GATHER_AHEAD = 1  # windows gathered into tensors ahead of the consumer (by another thread, in order)
-QUERY_ROWS = 1 << 20  # rows read by one streaming Polars query (its plan holds one slice per segment)
 
 
 class ShardStream(IterableDataset):
@@ -142,41 +140,17 @@ class ShardStream(IterableDataset):
         return out
 
     def _frames(self, reads: Sequence[list[Segment]]) -> Iterator[pl.DataFrame]:
-        """One DataFrame per entry of ``reads`` (the segments of one window, in order).
-
-        The segments are read by streaming Polars queries (``collect_batches``), each over the windows of at least
-        ``QUERY_ROWS`` rows: Polars decodes row groups on its own threads and ahead of the consumer, across file
-        and segment boundaries, with no per-window query to plan. The next query starts as soon as the current
-        one is being consumed, so its first rows are ready when they are needed."""
-        scans = [pl.scan_parquet(p).select(self._columns) for p in self.paths]
-        groups, group, n = [], [], 0
+        """One DataFrame per entry of ``reads`` (the segments of one window, in order): each segment is a slice of
+        a lazy scan of its file (one scan per file: its Parquet metadata is read once), collected by Polars on its
+        own threads."""
+        scans: dict[int, pl.LazyFrame] = {}
         for segments in reads:
-            group.append(segments)
-            n += sum(s.length for s in segments)
-            if n >= QUERY_ROWS:
-                groups.append(group)
-                group, n = [], 0
-        if group:
-            groups.append(group)
-
-        def start(group: list[list[Segment]]):
-            parts = [scans[s.file].slice(s.offset, s.length) for segments in group for s in segments]
-            return pl.concat(parts).collect_batches()
-
-        running = start(groups[0]) if groups else None
-        for g, group in enumerate(groups):
-            batches, running = running, (start(groups[g + 1]) if g + 1 < len(groups) else None)
-            pending, have = [], 0
-            for segments in group:
-                need = sum(s.length for s in segments)
-                while have < need:
-                    frame = next(batches)
-                    pending.append(frame)
-                    have += frame.height
-                window = pl.concat(pending, rechunk=False) if len(pending) > 1 else pending[0]
-                yield window.slice(0, need)
-                rest = window.slice(need)
-                pending, have = ([rest] if rest.height else []), rest.height
+            parts = []
+            for seg in segments:
+                if seg.file not in scans:
+                    scans[seg.file] = pl.scan_parquet(self.paths[seg.file]).select(self._columns)
+                parts.append(scans[seg.file].slice(seg.offset, seg.length).collect())
+            yield pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for tensors, sizes in self.iter_windows():
@@ -227,26 +201,32 @@ class ShardStream(IterableDataset):
             skip = skips[worker]
         segments, sizes = self._plan(epoch, worker, num_workers)
         rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
-        # which windows to read, and the rows of each: drawn up front, in order, for skipped windows too (so that
-        # a resumed stream permutes the windows it reads exactly as the interrupted one did)
+        # the windows still to deliver: (segments to read, batch sizes, batches already delivered, rows, first row
+        # to deliver). Each window's permutation is the next draw of ``rng``, in window order: windows delivered
+        # whole before a restart draw theirs here, the others in the gather thread, which takes them in order
         work, start = [], 0
         for group in windows(sizes, self.buffer_size):
             n = sum(group)
-            perm = rng.permutation(n) if self.shuffle else None  # the shuffle buffer: the window's rows permuted
             done = min(skip, len(group))  # batches of this window delivered before a restart
             skip -= done
-            if done < len(group):
-                work.append((take(segments, start, start + n), group, done, perm))
+            first = sum(group[:done])
+            if done == len(group):
+                if self.shuffle:
+                    rng.permutation(n)  # keep the draws of the windows after it as they were
+            elif self.shuffle:  # a shuffled window is read whole: its permutation decides which rows were delivered
+                work.append((take(segments, start, start + n), group, done, n, first))
+            else:  # an unshuffled one from its first undelivered row
+                work.append((take(segments, start + first, start + n), group, done, n - first, 0))
             start += n
-        # the rows each window still has to deliver: a shuffled window is read whole (its permutation decides which
-        # rows were delivered), an unshuffled one from its first undelivered row
-        reads, rows = [], []
-        for segments, group, done, perm in work:
-            first, n = sum(group[:done]), sum(group)
-            reads.append(segments if perm is not None else take(segments, first, n))
-            rows.append(perm[first:] if perm is not None else None)
+        reads = [w[0] for w in work]
+
+        def rows_of(i: int) -> np.ndarray | None:
+            """The rows of window i still to deliver, in the order they are delivered (all, in order, if None)."""
+            _, _, _, n, first = work[i]
+            return rng.permutation(n)[first:] if self.shuffle else None
+
         frames = self._frames(reads)
-        # a three-stage pipeline: one thread pulls windows from the Polars queries (READ_AHEAD windows ahead), one
+        # a three-stage pipeline: one thread reads windows (READ_AHEAD windows ahead), one
         # gathers them into tensors (GATHER_AHEAD windows ahead), and the consumer trains on the current one.
         # Polars, NumPy and torch release the GIL, so the stages overlap; each stage is one thread, so windows
         # keep their order and the stream is the same as a sequential one.
@@ -262,13 +242,13 @@ class ShardStream(IterableDataset):
             def gather(i: int) -> dict[str, torch.Tensor]:
                 frame = read[i].result()
                 read[i] = None  # release the frame once gathered
-                return self._tensors(frame, rows[i], shared)
+                return self._tensors(frame, rows_of(i), shared)
 
             for i in range(READ_AHEAD):
                 read_ahead(i)
             for i in range(min(GATHER_AHEAD, n)):
                 made[i] = gatherer.submit(gather, i)
-            for i, (_, group, done, _) in enumerate(work):
+            for i, (_, group, done, _, _) in enumerate(work):
                 read_ahead(i + READ_AHEAD)
                 if i + GATHER_AHEAD < n:
                     made[i + GATHER_AHEAD] = gatherer.submit(gather, i + GATHER_AHEAD)
