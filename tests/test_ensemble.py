@@ -124,11 +124,12 @@ def test_presets_default_to_one_member(tmp_path):
         assert cfg.model.ensemble_size == 1, experiment
 
 
-def test_an_ensemble_trains_selects_per_head_and_evaluates_from_its_run(tmp_path):
+def test_an_ensemble_trains_selects_per_head_evaluates_and_exports_from_its_run(tmp_path):
     from helpers import FAST_RUN, compose_config
     from mtrank.jobs.evaluate import evaluate
     from mtrank.jobs.train import train
     from mtrank.scoring.run import load_run
+    from mtrank.serving.export import export_run
 
     cfg = compose_config(
         "train",
@@ -156,3 +157,6 @@ def test_an_ensemble_trains_selects_per_head_and_evaluates_from_its_run(tmp_path
     for t in cfg.tasks.names:
         assert 0.5 < metrics[f"test/{t}/auroc"] <= 1.0
         assert figures[f"test/{t}/auroc"] == pytest.approx(metrics[f"test/{t}/auroc"], abs=2e-3), t
+    # the served network: exported and checked against the checkpoint's logits by export_run itself
+    art = export_run(run_dir, weights={t: 1.0 for t in cfg.tasks.names}, utility_name="test")
+    assert (art / "network.pt2").is_file()
