@@ -317,7 +317,13 @@ def test_wide_weight_decay_adds_each_heads_l2_to_its_wide_weights_gradient_only(
         torch.testing.assert_close(d.grad, a.grad)  # nor on the deep part
 
 
-@pytest.mark.parametrize("bad", [-1.0, {"nope": 1.0}, {"save": -0.1}, "x", True])
+@pytest.mark.parametrize("bad", [-1.0, {"save": "x"}, {"save": -0.1}, "x", True])
 def test_wide_weight_decay_bad_values_name_the_key(bad):
     with pytest.raises(ValueError, match="model.net.wide_weight_decay"):
         MMoENet(make_spec(), TASKS, embedding_dim=4, n_experts=2, expert=(8,), wide=True, wide_weight_decay=bad)
+
+
+def test_wide_weight_decay_skips_tasks_that_are_not_heads_with_a_warning(caplog):
+    net = SharedBottomNet(make_spec(), TASKS, wide=True, wide_weight_decay={"hide": 1e-3, "save": 0.5})
+    assert net.wide.l2.tolist() == [0.0, 0.5]
+    assert "model.net.wide_weight_decay names ['hide']" in caplog.text

@@ -7,7 +7,8 @@ own weight) plus a linear term in the normalised numerics. Heads share no parame
 with Eq. 2 and equal task weights is the same as fitting one logistic regression per task; L2 is the optimiser's
 ``weight_decay``. ``dropout`` drops whole feature terms (a categorical feature's weight, a numeric's product) in
 training, scaled by 1/(1-p) (feature dropout, a regulariser for sparse one-hot models). ``weight_decay`` (a number
-for every head or ``{head: value}``, default none) is an L2 per head on the weights (not the bias): ``λ_h · w_h`` is
+for every head or ``{head: value}``, default none) is an L2 per head on the weights (not the bias; a map's entries for tasks that are not heads of this model, e.g. a
+preset's in a single-task run, are skipped with a warning): ``λ_h · w_h`` is
 added to their gradient in the backward pass, as the optimiser's ``weight_decay`` does for a whole tensor, so that
 a rare head's weights can be held closer to zero than a frequent head's (``model.net.wide_weight_decay`` of the
 nets' wide part).
@@ -15,6 +16,7 @@ nets' wide part).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -23,6 +25,8 @@ from torch import Tensor, nn
 from mtrank.data.spec import FeatureSpec
 
 __all__ = ["LogisticNet"]
+
+log = logging.getLogger(__name__)
 
 
 class LogisticNet(nn.Module):
@@ -107,8 +111,10 @@ def _per_head_l2(heads: tuple[str, ...], value: float | Mapping[str, float] | No
         return [0.0] * len(heads)
     if isinstance(value, Mapping):
         extra = sorted(set(value) - set(heads))
-        if extra:
-            raise ValueError(f"{key} names unknown heads {extra}; heads are {list(heads)}")
+        if extra:  # a preset's value for a task this run does not train (tasks.names=[t]): skipped, said once
+            log.warning("%s names %s, not head(s) of this model %s: skipped", key, extra, list(heads))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            raise ValueError(f"{key} = {value!r}: expected a number ≥ 0 per head")
         out = [float(value.get(h, 0.0)) for h in heads]
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key} = {value!r}: expected a number ≥ 0 or {{head: number}}")
