@@ -116,12 +116,19 @@ def test_checkpoint_config_rebuilds_the_ensemble_with_the_default_size():
     torch.testing.assert_close(again(b), model(b))
 
 
-def test_presets_default_to_one_member(tmp_path):
+def test_presets_ensemble_only_where_it_won(tmp_path):
     from helpers import compose_config
 
-    for experiment in ("multitask", "kuairand", "census_mmoe"):
+    for experiment, size in (("multitask", 1), ("census_mmoe", 1), ("census", 1), ("kuairand", 3)):
         cfg = compose_config("train", [f"experiment={experiment}"], tmp_path)
-        assert cfg.model.ensemble_size == 1, experiment
+        assert cfg.model.ensemble_size == size, experiment
+    kuairand = compose_config("train", ["experiment=kuairand"], tmp_path)
+    assert kuairand.model.net.wide_weight_decay == {"hide": 1.0e-3}
+    assert kuairand.callbacks.per_head_selection.min_delta == 0.005
+    # the baselines and the single net of the same experiment compose without the ensemble or the hide L2
+    for model in ("logistic", "shared_bottom", "shared_bottom_wide"):
+        cfg = compose_config("train", ["experiment=kuairand", f"model={model}"], tmp_path)
+        assert cfg.model.ensemble_size == 1 and not cfg.model.net.get("wide_weight_decay"), model
 
 
 def test_an_ensemble_trains_selects_per_head_evaluates_and_exports_from_its_run(tmp_path):
