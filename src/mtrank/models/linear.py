@@ -7,11 +7,11 @@ own weight) plus a linear term in the normalised numerics. Heads share no parame
 with Eq. 2 and equal task weights is the same as fitting one logistic regression per task; L2 is the optimiser's
 ``weight_decay``. ``dropout`` drops whole feature terms (a categorical feature's weight, a numeric's product) in
 training, scaled by 1/(1-p) (feature dropout, a regulariser for sparse one-hot models). ``weight_decay`` (a number
-for every head or ``{head: value}``, default none) is an L2 per head on the weights (not the bias; a map's entries for tasks that are not heads of this model, e.g. a
-preset's in a single-task run, are skipped with a warning): ``λ_h · w_h`` is
+for every head or ``{head: value}``, default none) is an L2 per head on the weights (not the bias): ``λ_h · w_h`` is
 added to their gradient in the backward pass, as the optimiser's ``weight_decay`` does for a whole tensor, so that
 a rare head's weights can be held closer to zero than a frequent head's (``model.net.wide_weight_decay`` of the
-nets' wide part).
+nets' wide part). A map's entries for tasks that are not heads of this model (a preset's value in a single-task
+run) are skipped with a warning.
 """
 
 from __future__ import annotations
