@@ -291,3 +291,39 @@ def test_census_search_space_names_keys_of_the_experiment(experiment, tmp_path):
     assert cfg.hydra.sweeper.objective == "val/income/auroc"
     assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
     assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.early_stopping.mode == "min"
+
+
+def test_wide_weight_decay_adds_each_heads_l2_to_its_wide_weights_gradient_only():
+    spec = make_spec()
+    b = make_batch(spec)
+    nets = []
+    for decay in (None, {"save": 0.5}):
+        torch.manual_seed(0)
+        net = SharedBottomNet(spec, TASKS, embedding_dim=4, trunk=(8,), tower=(), wide=True, wide_weight_decay=decay)
+        with torch.no_grad():
+            for p in net.wide.parameters():
+                p.normal_()
+        net(b).sum().backward()
+        nets.append(net)
+    plain, decayed = nets
+    assert plain.state_dict().keys() == decayed.state_dict().keys()  # checkpoints unchanged by the option
+    for a, d in zip(plain.wide.weights, decayed.wide.weights):  # [cardinality, heads]: click 0, save 0.5
+        torch.testing.assert_close(d.weight.grad[:, 0], a.weight.grad[:, 0])
+        torch.testing.assert_close(d.weight.grad[:, 1], a.weight.grad[:, 1] + 0.5 * d.weight[:, 1].detach())
+    wn, an = decayed.wide.numeric.weight, plain.wide.numeric.weight  # [heads, n_numeric]
+    torch.testing.assert_close(wn.grad, an.grad + torch.tensor([[0.0], [0.5]]) * wn.detach())
+    torch.testing.assert_close(decayed.wide.bias.grad, plain.wide.bias.grad)  # no decay on the bias
+    for a, d in zip(plain.feature_layer.parameters(), decayed.feature_layer.parameters()):
+        torch.testing.assert_close(d.grad, a.grad)  # nor on the deep part
+
+
+@pytest.mark.parametrize("bad", [-1.0, {"save": "x"}, {"save": -0.1}, "x", True])
+def test_wide_weight_decay_bad_values_name_the_key(bad):
+    with pytest.raises(ValueError, match="model.net.wide_weight_decay"):
+        MMoENet(make_spec(), TASKS, embedding_dim=4, n_experts=2, expert=(8,), wide=True, wide_weight_decay=bad)
+
+
+def test_wide_weight_decay_skips_tasks_that_are_not_heads_with_a_warning(caplog):
+    net = SharedBottomNet(make_spec(), TASKS, wide=True, wide_weight_decay={"hide": 1e-3, "save": 0.5})
+    assert net.wide.l2.tolist() == [0.0, 0.5]
+    assert "model.net.wide_weight_decay names ['hide']" in caplog.text

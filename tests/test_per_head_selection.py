@@ -113,3 +113,48 @@ def test_callback_bad_settings_name_the_key():
     model = module()
     with pytest.raises(KeyError, match="callbacks.per_head_selection: val/click/auroc is not logged"):
         PerHeadSelection(metric="auroc").on_validation_end(fake_trainer(0, {"val/loss": 1.0}, []), model)
+
+
+def test_min_delta_keeps_a_head_at_the_checkpoints_epoch_unless_its_own_best_is_clearly_better(tmp_path):
+    model = module()
+    cb = PerHeadSelection(min_delta=0.01)
+    saved = []
+    states = []
+    # val/loss (the checkpoint's monitor) is best at epoch 2; click's own best (epoch 1) is 0.2% better than its
+    # figure at epoch 2 (noise: stays at 2), share's own best (epoch 0) 25% better (moves)
+    rows = [(0.5, 0.510, 0.030), (0.45, 0.500, 0.035), (0.40, 0.501, 0.040), (0.42, 0.505, 0.045)]
+    for epoch, (loss, click, share) in enumerate(rows):
+        with torch.no_grad():
+            for p in model.net.parameters():
+                p.add_(0.1)
+        states.append({k: v.clone() for k, v in model.net.state_dict().items()})
+        trainer = fake_trainer(epoch, {"val/loss": loss, "val/click/logloss": click, "val/share/logloss": share}, saved)
+        trainer.checkpoint_callback = SimpleNamespace(monitor="val/loss", mode="min")
+        cb.on_validation_end(trainer, model)
+    assert cb.kept[1] == 2 and cb.kept[0] == pytest.approx(0.40)
+    assert cb.epochs() == {"click": 2, "share": 0}
+    assert sorted(cb.states) == [0, 1, 2]  # epoch 1: click's own best, kept in case the kept epoch moves
+    model.eval()
+    assert cb.finalize(model, fake_trainer(3, {}, saved), tmp_path) == str(tmp_path / "per_head.ckpt")
+    assert model.net.head_copy.tolist() == [1, 0]  # copies in epoch order: 0 (share), 2 (click)
+    ref = module().net
+    ref.eval()
+    ref.load_state_dict(states[2])
+    torch.testing.assert_close(model(make_batch())[:, 0], ref(make_batch())[:, 0])
+    # a larger margin: share stays too, nothing to compose
+    strict = PerHeadSelection(min_delta=0.5)
+    for epoch, (loss, click, share) in enumerate(rows):
+        trainer = fake_trainer(epoch, {"val/loss": loss, "val/click/logloss": click, "val/share/logloss": share}, [])
+        trainer.checkpoint_callback = SimpleNamespace(monitor="val/loss", mode="min")
+        strict.on_validation_end(trainer, model)
+    assert strict.epochs() == {"click": 2, "share": 2}
+
+
+def test_min_delta_bad_values_and_a_missing_monitor_name_the_key():
+    for bad in (-0.1, "x", True):
+        with pytest.raises(ValueError, match="callbacks.per_head_selection.min_delta"):
+            PerHeadSelection(min_delta=bad)
+    trainer = fake_trainer(0, {"val/click/logloss": 0.5, "val/share/logloss": 0.05}, [])
+    trainer.checkpoint_callback = SimpleNamespace(monitor="val/loss", mode="min")
+    with pytest.raises(KeyError, match="callbacks.per_head_selection.min_delta"):
+        PerHeadSelection(min_delta=0.01).on_validation_end(trainer, module())

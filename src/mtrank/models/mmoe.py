@@ -45,7 +45,7 @@ class ExpertMixtureNet(MultiHeadNet):
         dropout, norm, activation: for experts and towers alike.
         gate_temperature: softmax temperature of the gates (1 = the paper's gate).
         head_bias_init: each head's final bias (float or {head: value}), e.g. the prior log-odds.
-        options: ``numeric_embedding``, ``wide``, ``wide_dropout`` (see :class:`MultiHeadNet`).
+        options: ``numeric_embedding``, ``wide``, ``wide_dropout``, ``wide_weight_decay`` (see :class:`MultiHeadNet`).
     """
 
     def __init__(

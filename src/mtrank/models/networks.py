@@ -62,7 +62,8 @@ class MultiHeadNet(nn.Module):
     * ``wide``: a wide (linear) part beside the deep one (Wide & Deep, Cheng et al. 2016): each head's logit is
       the deep logit plus a per-head logistic regression over the one-hot categoricals and the numerics
       (:class:`~mtrank.models.linear.LogisticNet`, zero-initialised, ``wide_dropout`` its feature dropout), so
-      the deep model contains the linear baseline.
+      the deep model contains the linear baseline; ``wide_weight_decay`` (a number or ``{head: value}``) an L2
+      per head on its weights, on top of the optimiser's.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class MultiHeadNet(nn.Module):
         numeric_embedding: Mapping | None = None,
         wide: bool = False,
         wide_dropout: float = 0.0,
+        wide_weight_decay: float | Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         heads = tuple(str(h) for h in heads)
@@ -97,7 +99,16 @@ class MultiHeadNet(nn.Module):
         if not 0.0 <= float(wide_dropout) < 1.0:
             raise ValueError(f"model.net.wide_dropout must be in [0, 1), got {wide_dropout}")
         # the deep towers keep the heads' bias (head_bias_init): the wide part starts at exactly zero
-        self.wide = LogisticNet(spec, heads, head_bias_init=None, dropout=float(wide_dropout)) if wide else None
+        self.wide = None
+        if wide:
+            self.wide = LogisticNet(
+                spec,
+                heads,
+                head_bias_init=None,
+                dropout=float(wide_dropout),
+                weight_decay=wide_weight_decay,
+                weight_decay_key="model.net.wide_weight_decay",
+            )
 
     def _build_towers(
         self,

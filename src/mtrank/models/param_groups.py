@@ -4,7 +4,9 @@
 ``wide`` for the wide part, ``feature_layer.embeddings`` for the id embeddings) to the optimiser settings of the
 parameters under it (``lr``, ``weight_decay``, any key the optimiser accepts per group); every other parameter
 keeps ``model.optimizer``'s. A parameter under two prefixes takes the longest one. A prefix that names no
-parameter is an error (a typo would otherwise silently change nothing).
+parameter is an error (a typo would otherwise silently change nothing). In a seed ensemble
+(:class:`mtrank.models.ensemble.EnsembleNet`) the prefixes are matched inside each member (``wide`` is every
+member's wide part).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def build_param_groups(
     net: nn.Module, groups: Mapping[str, Mapping[str, Any]] | None, key: str = "model.param_groups"
 ) -> list[dict[str, Any]]:
     """The optimiser's parameter groups: one per prefix of ``groups`` (with its settings), then the rest."""
-    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    source = getattr(net, "named_member_parameters", None) or net.named_parameters  # an ensemble: per member
+    named = [(n, p) for n, p in source() if p.requires_grad]
     if not groups:
         return [{"params": [p for _, p in named]}]
     if not isinstance(groups, Mapping):

@@ -201,10 +201,14 @@ class ModelConfig:
     head_bias_init: Any = None
     heads_text: str = ""
     bias_hint: str = ""
+    ensemble_size: Any = 1
     key: str = "model"
 
     def __post_init__(self) -> None:
         p = Problems()
+        if not is_whole(self.ensemble_size) or not self.ensemble_size >= 1:
+            k = f"{self.key}.ensemble_size"
+            p.add(k, f"{k} = {self.ensemble_size!r}: expected an integer ≥ 1 (1 = the plain net)")
         key, init, heads = f"{self.key}.net.head_bias_init", self.head_bias_init, self.heads
         if isinstance(init, Mapping):
             for k, v in init.items():
@@ -246,6 +250,7 @@ class ModelConfig:
                 head_bias_init=net.get("head_bias_init"),
                 heads_text=objective.heads_text,
                 bias_hint=objective.bias_hint,
+                ensemble_size=m.get("ensemble_size", 1),
                 key=key,
             ),
         )
@@ -299,9 +304,12 @@ class PerHeadSelectionConfig:
 
     metric: str = "logloss"
     mode: str = "min"
+    min_delta: float = 0.0  # relative gain a head needs to leave the checkpoint's epoch (0: its own best always)
     key: str = "callbacks.per_head_selection"
 
     def __post_init__(self) -> None:
         p = Problems()
         check_one_of(p, f"{self.key}.mode", self.mode, MONITOR_MODES)
+        if not is_number(self.min_delta) or not self.min_delta >= 0:
+            p.add(f"{self.key}.min_delta", f"{self.key}.min_delta = {self.min_delta!r}: expected a number ≥ 0")
         p.raise_if_any()

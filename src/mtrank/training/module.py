@@ -33,6 +33,7 @@ from mtrank.calibration.downsampling import correct_logits
 from mtrank.calibration.run_calibration import Calibration
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.metrics.stage import stage_metrics
+from mtrank.models.ensemble import ensemble_config
 from mtrank.models.param_groups import build_param_groups
 from mtrank.training.checkpoints import RNG_KEY, rng_states, set_rng_states
 from mtrank.training.config import CompileConfig
@@ -101,6 +102,9 @@ class RankingModule(pl.LightningModule):
             train split (:func:`mtrank.calibration.downsampling.downsampling_from_metadata`); None = no downsampling (β = 1).
             ``correct``: Eq. 3 per head at prediction time; ``reweight``: the training loss weights the sampled
             rows (no engagement of any task) by 1/β, so the heads need no correction.
+        ensemble_size: k > 1 trains k independently initialised copies of ``net`` (each on its own loss) and
+            serves the logit of the mean of their probabilities (:mod:`mtrank.models.ensemble`); it is saved as
+            the net's config (an ``EnsembleNet``), so a checkpoint rebuilds the ensemble with the default 1.
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class RankingModule(pl.LightningModule):
         downsampling: Mapping[str, Any] | None = None,
         compile: bool | Mapping[str, Any] | None = None,
         param_groups: Mapping[str, Any] | None = None,
+        ensemble_size: int = 1,
     ):
         super().__init__()
         if isinstance(spec, FeatureSpec):
@@ -121,6 +126,7 @@ class RankingModule(pl.LightningModule):
         net, loss, optimizer, scheduler, metrics, downsampling = map(
             _plain, (net, loss, optimizer, scheduler, metrics, downsampling)
         )
+        net = ensemble_config(net, ensemble_size)  # model.ensemble_size: the plain net for 1
         compile = _plain(compile)
         self.save_hyperparameters(
             {
@@ -226,12 +232,20 @@ class RankingModule(pl.LightningModule):
         )
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        logits = self(batch)
-        loss, per_task = self.compute_loss(logits, batch["labels"], self.training_row_weights(batch["labels"]))
+        members = getattr(self.net, "member_logits", None)
+        weights = self.training_row_weights(batch["labels"])
+        if members is None:
+            loss, per_task = self.compute_loss(self(batch), batch["labels"], weights)
+            shown = loss
+        else:  # a seed ensemble: the sum of the members' own losses, each member trained as if alone
+            losses = [self.compute_loss(logits, batch["labels"], weights) for logits in members(batch)]
+            loss = torch.stack([m for m, _ in losses]).sum()
+            shown = loss / len(losses)  # logged: the members' mean, on the scale of one net's loss
+            per_task = None if losses[0][1] is None else torch.stack([t for _, t in losses]).mean(0)
         if not self._logging_step():
             return loss
         bs = batch["labels"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/loss", shown, prog_bar=True, batch_size=bs)
         for name, value in self.objective.train_figures(per_task).items():
             self.log(f"train/{name}", value, batch_size=bs)
         return loss

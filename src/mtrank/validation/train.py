@@ -178,8 +178,14 @@ def _check_monitors(cfg: DictConfig, p: Problems, catalog: MetricCatalog) -> Non
             continue
         # only the keys read here are resolved (dirpath needs the Hydra run)
         if name == "per_head_selection":
-            v = resolved(cfg, {f"{key}.metric": "logloss", f"{key}.mode": "min"}, p)
-            build(p, PerHeadSelectionConfig, str(v.get(f"{key}.metric", "logloss")), v.get(f"{key}.mode", "min"))
+            v = resolved(cfg, {f"{key}.metric": "logloss", f"{key}.mode": "min", f"{key}.min_delta": 0.0}, p)
+            build(
+                p,
+                PerHeadSelectionConfig,
+                str(v.get(f"{key}.metric", "logloss")),
+                v.get(f"{key}.mode", "min"),
+                v.get(f"{key}.min_delta", 0.0),
+            )
         if "monitor" not in cb:
             continue
         v = resolved(
