@@ -31,7 +31,7 @@ yields the batches the interrupted one had not yet trained on, in the same order
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,6 +40,7 @@ import polars as pl
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from mtrank.data.shared_ring import SharedRing
 from mtrank.data.spec import (
     CAT_PREFIX,
     ITEM_COL,
@@ -89,6 +90,8 @@ class ShardStream(IterableDataset):
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         # batches of the current epoch already delivered before a restart (see resume_at)
         self._skip = torch.zeros(1, dtype=torch.int64).share_memory_()
+        # the shared-memory buffers DataLoader workers gather windows into (mtrank.data.shared_ring)
+        self.ring = SharedRing()
         self._cat = [CAT_PREFIX + f.name for f in spec.categorical]
         self._num = [NUM_PREFIX + n for n in spec.numeric]
         self._lab = [LABEL_PREFIX + t for t in spec.tasks]
@@ -124,19 +127,20 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         return rank_batches(self.rows, self.batch_size, self.world_size)
 
-    def _tensors(self, df: pl.DataFrame, rows: np.ndarray | None, shared: bool = False) -> dict[str, torch.Tensor]:
+    def _tensors(
+        self, df: pl.DataFrame, rows: np.ndarray | None, alloc: Alloc | None = None
+    ) -> dict[str, torch.Tensor]:
         """The window's rows ``rows`` (all, in order, if None) as batch tensors: each column is gathered and
-        converted straight into its place in a C-contiguous matrix (one pass over the data, no Polars gather)."""
-        out = {
-            "categorical": _gather(df, self._cat, torch.int64, rows, shared),
-            "numeric": _gather(df, self._num, torch.float32, rows, shared),
-            "labels": _gather(df, self._lab, torch.float32, rows, shared),
-            # [n, 1] matrices: their column is a contiguous view, in the same (possibly shared) storage
-            "request_id": _gather(df, [REQUEST_COL], torch.int64, rows, shared)[:, 0],
-            "item_id": _gather(df, [ITEM_COL], torch.int64, rows, shared)[:, 0],
-        }
-        if self._pt:
-            out["p_true"] = _gather(df, self._pt, torch.float32, rows, shared)
+        converted straight into its place in a C-contiguous matrix (one pass over the data, no Polars gather).
+        ``alloc(name, shape, dtype)`` gives the matrices (default: new tensors)."""
+        alloc = alloc or _new_tensor
+        kinds = [("categorical", self._cat, torch.int64), ("numeric", self._num, torch.float32)]
+        kinds += [("labels", self._lab, torch.float32), ("request_id", [REQUEST_COL], torch.int64)]
+        kinds += [("item_id", [ITEM_COL], torch.int64)] + ([("p_true", self._pt, torch.float32)] if self._pt else [])
+        n = df.height if rows is None else len(rows)
+        out = {name: _gather(df, cols, rows, alloc(name, (n, len(cols)), dtype)) for name, cols, dtype in kinds}
+        # the ids as [n, 1] matrices: their column is a contiguous view, in the same (possibly shared) storage
+        out["request_id"], out["item_id"] = out["request_id"][:, 0], out["item_id"][:, 0]
         return out
 
     def _frames(self, reads: Sequence[list[Segment]]) -> Iterator[pl.DataFrame]:
@@ -153,7 +157,7 @@ class ShardStream(IterableDataset):
             yield pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for tensors, sizes in self.iter_windows():
+        for tensors, sizes, _ in self.iter_windows():
             pos = 0
             for size in sizes:
                 yield {k: v[pos : pos + size] for k, v in tensors.items()}
@@ -175,13 +179,14 @@ class ShardStream(IterableDataset):
 
     def iter_windows(
         self, *, by_window: bool = False, shared: bool = False
-    ) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
-        """This worker's shuffle windows of the epoch: the tensors of the rows each still has to deliver, and the
-        sizes of the batches they make.
+    ) -> Iterator[tuple[dict[str, torch.Tensor], list[int], int]]:
+        """This worker's shuffle windows of the epoch: the tensors of the rows each still has to deliver, the
+        sizes of the batches they make, and the slot of :attr:`ring` they live in (-1: none).
 
         ``by_window``: a DataLoader takes whole windows from its workers in turn (rather than batches), which is
-        how a resume position is mapped back onto the workers. ``shared``: the tensors are allocated in shared
-        memory, so that handing a window to the main process passes a few file descriptors and copies nothing."""
+        how a resume position is mapped back onto the workers. ``shared``: the tensors are gathered into
+        shared-memory buffers of the worker's ring (:mod:`mtrank.data.shared_ring`), so that handing a window to the
+        main process passes a few file descriptors and copies nothing; the main process releases the slot."""
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch
@@ -239,10 +244,18 @@ class ShardStream(IterableDataset):
                 if i < n and read[i] is None:
                     read[i] = reader.submit(next, frames)
 
-            def gather(i: int) -> dict[str, torch.Tensor]:
+            def gather(i: int) -> tuple[dict[str, torch.Tensor], int]:
                 frame = read[i].result()
                 read[i] = None  # release the frame once gathered
-                return self._tensors(frame, rows_of(i), shared)
+                if not shared:
+                    return self._tensors(frame, rows_of(i)), -1
+                wid = info.id if info is not None else 0
+                slot = self.ring.claim(wid)
+
+                def alloc(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+                    return self.ring.buffer(wid, slot, name, shape, dtype)
+
+                return self._tensors(frame, rows_of(i), alloc), slot
 
             for i in range(READ_AHEAD):
                 read_ahead(i)
@@ -252,18 +265,20 @@ class ShardStream(IterableDataset):
                 read_ahead(i + READ_AHEAD)
                 if i + GATHER_AHEAD < n:
                     made[i + GATHER_AHEAD] = gatherer.submit(gather, i + GATHER_AHEAD)
-                tensors = made[i].result()
+                tensors, slot = made[i].result()
                 made[i] = None  # release it once handed on
-                yield tensors, group[done:]
+                yield tensors, group[done:], slot
 
 
-def _gather(
-    df: pl.DataFrame, cols: list[str], dtype: torch.dtype, rows: np.ndarray | None, shared: bool
-) -> torch.Tensor:
-    n = df.height if rows is None else len(rows)
-    out = torch.empty((n, len(cols)), dtype=dtype)
-    if shared:
-        out.share_memory_()
+Alloc = Callable[[str, tuple[int, ...], torch.dtype], torch.Tensor]
+
+
+def _new_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype)
+
+
+def _gather(df: pl.DataFrame, cols: list[str], rows: np.ndarray | None, out: torch.Tensor) -> torch.Tensor:
+    """Columns ``cols`` of ``df`` (rows ``rows``, or all in order) written into the ``[n, len(cols)]`` matrix ``out``."""
     matrix = out.numpy()
     for j, c in enumerate(cols):
         values = df.get_column(c).to_numpy()  # no copy for a single-chunk column without nulls

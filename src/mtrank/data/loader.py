@@ -19,20 +19,23 @@ from mtrank.data.dataset import ShardStream
 
 
 class WindowStream(IterableDataset):
-    """The windows of ``stream`` as items: ``{"tensors": {name: tensor}, "sizes": [batch sizes]}``."""
+    """The windows of ``stream`` as items: ``{"tensors": {name: tensor}, "sizes": [batch sizes], "slot": [worker,
+    slot of the stream's ring the tensors live in, or -1]}``."""
 
     def __init__(self, stream: ShardStream):
         super().__init__()
         self.stream = stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        shared = get_worker_info() is not None
-        for tensors, sizes in self.stream.iter_windows(by_window=True, shared=shared):
-            yield {"tensors": tensors, "sizes": sizes}
+        info = get_worker_info()
+        shared = info is not None
+        for tensors, sizes, slot in self.stream.iter_windows(by_window=True, shared=shared):
+            yield {"tensors": tensors, "sizes": sizes, "slot": [info.id if shared else 0, slot]}
 
 
 class WindowBatches:
     """Batches of a DataLoader over a :class:`WindowStream`: each window cut into its batches (views, no copy).
+    A window gathered into a worker's ring slot releases it once the window and all its batches are gone.
 
     ``dataset`` is the ShardStream (the training module sets its epoch), ``len()`` its number of batches."""
 
@@ -49,7 +52,9 @@ class WindowBatches:
         return len(self.dataset)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        ring = self.dataset.ring
         for window in self.loader:
+            ring.release_when_dropped(window["tensors"], *window["slot"])
             pos = 0
             for size in window["sizes"]:
                 yield {k: v[pos : pos + size] for k, v in window["tensors"].items()}
