@@ -19,8 +19,9 @@ window's chunks hold rows from all over the log, and the window permutation mixe
 
 How a window is made: one thread reads it (Polars, on its own threads), another draws its permutation and
 gathers its rows in that order straight into one C-contiguous matrix per kind of column (categorical, numeric,
-labels, ids), and the consumer cuts the window into batches (views). DataLoader workers hand whole windows to the main
-process in shared memory (:mod:`mtrank.data.loader`).
+labels, ids), and the consumer cuts the window into batches (views). DataLoader workers gather whole windows into
+shared-memory buffers they reuse once the main process is done with them, and hand them over without a copy
+(:mod:`mtrank.data.loader`, :mod:`mtrank.data.shared_ring`).
 
 Resuming mid-epoch: :meth:`ShardStream.resume_at` sets the epoch and the number of batches the DataLoader had
 already delivered in it (Lightning's count of completed batches, kept by the DataModule in the checkpoint); the
