@@ -61,27 +61,21 @@ def main() -> None:
     processed = process(PipelineConfig.from_mapping(default_pipeline([str(raw)], beta=1.0)), data_dir / "processed")
     files = [f for f, _ in processed.files("train")]
     rows = processed.rows("train")
-    ds = ShardStream(
-        processed.files("train"),
-        processed.spec,
-        args.batch_size,
-        shuffle=True,
-        buffer_size=65_536,
-        seed=0,
-        chunk_rows=65_536,
-        with_p_true=False,
-    )
+
+    def stream(shuffle: bool) -> ShardStream:  # as training reads: no p_true, 64k-row chunks and shuffle windows
+        return ShardStream(
+            processed.files("train"),
+            processed.spec,
+            args.batch_size,
+            shuffle=shuffle,
+            buffer_size=65_536,
+            seed=0,
+            chunk_rows=65_536,
+            with_p_true=False,
+        )
+
+    ds, plain = stream(shuffle=True), stream(shuffle=False)
     columns = ds._columns
-    plain = ShardStream(
-        processed.files("train"),
-        processed.spec,
-        args.batch_size,
-        shuffle=False,
-        buffer_size=65_536,
-        seed=0,
-        chunk_rows=65_536,
-        with_p_true=False,
-    )
     counts = [int(w) for w in args.workers.split(",") if int(w) > 0]
     loaders, startup = {}, {}
     for w in counts:  # the DataModule's loader: spawned, persistent workers handing over whole windows

@@ -209,3 +209,18 @@ def test_shuffled_order_is_far_from_file_order_and_from_the_last_epoch(processed
     assert abs(corr(list(range(len(e0))), e0)) < 0.3
     assert abs(corr(by_row0, by_row1)) < 0.3
     assert sum(chunks0) / len(chunks0) >= 2  # a batch of 7 rows mixes rows of at least two 8-row chunks
+
+
+def test_batches_kept_by_the_consumer_are_never_overwritten_by_later_windows(processed):
+    """Spawned workers reuse their ring's buffers only once the main process released them: batches a consumer
+    holds on to keep their values while the workers go on (here: through a whole second epoch)."""
+    ds = _stream(processed, shuffle=True, seed=2)
+    loader = window_loader(ds, num_workers=2, multiprocessing_context="spawn", persistent_workers=True)
+    ds.set_epoch(0)
+    kept = list(loader)
+    copies = [{k: v.clone() for k, v in b.items()} for b in kept]
+    for epoch in (1, 2):
+        ds.set_epoch(epoch)
+        second = [_keys([b]) for b in loader]  # not kept: their slots are released and reused
+        assert sorted(k for b in second for k in b) == sorted(_keys(copies))
+    assert all(torch.equal(b[k], c[k]) for b, c in zip(kept, copies) for k in b)

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
+from helpers import make_batch, make_spec
 from mtrank.models.ensemble import EnsembleNet, ensemble_config, mean_probability_logit
 from mtrank.models.networks import SharedBottomNet
 from mtrank.models.param_groups import build_param_groups
 from mtrank.training.module import RankingModule
-from test_model_options import make_batch, make_spec
 
 NET = {
     "_target_": "mtrank.models.networks.SharedBottomNet",

@@ -1,12 +1,14 @@
 """MMoE / PLE networks and the gate-statistics callback."""
 
 import math
+from functools import partial
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from mtrank.data.spec import CategoricalFeature, FeatureSpec
+import helpers
+from helpers import make_batch
 from mtrank.models.layers import SoftmaxGate
 from mtrank.models.mmoe import ExpertMixtureNet, MMoENet, PLENet
 from mtrank.models.networks import SharedBottomNet
@@ -16,19 +18,7 @@ from mtrank.training.module import RankingModule, spec_to_dict
 TASKS = ("save", "click", "long_click", "closeup", "hide", "checkout")
 
 
-def make_spec(n_cat=3, n_num=2, tasks=TASKS):
-    cats = tuple(CategoricalFeature(f"c{i}", 5 + 3 * i) for i in range(n_cat))
-    return FeatureSpec(categorical=cats, numeric=tuple(f"n{i}" for i in range(n_num)), tasks=tuple(tasks))
-
-
-def make_batch(spec, B=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    cat = torch.stack([torch.randint(0, f.cardinality, (B,), generator=g) for f in spec.categorical], dim=1)
-    return {
-        "categorical": cat,
-        "numeric": torch.randn(B, spec.n_numeric, generator=g),
-        "labels": (torch.rand(B, spec.n_tasks, generator=g) < 0.3).float(),
-    }
+make_spec = partial(helpers.make_spec, tasks=TASKS)
 
 
 def _no_grad(p):

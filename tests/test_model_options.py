@@ -1,8 +1,12 @@
 """Issue 13's network options: wide part, numeric embeddings, per-part optimiser settings."""
 
+from functools import partial
+
 import pytest
 import torch
 
+import helpers
+from helpers import make_batch
 from mtrank.data.spec import CategoricalFeature, FeatureSpec
 from mtrank.models.layers import FeatureLayer
 from mtrank.models.linear import LogisticNet
@@ -14,19 +18,7 @@ from mtrank.models.param_groups import build_param_groups
 TASKS = ("click", "save")
 
 
-def make_spec(n_cat=3, n_num=2, tasks=TASKS):
-    cats = tuple(CategoricalFeature(f"c{i}", 5 + 3 * i) for i in range(n_cat))
-    return FeatureSpec(categorical=cats, numeric=tuple(f"n{i}" for i in range(n_num)), tasks=tuple(tasks))
-
-
-def make_batch(spec, B=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    cat = torch.stack([torch.randint(0, f.cardinality, (B,), generator=g) for f in spec.categorical], dim=1)
-    return {
-        "categorical": cat,
-        "numeric": torch.randn(B, spec.n_numeric, generator=g),
-        "labels": (torch.rand(B, spec.n_tasks, generator=g) < 0.3).float(),
-    }
+make_spec = partial(helpers.make_spec, tasks=TASKS)
 
 
 # ----------------------------------------------------------------------------------------------- wide part

@@ -1,32 +1,18 @@
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from mtrank.data.spec import CategoricalFeature, FeatureSpec
+import helpers
+from helpers import make_batch
 from mtrank.models.layers import MLP, FeatureLayer
 from mtrank.models.networks import SharedBottomNet
 
 TASKS = ("save", "click", "long_click", "closeup")
 
 
-def make_spec(n_cat=3, n_num=2, tasks=TASKS):
-    cats = tuple(CategoricalFeature(f"c{i}", 5 + 3 * i) for i in range(n_cat))
-    return FeatureSpec(categorical=cats, numeric=tuple(f"n{i}" for i in range(n_num)), tasks=tuple(tasks))
-
-
-def make_batch(spec, B=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    cat = (
-        torch.stack([torch.randint(0, f.cardinality, (B,), generator=g) for f in spec.categorical], dim=1)
-        if spec.n_categorical
-        else torch.zeros(B, 0, dtype=torch.long)
-    )
-    return {
-        "categorical": cat,
-        "numeric": torch.randn(B, spec.n_numeric, generator=g),
-        "labels": (torch.rand(B, spec.n_tasks, generator=g) < 0.3).float(),
-    }
+make_spec = partial(helpers.make_spec, tasks=TASKS)
 
 
 def test_mlp_shapes_and_identity():

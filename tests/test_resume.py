@@ -4,20 +4,15 @@ metrics as the uninterrupted run; the same seed and config give the same metrics
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from helpers import FAST_RUN
+from killing import kill_at_step, train_cmd, train_env
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 # ~1.8k train rows after downsampling → 14 batches of 128 per epoch, 3 epochs
 RUN = [
     *FAST_RUN,
@@ -31,28 +26,11 @@ RUN = [
 
 
 def _cmd(tmp: Path, task: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        *RUN,
-        f"task_name={task}",
-        f"paths.data_dir={tmp / 'data'}",
-        f"paths.log_dir={tmp / 'logs'}",
-        *extra,
-    ]
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "offline",
-    }
+    return train_cmd(RUN, task, tmp / "data", tmp / "logs", *extra)
 
 
 def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=train_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -89,28 +67,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(whole, kill_step, every, 
     task = f"killed_{kill_step}"
     every_n = f"callbacks.resume_checkpoint.every_n_train_steps={every}"
     marker = tmp / f"paused_{kill_step}"
-    proc = subprocess.Popen(
-        _cmd(
-            tmp,
-            task,
-            every_n,
-            "+callbacks.pause._target_=killing.PauseAtStep",
-            f"+callbacks.pause.step={kill_step}",
-            f"+callbacks.pause.marker={marker}",
-        ),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 600
-    while not marker.exists():
-        assert proc.poll() is None, f"the run ended before step {kill_step}: {proc.stderr.read()[-3000:]}"
-        assert time.time() < deadline, "the run never reached the step to be killed at"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_step(_cmd(tmp, task, every_n), kill_step, marker)
     run_dir = next((tmp / "logs" / task / "runs").iterdir())
     assert not (run_dir / "metrics.json").exists()
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers import FAST_RUN
+from killing import kill_at_step, train_cmd, train_env
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 # ~1.8k train rows after downsampling → 4 batches of 512 per epoch
 RUN = [
     *FAST_RUN,
@@ -50,28 +46,11 @@ def _shared_data(tmp_path_factory):
 
 
 def _cmd(tmp: Path, task: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        *RUN,
-        f"task_name={task}",
-        f"paths.data_dir={_DATA['dir']}",
-        f"paths.log_dir={tmp / 'logs'}",
-        *extra,
-    ]
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "offline",
-    }
+    return train_cmd(RUN, task, _DATA["dir"], tmp / "logs", *extra)
 
 
 def _run(cmd: list[str], ok: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=train_env(), capture_output=True, text=True, timeout=600)
     if ok:
         assert done.returncode == 0, done.stderr[-3000:]
     else:
@@ -83,27 +62,7 @@ def _killed(tmp: Path, task: str, *extra: str, step: int = 3) -> Path:
     """A run SIGKILLed at ``step`` (after a last.ckpt), its folder."""
     marker = tmp / f"paused_{task}_{time.time_ns()}"
     before = set((tmp / "logs" / task / "runs").glob("*")) if (tmp / "logs" / task / "runs").exists() else set()
-    proc = subprocess.Popen(
-        _cmd(
-            tmp,
-            task,
-            *extra,
-            "+callbacks.pause._target_=killing.PauseAtStep",
-            f"+callbacks.pause.step={step}",
-            f"+callbacks.pause.marker={marker}",
-        ),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 600
-    while not marker.exists():
-        assert proc.poll() is None, f"the run ended before step {step}: {proc.stderr.read()[-3000:]}"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_step(_cmd(tmp, task, *extra), step, marker)
     (run_dir,) = set((tmp / "logs" / task / "runs").glob("*")) - before
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "metrics.json").exists()
     time.sleep(1.1)  # the next run gets another folder name (seconds)

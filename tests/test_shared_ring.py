@@ -2,9 +2,7 @@ import gc
 
 import torch
 
-from mtrank.data.loader import window_loader
 from mtrank.data.shared_ring import SharedRing
-from test_dataset import _keys, _stream, processed  # noqa: F401  (the fixture)
 
 
 def test_a_slot_is_released_only_when_every_tensor_and_view_of_its_window_is_gone():
@@ -40,18 +38,3 @@ def test_a_slots_buffer_is_reused_and_grows_when_a_window_is_larger():
     assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
     c = ring.buffer(0, 0, "x", (8, 3), torch.float32)
     assert c.shape == (8, 3) and c.untyped_storage().nbytes() >= 8 * 3 * 4
-
-
-def test_batches_kept_by_the_consumer_are_never_overwritten_by_later_windows(processed):  # noqa: F811
-    """Spawned workers reuse their ring's buffers only once the main process released them: batches a consumer
-    holds on to keep their values while the workers go on (here: through a whole second epoch)."""
-    ds = _stream(processed, shuffle=True, seed=2)
-    loader = window_loader(ds, num_workers=2, multiprocessing_context="spawn", persistent_workers=True)
-    ds.set_epoch(0)
-    kept = list(loader)
-    copies = [{k: v.clone() for k, v in b.items()} for b in kept]
-    for epoch in (1, 2):
-        ds.set_epoch(epoch)
-        second = [_keys([b]) for b in loader]  # not kept: their slots are released and reused
-        assert sorted(k for b in second for k in b) == sorted(_keys(copies))
-    assert all(torch.equal(b[k], c[k]) for b, c in zip(kept, copies) for k in b)

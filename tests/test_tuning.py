@@ -28,6 +28,7 @@ from mtrank.tuning.space import Range, SearchSpace, SumConstraint, weight_space
 from mtrank.tuning.synthetic import simulated_predictions
 from mtrank.tuning.utility_task import run_tuning
 from mtrank.utility.objectives import UtilityEvaluator
+from tuning_helpers import assert_s1_s2, small_gp, utility_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ax's own JSON decoder warns
 
@@ -35,23 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
-def _problem(name: str) -> UtilityProblem:
-    return UtilityProblem.from_mapping(OmegaConf.to_container(OmegaConf.load(CONF / "utility" / f"{name}.yaml")))
-
-
 @pytest.fixture(scope="module")
 def predictions(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pred") / "predictions.parquet"
     simulated_predictions(20_000, noise=0.5, seed=0).write_parquet(path)
     return path
-
-
-def _s1_s2(problem: UtilityProblem, params: dict) -> None:
-    w = problem.weights_of(params)
-    assert set(w) == set(problem.tasks)
-    assert abs(sum(w.values()) - problem.total) <= 1e-9, w  # S1, exactly up to float rounding
-    for t, (lo, hi) in problem.bounds.items():
-        assert lo - 1e-9 <= w[t] <= hi + 1e-9, (t, w[t])  # S2
 
 
 # ------------------------------------------------------------------ space
@@ -121,10 +110,10 @@ def test_threshold_agrees_with_ax_derelativisation():
 
 # ------------------------------------------------------------------ the utility problems in conf/utility
 def test_conf_utility_problems_are_valid_and_hide_is_negative():
-    four = _problem("related_products")
+    four = utility_problem("related_products")
     assert four.tasks == ["save", "click", "long_click", "closeup"] and four.objective_metric == "f_long_click"
     assert {c.metric: c.bound for c in four.constraints} == {"f_click": 1.0, "f_save": 0.9, "f_closeup": 1.0}
-    ext = _problem("related_products_ext")
+    ext = utility_problem("related_products_ext")
     assert set(ext.tasks) == {"save", "click", "long_click", "closeup", "hide", "checkout"}
     assert ext.weights["hide"] < 0 and ext.bounds["hide"][1] <= 0
     assert any(c.metric == "f_hide" and c.op == "<=" for c in ext.constraints)
@@ -143,7 +132,7 @@ def test_conf_utility_problems_are_valid_and_hide_is_negative():
 # ------------------------------------------------------------------ the Ax loop
 @pytest.mark.parametrize("name", ["related_products", "related_products_ext"])
 def test_every_trial_satisfies_s1_and_s2_and_best_meets_constraints(tmp_path, predictions, name):
-    problem = _problem(name)
+    problem = utility_problem(name)
     ev = UtilityEvaluator.from_parquet(predictions, problem.tasks, problem.label_tasks)
     loop = run_tuning(
         problem, ev, 12, GenerationConfig(method="random_search", seed=1, noiseless=True), tmp_path / "ax.json"
@@ -153,7 +142,7 @@ def test_every_trial_satisfies_s1_and_s2_and_best_meets_constraints(tmp_path, pr
     assert recs[0].params == pytest.approx(problem.params(problem.weights))
     assert loop.n_finished == 12 and len(recs) == 13 and loop.done
     for r in recs:
-        _s1_s2(problem, r.params)
+        assert_s1_s2(problem, r.params)
     base = loop.baseline_values()
     best = loop.best()
     assert best is not None  # the baseline itself meets c ≤ 1 constraints
@@ -168,26 +157,18 @@ def test_every_trial_satisfies_s1_and_s2_and_best_meets_constraints(tmp_path, pr
 
 @pytest.mark.slow
 def test_gp_trials_satisfy_s1_and_s2(tmp_path, predictions):
-    problem = _problem("related_products")
+    problem = utility_problem("related_products")
     ev = UtilityEvaluator.from_parquet(predictions, problem.tasks, problem.label_tasks)
-    gen = GenerationConfig(
-        method="fast",
-        initialization_budget=3,
-        initialize_with_center=False,
-        seed=0,
-        noiseless=True,
-        num_restarts=4,
-        raw_samples=128,
-    )
+    gen = small_gp()
     loop = run_tuning(problem, ev, 5, gen, tmp_path / "ax.json")
     nodes = [r.node for r in loop.records()]
     assert "MBM" in nodes, nodes  # GP-generated trials were checked too
     for r in loop.records():
-        _s1_s2(problem, r.params)
+        assert_s1_s2(problem, r.params)
 
 
 def test_random_search_resumes_without_repeating(tmp_path, predictions):
-    problem = _problem("related_products")
+    problem = utility_problem("related_products")
     ev = UtilityEvaluator.from_parquet(predictions, problem.tasks, problem.label_tasks)
     gen = GenerationConfig(method="random_search", seed=0, noiseless=True)
     state = tmp_path / "ax.json"
@@ -199,7 +180,7 @@ def test_random_search_resumes_without_repeating(tmp_path, predictions):
     keys = {tuple(round(v, 12) for v in r.params.values()) for r in recs}
     assert len(keys) == len(recs)
     with pytest.raises(ValueError, match="search space"):
-        AxLoop.load(state, _problem("related_products_ext").space, "f_long_click", 9)
+        AxLoop.load(state, utility_problem("related_products_ext").space, "f_long_click", 9)
 
 
 KILL_SCRIPT = """

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from mtrank.tuning.ax_loop import AxLoop
 from mtrank.tuning.generation import GenerationConfig
@@ -18,23 +17,12 @@ from mtrank.tuning.space import weight_space
 from mtrank.tuning.synthetic import simulated_predictions
 from mtrank.tuning.utility_task import run_tuning
 from mtrank.utility.objectives import UtilityEvaluator
+from tuning_helpers import assert_s1_s2, small_gp, utility_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ax's own JSON decoder warns
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PROBLEMS = ["related_products", "related_products_ext"]
-
-
-def _problem(name: str) -> UtilityProblem:
-    return UtilityProblem.from_mapping(OmegaConf.to_container(OmegaConf.load(CONF / "utility" / f"{name}.yaml")))
-
-
-def _s1_s2(problem: UtilityProblem, params: dict) -> None:
-    w = problem.weights_of(params)
-    assert set(w) == set(problem.tasks)
-    assert abs(sum(w.values()) - problem.total) <= 1e-9, w  # S1, exactly up to float rounding
-    for t, (lo, hi) in problem.bounds.items():
-        assert lo - 1e-12 <= w[t] <= hi + 1e-12, (t, w[t])  # S2
 
 
 def _polytope_points(problem: UtilityProblem, n: int, rng: random.Random) -> list[dict[str, float]]:
@@ -53,7 +41,7 @@ def _polytope_points(problem: UtilityProblem, n: int, rng: random.Random) -> lis
 
 @pytest.mark.parametrize("name", PROBLEMS)
 def test_box_maps_onto_s1_s2_exactly_and_back(name):
-    problem = _problem(name)
+    problem = utility_problem(name)
     space = problem.space
     bm = space.box_map()
     assert bm is not None and bm.derived == f"w_{problem.derived}"
@@ -64,7 +52,7 @@ def test_box_maps_onto_s1_s2_exactly_and_back(name):
     for u in [{k: rng.random() for k in bm.box_names} for _ in range(2000)] + corners:
         w = space.from_ax(u, box=True)
         assert list(w) == space.names
-        _s1_s2(problem, w)  # every point of the box is a member of S1 ∩ S2
+        assert_s1_s2(problem, w, bound_tol=1e-12)  # every point of the box is a member of S1 ∩ S2
         if all(0 < x < 1 for x in u.values()):  # inside the box the map is one-to-one
             back = space.to_ax(w, box=True)
             assert back == pytest.approx(u, abs=1e-9)
@@ -101,19 +89,10 @@ def test_box_refuses_extra_parameter_constraints_and_unknown_simplex():
 def test_gp_trials_in_the_box_satisfy_s1_s2_and_resume(tmp_path, name):
     """Sobol and GP trials of a box-parameterised run are weights in S1 ∩ S2; the snapshot holds box coordinates,
     a resumed run keeps them and the baseline arm is the hand-picked weights."""
-    problem = _problem(name)
+    problem = utility_problem(name)
     frame = simulated_predictions(20_000, noise=0.5, seed=0, tasks=problem.tasks)
     ev = UtilityEvaluator.from_frame(frame, problem.tasks, problem.label_tasks)
-    gen = GenerationConfig(
-        method="fast",
-        initialization_budget=3,
-        initialize_with_center=False,
-        seed=0,
-        noiseless=True,
-        num_restarts=4,
-        raw_samples=128,
-        simplex="box",
-    )
+    gen = small_gp(simplex="box")
     state = tmp_path / "ax.json"
     first = run_tuning(problem, ev, 3, gen, state)
     assert first.box
@@ -123,8 +102,8 @@ def test_gp_trials_in_the_box_satisfy_s1_s2_and_resume(tmp_path, name):
     assert [r.index for r in recs] == list(range(5)) and "MBM" in [r.node for r in recs]
     assert recs[0].is_baseline and recs[0].params == pytest.approx(problem.params(problem.weights), abs=1e-12)
     for r in recs:
-        _s1_s2(problem, r.params)
+        assert_s1_s2(problem, r.params, bound_tol=1e-12)
     stored = json.loads(state.read_text())["experiment"]["search_space"]["parameters"]
     assert sorted(p["name"] for p in stored) == sorted(problem.space.ax_names(box=True))
     with pytest.raises(ValueError, match="search space"):
-        AxLoop.load(state, _problem(PROBLEMS[1 - PROBLEMS.index(name)]).space, "f_long_click", 4)
+        AxLoop.load(state, utility_problem(PROBLEMS[1 - PROBLEMS.index(name)]).space, "f_long_click", 4)
