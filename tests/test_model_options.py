@@ -224,11 +224,17 @@ def test_real_data_experiments_use_the_options_and_the_baselines_still_compose(e
     assert cfg.model.net.wide is True and cfg.model.net.interaction == "none"
     assert cfg.model.param_groups.wide.lr == 0.01
     assert (cfg.callbacks.per_head_selection is not None) == (experiment == "kuairand")
-    # the logistic baseline and the plain deep net compose without the wide-part keys
+    # long_click tied to click where both are heads; a learning-rate schedule where it won (docs/model_quality.md)
+    assert cfg.model.net.implied == ({"long_click": "click"} if experiment == "kuairand" else None)
+    schedule = {"kuairand": "ExponentialLR", "census_mmoe": "ReduceLROnPlateau", "census": None}[experiment]
+    assert (cfg.model.scheduler and cfg.model.scheduler._target_.rsplit(".", 1)[1]) == schedule
+    # the logistic baseline and the plain deep net compose without the wide-part keys, the tie and the schedule
     lr = compose_config("train", [f"experiment={experiment}", "model=logistic"], tmp_path)
     assert lr.model.net._target_.endswith("LogisticNet") and "wide" not in lr.model.net and not lr.model.param_groups
+    assert "implied" not in lr.model.net and lr.model.scheduler is None
     deep = compose_config("train", [f"experiment={experiment}", "model=shared_bottom"], tmp_path)
     assert deep.model.net.wide is False and deep.model.net.interaction == "dot" and deep.model.param_groups is None
+    assert deep.model.net.implied is None and deep.model.scheduler is None
 
 
 def test_the_simulated_default_is_unchanged(tmp_path):
@@ -236,7 +242,7 @@ def test_the_simulated_default_is_unchanged(tmp_path):
 
     cfg = compose_config("train", ["experiment=multitask"], tmp_path)
     assert cfg.model.net.wide is False and cfg.model.net.numeric_embedding is None and cfg.model.param_groups is None
-    assert cfg.model.net.interaction == "dot"
+    assert cfg.model.net.interaction == "dot" and cfg.model.net.implied is None and cfg.model.scheduler is None
 
 
 def test_training_fits_the_quantile_bins_on_train_and_the_checkpoint_keeps_them(tmp_path):
@@ -269,18 +275,25 @@ def test_training_fits_the_quantile_bins_on_train_and_the_checkpoint_keeps_them(
     assert model.net.wide is not None
 
 
-@pytest.mark.parametrize("experiment", ["census_mmoe", "census"])
-def test_census_search_space_names_keys_of_the_experiment(experiment, tmp_path):
-    """Every parameter hparams_search=ax_census tunes exists in the experiment (a renamed key would make every
+@pytest.mark.parametrize(
+    ("experiment", "search", "objective"),
+    [
+        ("census_mmoe", "ax_census", "val/income/auroc"),
+        ("census", "ax_census", "val/income/auroc"),
+        ("kuairand", "ax_kuairand", "val/click/auroc"),
+    ],
+)
+def test_real_data_search_spaces_name_keys_of_the_experiment(experiment, search, objective, tmp_path):
+    """Every parameter the real-data searches tune exists in their experiment (a renamed key would make every
     trial fail), and the checkpoint keeps monitoring the val loss while the sweeper optimises an AUROC."""
     from omegaconf import OmegaConf
 
     from helpers import compose_config
 
-    cfg = compose_config("train", [f"experiment={experiment}", "hparams_search=ax_census"], tmp_path)
+    cfg = compose_config("train", [f"experiment={experiment}", f"hparams_search={search}"], tmp_path)
     for key in cfg.hydra.sweeper.params:
         assert OmegaConf.select(cfg, key) is not None, key
-    assert cfg.hydra.sweeper.objective == "val/income/auroc"
+    assert cfg.hydra.sweeper.objective == objective
     assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
     assert cfg.callbacks.early_stopping.monitor == "val/loss" and cfg.callbacks.early_stopping.mode == "min"
 

@@ -27,7 +27,13 @@ WEIGHTS = {"save": 0.2, "click": 0.4, "long_click": 0.3, "closeup": 0.1}
 RUNS = {
     "multitask_platt": ["experiment=multitask", "calibration=platt"],
     "binary_isotonic": ["experiment=binary", "calibration=isotonic"],
-    "mmoe_none": ["experiment=mmoe", "calibration=none"],
+    # with tied heads (model.net.implied): the exported graph holds the union of the two heads' probabilities too
+    "mmoe_none": [
+        "experiment=mmoe",
+        "calibration=none",
+        "model.net.implied={long_click: click}",
+        "model.net.implied_form=union",
+    ],
 }
 
 

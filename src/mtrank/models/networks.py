@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrank.data.spec import FeatureSpec
+from mtrank.models.conditional import FORMS, implied_links, own_prior_logits, tie_logits
 from mtrank.models.layers import MLP, FeatureLayer
 from mtrank.models.linear import LogisticNet
 
@@ -63,7 +64,11 @@ class MultiHeadNet(nn.Module):
       the deep logit plus a per-head logistic regression over the one-hot categoricals and the numerics
       (:class:`~mtrank.models.linear.LogisticNet`, zero-initialised, ``wide_dropout`` its feature dropout), so
       the deep model contains the linear baseline; ``wide_weight_decay`` (a number or ``{head: value}``) an L2
-      per head on its weights, on top of the optimiser's.
+      per head on its weights, on top of the optimiser's;
+    * ``implied``: ``{child: parent}`` engagement types that imply another (every long click is a click), their
+      heads tied by ``implied_form`` (``conditional``: ``p(child) = p(parent) · p(child | parent)``, ESMM;
+      ``union``: ``p(parent) = p(child) + (1 - p(child)) · p(parent | not child)``; :mod:`mtrank.models.conditional`);
+      null = every head on its own.
     """
 
     def __init__(
@@ -77,6 +82,8 @@ class MultiHeadNet(nn.Module):
         wide: bool = False,
         wide_dropout: float = 0.0,
         wide_weight_decay: float | Mapping[str, float] | None = None,
+        implied: Mapping[str, str] | None = None,
+        implied_form: str = "conditional",
     ) -> None:
         super().__init__()
         heads = tuple(str(h) for h in heads)
@@ -85,6 +92,10 @@ class MultiHeadNet(nn.Module):
         if len(set(heads)) != len(heads):
             raise ValueError(f"head names must be unique, got {list(heads)}")
         self.heads = heads
+        if implied_form not in FORMS:
+            raise ValueError(f"model.net.implied_form = {implied_form!r}: expected one of {list(FORMS)}")
+        self.implied_links = implied_links(heads, implied)  # [(child, parent)], parents first
+        self.implied_form = implied_form
         self.spec = spec
         self.feature_layer = FeatureLayer(
             spec,
@@ -121,7 +132,11 @@ class MultiHeadNet(nn.Module):
     ) -> None:
         for h in self.heads:
             self.towers[h] = Tower(in_dim, tower, dropout=dropout, activation=activation, norm=norm)
-        for h, b in _resolve_bias_init(self.heads, head_bias_init).items():
+        # a tied head's tower starts where its output starts at the head's prior (head_bias_init)
+        bias = own_prior_logits(
+            _resolve_bias_init(self.heads, head_bias_init), self.heads, self.implied_links, self.implied_form
+        )
+        for h, b in bias.items():
             nn.init.constant_(self.towers[h].out.bias, b)
 
     # --- the three steps -------------------------------------------------------------------------
@@ -139,7 +154,9 @@ class MultiHeadNet(nn.Module):
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Logits ``[B, len(heads)]``, columns in ``heads`` order."""
         logits = self.forward_heads(self.head_inputs(self.forward_features(batch)))
-        return logits if self.wide is None else logits + self.wide(batch)
+        if self.wide is not None:
+            logits = logits + self.wide(batch)
+        return tie_logits(logits, self.implied_links, self.implied_form)
 
 
 class SharedBottomNet(MultiHeadNet):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtrank.errors import ConfigError, Problems, fmt_list
+from mtrank.models.conditional import FORMS as IMPLIED_FORMS
+from mtrank.models.conditional import implied_links
 from mtrank.utils.config_fields import check_one_of, check_task_map, is_number, is_whole
 
 __all__ = [
@@ -202,6 +204,8 @@ class ModelConfig:
     heads_text: str = ""
     bias_hint: str = ""
     ensemble_size: Any = 1
+    implied: Any = None
+    implied_form: Any = "conditional"
     key: str = "model"
 
     def __post_init__(self) -> None:
@@ -209,6 +213,13 @@ class ModelConfig:
         if not is_whole(self.ensemble_size) or not self.ensemble_size >= 1:
             k = f"{self.key}.ensemble_size"
             p.add(k, f"{k} = {self.ensemble_size!r}: expected an integer ≥ 1 (1 = the plain net)")
+        if self.implied_form not in IMPLIED_FORMS:
+            k = f"{self.key}.net.implied_form"
+            p.add(k, f"{k} = {self.implied_form!r}: expected one of {fmt_list(IMPLIED_FORMS)}")
+        try:  # the map's form, self-implications and cycles (entries naming other tasks are skipped by the net)
+            implied_links(self.heads, self.implied, key=f"{self.key}.net.implied")
+        except ValueError as e:
+            p.add(f"{self.key}.net.implied", str(e))
         key, init, heads = f"{self.key}.net.head_bias_init", self.head_bias_init, self.heads
         if isinstance(init, Mapping):
             for k, v in init.items():
@@ -251,6 +262,8 @@ class ModelConfig:
                 heads_text=objective.heads_text,
                 bias_hint=objective.bias_hint,
                 ensemble_size=m.get("ensemble_size", 1),
+                implied=net.get("implied"),
+                implied_form=net.get("implied_form", "conditional"),
                 key=key,
             ),
         )
