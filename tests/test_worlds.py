@@ -241,3 +241,49 @@ def test_the_worlds_log_is_written_once_and_reproducible(toy_world, tmp_path):
     assert cached_world_log(toy_world, 40, 2, 0, tmp_path / "a", "k") == a and files[0].stat().st_mtime_ns == mtime
     b = cached_world_log(toy_world, 40, 2, 0, tmp_path / "b", "k")
     assert pl.concat([pl.read_parquet(f) for f in sorted(b.glob("*.parquet"))]).equals(log)
+
+
+# ------------------------------------------------------------------ the world fitted to KuaiRand-Pure (slow)
+@pytest.mark.slow
+@pytest.mark.skipif(not KUAIRAND.is_dir(), reason="KuaiRand-Pure is not in ../shared/data")
+def test_kuairand_fitted_world_end_to_end(tmp_path):
+    """Fit the response model (two logistic runs), draw a small log, train the two policies on it for an epoch and
+    run a tiny simulate_ab on the fitted world: Table 1, the diagnostic arms, online BO, the final comparison."""
+    from omegaconf import open_dict
+
+    from mtrank.online.job import simulate_ab
+
+    cfg = compose_config(
+        "simulate_ab",
+        [
+            "world=kuairand_fitted",
+            "ab=tiny",
+            "world.log.n_requests=1500",
+            "world.log.n_files=2",
+            "models.train_overrides=[trainer.max_epochs=1,trainer.enable_progress_bar=false]",
+        ],
+        tmp_path,
+    )
+    with open_dict(cfg):
+        cfg.models.cache_dir = str(tmp_path / "cache")
+        cfg.world.cache_dir = str(tmp_path / "worlds")
+    res = simulate_ab(cfg)
+    world = res["world"]
+    assert world["kind"] == "fitted" and set(world["fit"]["held_out"]) == set(TASKS)
+    assert world["fit"]["held_out"]["click"]["auroc"] > 0.65  # a held-out day of the real log
+    assert set(res["table1"]["arms"]) == {"control", "treatment", "treatment_iw", "oracle_hand_picked"}
+    assert (tmp_path / "run" / "report.md").is_file()
+    # the second build reuses the fitted response model and the log
+    folder = Path(world["response_model"])
+    stamp = (folder / FIT_FILE).stat().st_mtime_ns
+    from omegaconf import OmegaConf
+
+    from mtrank.worlds.build import build_fitted_world
+
+    again = build_fitted_world(OmegaConf.to_container(cfg.world, resolve=True), cfg.paths.data_dir)
+    assert str(again.info["response_model"]) == str(folder) and (folder / FIT_FILE).stat().st_mtime_ns == stamp
+    # the response model scores rows in their order
+    frame = again.sample_requests(200, np.random.default_rng(0))
+    p = again.true_probabilities(frame)
+    rev = again.true_probabilities(frame.reverse())
+    np.testing.assert_allclose(p["click"][::-1], rev["click"])

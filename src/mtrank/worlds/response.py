@@ -64,9 +64,9 @@ def response_key(cfg: FittedWorldConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _quality(run_dir: Path, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+def _quality(run_dir: Path, tasks: Sequence[str], stage: str = "test") -> dict[str, dict[str, float]]:
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    return {t: {q: metrics.get(f"test/{t}/{q}") for q in _QUALITY} for t in tasks}
+    return {t: {q: metrics.get(f"{stage}/{t}/{q}") for q in _QUALITY} for t in tasks}
 
 
 def ensure_fitted(cfg: FittedWorldConfig, data_dir: str | Path, trainer: Trainer) -> Path:
@@ -90,7 +90,8 @@ def ensure_fitted(cfg: FittedWorldConfig, data_dir: str | Path, trainer: Trainer
             "overrides": list(cfg.overrides),
             "eval_overrides": list(cfg.eval_overrides),
             "world_overrides": list(cfg.world_overrides),
-            "held_out": _quality(tmp / "eval", cfg.tasks),
+            "held_out": _quality(tmp / "eval", cfg.tasks),  # the eval run's test split (KuaiRand: 04-30)
+            "val": _quality(tmp / "eval", cfg.tasks, "val"),  # its val split (04-29): docs/model_quality.md's split
         }
         write_json_atomic(tmp / FIT_FILE, fit)
         shutil.rmtree(final, ignore_errors=True)
