@@ -92,7 +92,8 @@ class FittedWorld:
         pos = frame.get_column("position").to_numpy()
         if pos.size and pos.min() < 0:
             raise ValueError("position must be >= 0")
-        base = self.response.probabilities(frame)
+        c = self.cfg
+        base = self.response.probabilities(frame.select(c.user, c.time, *c.context, c.item, *c.item_columns))
         return {t: position_effect(base[t], pos, self.cfg.position_bias[t]) for t in self.tasks}
 
     def draw_labels(self, frame: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:

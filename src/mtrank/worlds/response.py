@@ -119,13 +119,13 @@ class ResponseModel:
         self.batch_size = int(batch_size)
 
     def probabilities(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
-        """``{task: p}`` per row of ``frame`` (rows keep their order); ids unseen in the fit score as the model's
+        """``{task: p}`` per row of ``frame`` (the source log's feature columns; rows keep their order); ids unseen in the fit score as the model's
         out-of-vocabulary bucket, as any new id would."""
         if frame.height == 0:
             return {t: np.zeros(0) for t in self.tasks}
         with tempfile.TemporaryDirectory(prefix="mtrank-world-") as tmp:
             path = Path(tmp) / "rows.parquet"
-            frame.with_row_index("__row").write_parquet(path)
+            frame.write_parquet(path)
             out, _ = score_logs(self.run, path, batch_size=self.batch_size, warn_unseen_fraction=1.0)
         if out.height != frame.height:
             raise RuntimeError(f"the response model {self.folder} scored {out.height} of {frame.height} rows")
