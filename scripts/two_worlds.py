@@ -5,7 +5,8 @@
 
 Prints Markdown: the policies' test AUROC beside the truth's (oracle) per world, Table 1 and its diagnostic arms
 (propensity lift vs the binary model, 95 % interval, per seed), offline vs online BO on fresh traffic (lift vs the
-hand-picked weights), the response model's held-out fit quality, and the wall times.
+hand-picked weights), the response model's held-out fit quality, and the wall times; with ``--logs
+world=<glob>``, how much the types' true probabilities differ in each world's training log.
 """
 
 from __future__ import annotations
@@ -113,11 +114,33 @@ def timings(worlds: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def type_correlations(logs: dict[str, str]) -> str:
+    """Correlation of the true logits of the types at position 0, over the rows of a world's log (its first file):
+    how far the engagement types are different functions of the same row."""
+    import glob
+
+    import numpy as np
+    import polars as pl
+
+    pairs = [(a, b) for i, a in enumerate(TYPES) for b in TYPES[i + 1 :]]
+    lines = ["| world | rows | " + " | ".join(f"{a}–{b}" for a, b in pairs) + " |", "|---|---:|" + "---:|" * len(pairs)]
+    for name, pattern in logs.items():
+        d = pl.read_parquet(sorted(glob.glob(pattern))[0]).filter(pl.col("position") == 0)
+        z = {t: np.log(d[f"p_true_{t}"].to_numpy()) - np.log1p(-d[f"p_true_{t}"].to_numpy()) for t in TYPES}
+        cells = [f"{np.corrcoef(z[a], z[b])[0, 1]:.2f}" for a, b in pairs]
+        lines.append(f"| {name} | {d.height} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", action="append", required=True, help="world=run_dir,run_dir,... (one per seed)")
+    ap.add_argument("--logs", action="append", default=[], help="world=glob of its training log's Parquet files")
     args = ap.parse_args()
     worlds = dict(load(s) for s in args.runs)
+    if args.logs:
+        logs = dict(x.partition("=")[::2] for x in args.logs)
+        print(f"### Correlation of the types' true logits (position 0)\n\n{type_correlations(logs)}\n")
     for title, text in (
         ("Policies' test AUROC and the truth's", auroc_table(worlds)),
         ("Table 1 and diagnostic arms: propensity lift vs the binary model", table1(worlds, "propensity")),

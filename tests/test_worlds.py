@@ -260,7 +260,7 @@ def test_kuairand_fitted_world_end_to_end(tmp_path):
             "ab=tiny",
             "world.log.n_requests=1500",
             "world.log.n_files=2",
-            "models.train_overrides=[\"trainer.max_epochs=1\",\"trainer.enable_progress_bar=false\"]",
+            'models.train_overrides=["trainer.max_epochs=1","trainer.enable_progress_bar=false"]',
         ],
         tmp_path,
     )
