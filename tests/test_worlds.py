@@ -203,6 +203,24 @@ def test_the_shipped_world_configs_compose_and_check(tmp_path):
     assert compose_config("generate", ["world=kuairand_fitted"], tmp_path).world.kind == "fitted"
 
 
+def test_generate_names_a_bad_world_key_before_fitting_anything(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "generate.py"),
+        "world=kuairand_fitted",
+        "+world.requests.histroy_fraction=0.5",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "world.requests.histroy_fraction" in out.stderr and "did you mean 'history_fraction'" in out.stderr
+    assert not (tmp_path / "data" / "worlds").exists()
+
+
 def _fake_trainer(calls: list):
     def trainer(experiment, overrides, data_dir, run_dir, log_file):
         calls.append((experiment, list(overrides)))
