@@ -17,7 +17,7 @@ from mtrank.data.world_api import RankingWorld
 from mtrank.errors import ConfigError
 from mtrank.worlds.catalogue import Catalogue, distinct_first_k
 from mtrank.worlds.config import FittedWorldConfig, world_kind
-from mtrank.worlds.fitted import FittedWorld, position_effect
+from mtrank.worlds.fitted import FittedWorld, position_effect, unique_rows
 from mtrank.worlds.logs import cached_world_log
 from mtrank.worlds.response import FIT_FILE, ensure_fitted
 
@@ -155,6 +155,12 @@ def test_position_effect_keeps_position_zero_and_is_a_logit_shift():
     q = position_effect(p, np.full(3, 4.0), 0.5)
     logit = np.log(p / (1 - p)) - 0.5 * np.log1p(4.0)
     np.testing.assert_allclose(q, 1 / (1 + np.exp(-logit)))
+
+
+def test_unique_rows_round_trip_with_nulls():
+    frame = pl.DataFrame({"a": [1, 2, 1, None, None, 2], "b": ["x", "y", "x", "z", "z", "q"]})
+    uniq, inverse = unique_rows(frame)
+    assert uniq.height == 4 and uniq[inverse].equals(frame)
 
 
 def test_distinct_first_k_keeps_order_and_flags_short_rows():

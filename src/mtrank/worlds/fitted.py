@@ -22,7 +22,7 @@ import polars as pl
 from mtrank.worlds.catalogue import Catalogue
 from mtrank.worlds.config import FittedWorldConfig
 
-__all__ = ["Response", "FittedWorld", "position_effect"]
+__all__ = ["Response", "FittedWorld", "position_effect", "unique_rows"]
 
 _EPS = 1e-9
 
@@ -31,6 +31,16 @@ class Response(Protocol):
     tasks: tuple[str, ...]
 
     def probabilities(self, frame: pl.DataFrame) -> dict[str, np.ndarray]: ...
+
+
+def unique_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """The distinct rows of ``frame`` (first-seen order, nulls equal) and, per row of ``frame``, the index of its
+    distinct row: ``unique[inverse]`` is ``frame``."""
+    g = frame.with_row_index("__row").group_by(frame.columns, maintain_order=True).agg(pl.col("__row"))
+    rows = g.get_column("__row")
+    inverse = np.empty(frame.height, dtype=np.int64)
+    inverse[rows.explode().to_numpy()] = np.repeat(np.arange(g.height), rows.list.len().to_numpy())
+    return g.drop("__row"), inverse
 
 
 def position_effect(p: np.ndarray, position: np.ndarray, bias: float) -> np.ndarray:
@@ -93,7 +103,9 @@ class FittedWorld:
         if pos.size and pos.min() < 0:
             raise ValueError("position must be >= 0")
         c = self.cfg
-        base = self.response.probabilities(frame.select(c.user, c.time, *c.context, c.item, *c.item_columns))
+        # a request context drawn twice with the same item is the same row for the response model: scored once
+        rows, inverse = unique_rows(frame.select(c.user, c.time, *c.context, c.item, *c.item_columns))
+        base = {t: v[inverse] for t, v in self.response.probabilities(rows).items()}
         return {t: position_effect(base[t], pos, self.cfg.position_bias[t]) for t in self.tasks}
 
     def draw_labels(self, frame: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
