@@ -40,7 +40,8 @@ def _distinct_sorted(rng: np.random.Generator, n_rows: int, k: int, high: np.nda
 
 @dataclass
 class World:
-    """All entity tables of the simulated world (deterministic for ``cfg.seed``)."""
+    """All entity tables of the simulated world (deterministic for ``cfg.seed``); a
+    :class:`mtrank.data.world_api.RankingWorld`."""
 
     cfg: SimulatorConfig
     category_centres: np.ndarray  # [C, d]
@@ -121,6 +122,19 @@ class World:
             products_by_category=by_cat,
             category_offsets=offsets,
         )
+
+    # ------------------------------------------------------------------ the RankingWorld interface
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return TASKS
+
+    @property
+    def candidates_per_request(self) -> int:
+        return self.cfg.candidates_per_request
+
+    def describe(self) -> dict:
+        """The simulator config (what :class:`mtrank.data.world_api.RankingWorld` asks for ``results.json``)."""
+        return self.cfg.to_dict()
 
     # ------------------------------------------------------------------ requests
     def sample_requests(

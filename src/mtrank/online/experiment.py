@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mtrank.data.world import World
+from mtrank.data.world_api import RankingWorld
 from mtrank.online.metrics import (
     ArmMetrics,
     arm_metrics,
@@ -103,7 +103,7 @@ class ExperimentResult:
 
 
 def run_experiment(
-    world: World,
+    world: RankingWorld,
     policies: Sequence[Policy],
     scorers: Mapping[str, ModelScorer],
     traffic: TrafficConfig,

@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mtrank.data.world import World
+from mtrank.data.world_api import RankingWorld
 from mtrank.online.experiment import ExperimentResult, TrafficConfig, run_experiment
 from mtrank.online.online_bo import (
     CONTROL_ARM,
@@ -55,6 +55,7 @@ from mtrank.online.weights import (
     plain_container,
     world_of,
 )
+from mtrank.online.world_setup import check_trained_on, fitted_setup
 from mtrank.tuning.generation import GenerationConfig
 from mtrank.tuning.problem import UtilityProblem
 from mtrank.tuning.report import write_json, write_text
@@ -76,7 +77,7 @@ class _Simulation:
     cache: Path
     runs: dict[str, Path]
     scorers: dict[str, ModelScorer]
-    world: World
+    world: RankingWorld
     k: int
     chunk: int
     score_position: int | None
@@ -105,6 +106,9 @@ def _models_and_world(cfg: DictConfig) -> _Simulation:
     t = time.perf_counter()
     cache = Path(mcfg["cache_dir"])
     overrides = [str(o) for o in mcfg.get("train_overrides") or []]
+    fitted = fitted_setup(plain_container(cfg.get("world")), mcfg["data_dir"], str(cfg.paths.shared_data_dir))
+    if fitted is not None:
+        overrides = [*fitted.train_overrides, *overrides]
     runs = {
         "control": resolve_run(
             mcfg.get("control"), mcfg["control_experiment"], overrides, cache, mcfg["data_dir"], "control"
@@ -124,13 +128,16 @@ def _models_and_world(cfg: DictConfig) -> _Simulation:
             f"utility.weights name task(s) {unknown} that the treatment model ({runs['treatment']}) does "
             f"not predict; it predicts {scorers['treatment'].tasks}"
         )
-    world = world_of(scorers)
+    if fitted is not None:
+        check_trained_on(fitted, scorers)
+    world = world_of(scorers) if fitted is None else fitted.world
     k = int(ab["k"])
     chunk = int(ab["chunk_requests"])
-    K = world.cfg.candidates_per_request
+    K = world.candidates_per_request
     if k > K:
         raise ValueError(
-            f"ab.k={k} exceeds the {K} candidates retrieved per request (data.simulator.candidates_per_request)"
+            f"ab.k={k} exceeds the {K} candidates retrieved per request (data.simulator.candidates_per_request, or "
+            "world.requests.candidates_per_request)"
         )
     log.info(
         "Control %s (%s), treatment %s (%s); top-%d of %d candidates shown",
@@ -151,7 +158,7 @@ def _models_and_world(cfg: DictConfig) -> _Simulation:
     binary = Policy("binary", "control", None, label=f"binary ({scorers['control'].objective}) score")
     results: dict[str, Any] = {
         "models": {r: str(p) for r, p in runs.items()},
-        "world": world.cfg.to_dict(),
+        "world": world.describe(),
         "settings": {"k": k, "score_position": score_position, "level": level, "types": types, "seed": seed},
     }
     report: list[str] = [f"# Simulated online A/B tests\n\nRun folder: `{out}`\n"]

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mtrank.data.simulator_config import TASKS
-from mtrank.data.world import World
+from mtrank.data.world_api import RankingWorld
 from mtrank.scoring.raw_logs import score_logs
 from mtrank.scoring.run import LoadedRun, load_run
 from mtrank.utility.objectives import utility_scores
@@ -87,10 +86,10 @@ class WorldScorer:
 
     objective = "oracle"
 
-    def __init__(self, world: World, score_position: int | None = 0) -> None:
+    def __init__(self, world: RankingWorld, score_position: int | None = 0) -> None:
         self.world = world
         self.score_position = score_position
-        self.tasks = list(TASKS)
+        self.tasks = list(world.tasks)
 
     def score(self, frame: pl.DataFrame) -> Scores:
         inputs = frame

@@ -2,7 +2,7 @@
 
 A policy orders each request's candidates by its ranking score; the candidate ranked ``r`` (0-based) is shown
 at ``position = r``; only the top ``k`` slots are shown. Labels of the shown impressions are drawn from
-:meth:`World.draw_labels`, which recomputes every true probability from the frame's ``position`` column — so
+:meth:`RankingWorld.draw_labels` (:mod:`mtrank.data.world_api`), which recomputes every true probability from the frame's ``position`` column — so
 the position bias is the one of the policy's slots, not of the retrieval order the traffic came in.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from mtrank.data.world import World
+from mtrank.data.world_api import RankingWorld
 from mtrank.utility.objectives import rank_within_requests
 
 __all__ = ["rerank", "respond"]
@@ -37,6 +37,8 @@ def rerank(frame: pl.DataFrame, scores: np.ndarray, k: int) -> pl.DataFrame:
     return out.filter(pl.col("position") < k).sort("request_id", "position")
 
 
-def respond(world: World, frame: pl.DataFrame, scores: np.ndarray, k: int, rng: np.random.Generator) -> pl.DataFrame:
+def respond(
+    world: RankingWorld, frame: pl.DataFrame, scores: np.ndarray, k: int, rng: np.random.Generator
+) -> pl.DataFrame:
     """Shown impressions (top ``k`` by ``scores``) with the users' drawn labels and ``p_true_<task>``."""
     return world.draw_labels(rerank(frame, scores, k), rng)

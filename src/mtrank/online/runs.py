@@ -3,7 +3,8 @@
 :func:`resolve_run` returns a given run folder (checked), or the cached run of ``src/train.py
 experiment=<experiment> <overrides>``: the cache folder is named by a hash of the experiment, the overrides
 and the data folder, and holds a complete run only once training finished (it is trained into a temporary
-sibling and renamed). Training runs in a subprocess so that its Hydra application is its own.
+sibling and renamed). Training runs in a subprocess (:func:`mtrank.utils.train_process.train_subprocess`) so that
+its Hydra application is its own.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mtrank.utils.train_process import train_subprocess
+
 log = logging.getLogger(__name__)
 
 __all__ = ["run_key", "is_complete_run", "resolve_run", "train_subprocess"]
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_key(experiment: str, overrides: Sequence[str], data_dir: str | Path) -> str:
@@ -36,29 +35,6 @@ def run_key(experiment: str, overrides: Sequence[str], data_dir: str | Path) -> 
 def is_complete_run(path: Path) -> bool:
     """A finished training run: ``metrics.json`` and a checkpoint."""
     return (path / "metrics.json").is_file() and any((path / "checkpoints").glob("*.ckpt"))
-
-
-def train_subprocess(
-    experiment: str, overrides: Sequence[str], data_dir: str | Path, run_dir: Path, log_file: Path
-) -> None:
-    """``python src/train.py experiment=<experiment> paths.data_dir=<data_dir> hydra.run.dir=<run_dir> …``."""
-    cmd = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        f"experiment={experiment}",
-        f"paths.data_dir={data_dir}",
-        f"paths.log_dir={run_dir.parent}",
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-    ]
-    log.info("Training %s: %s (log: %s)", experiment, " ".join(cmd[1:]), log_file)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
-    with open(log_file, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env)
-    if proc.returncode != 0:
-        tail = log_file.read_text()[-3000:]
-        raise RuntimeError(f"training experiment={experiment} failed (exit {proc.returncode}); log {log_file}:\n{tail}")
 
 
 def resolve_run(

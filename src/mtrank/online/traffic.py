@@ -5,7 +5,7 @@
   experiment sees one policy, and arms see disjoint users. Each experiment uses its own salt
   (re-randomisation), as real experimentation platforms do.
 * :func:`experiment_rng`: the random generator of one experiment, from ``(seed, experiment tag)``.
-* :func:`sample_traffic`: ``n_requests`` fresh requests (:meth:`World.sample_requests`: users, query pins,
+* :func:`sample_traffic`: ``n_requests`` fresh requests (:meth:`RankingWorld.sample_requests`: users, query pins,
   candidate sets, in retrieval order) with an ``arm`` column. Request ids start at ``start_request_id``
   (far above the training log's ids) so traffic never shares ids with training data.
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from mtrank.data.world import World
+from mtrank.data.world_api import RankingWorld
 
 __all__ = ["ARM_COL", "TRAFFIC_REQUEST_ID_START", "assign_arms", "salt_of", "experiment_rng", "sample_traffic"]
 
@@ -61,7 +61,7 @@ def experiment_rng(seed: int, *tag: object) -> np.random.Generator:
 
 
 def sample_traffic(
-    world: World,
+    world: RankingWorld,
     n_requests: int,
     arms: Sequence[str],
     rng: np.random.Generator,
