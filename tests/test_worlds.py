@@ -207,6 +207,8 @@ def test_the_shipped_world_configs_compose_and_check(tmp_path):
     assert any(o.startswith("data.pipeline.split_inputs.test=[") for o in c.world_overrides)
     assert compose_config("simulate_ab", [], tmp_path).world.kind == "simulated"
     assert compose_config("generate", ["world=kuairand_fitted"], tmp_path).world.kind == "fitted"
+    # world=fitted (the name) is the same world, with the same name and therefore the same cache
+    assert compose_config("simulate_ab", ["world=fitted"], tmp_path).world == cfg.world
 
 
 def test_generate_names_a_bad_world_key_before_fitting_anything(tmp_path):
