@@ -37,6 +37,10 @@ def test_entries_naming_other_tasks_are_skipped_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         assert implied_links(("long_click",), {"long_click": "click"}) == []
     assert "model.net.implied" in caplog.text and "long_click: click" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the config check, which runs before the net is built, says nothing
+        assert implied_links(("long_click",), {"long_click": "click"}, warn=False) == []
+    assert caplog.text == ""
 
 
 def test_conditional_form_multiplies_the_probabilities_down_a_chain():

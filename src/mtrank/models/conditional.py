@@ -39,11 +39,12 @@ FORMS = ("conditional", "union")
 
 
 def implied_links(
-    heads: Sequence[str], implied: Mapping[str, str] | None, key: str = "model.net.implied"
+    heads: Sequence[str], implied: Mapping[str, str] | None, key: str = "model.net.implied", warn: bool = True
 ) -> list[tuple[int, int]]:
     """``(child index, parent index)`` pairs of ``implied`` (``{child: parent}``), parents before their children.
 
     Raises ``ValueError`` naming ``key`` for a map that is not ``{head: head}``, a head implying itself, or a cycle.
+    ``warn``: log the entries that are skipped (the net does; the config check, which runs first, does not).
     """
     if implied is None:
         return []
@@ -63,7 +64,7 @@ def implied_links(
             skipped.append(f"{child}: {parent}")
             continue
         links[child] = parent
-    if skipped:
+    if skipped and warn:
         log.warning("%s: %s name(s) heads this model does not have %s: skipped", key, skipped, heads)
     order: list[tuple[int, int]] = []
     done: set[str] = set()

@@ -217,7 +217,7 @@ class ModelConfig:
             k = f"{self.key}.net.implied_form"
             p.add(k, f"{k} = {self.implied_form!r}: expected one of {fmt_list(IMPLIED_FORMS)}")
         try:  # the map's form, self-implications and cycles (entries naming other tasks are skipped by the net)
-            implied_links(self.heads, self.implied, key=f"{self.key}.net.implied")
+            implied_links(self.heads, self.implied, key=f"{self.key}.net.implied", warn=False)
         except ValueError as e:
             p.add(f"{self.key}.net.implied", str(e))
         key, init, heads = f"{self.key}.net.head_bias_init", self.head_bias_init, self.heads
