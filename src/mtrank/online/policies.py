@@ -1,7 +1,7 @@
 """Ranking policies of an A/B arm: a trained model plus utility weights (Eq. 4), or the model's own score.
 
 * :class:`ModelScorer` scores raw traffic (the simulator's feature columns) with a trained run through
-  :func:`mtrank.scoring.raw_logs.score_logs`, i.e. with the run's own preprocessing and calibration. At serving
+  :func:`mtrank.scoring.raw_logs.score_frame`, i.e. with the run's own preprocessing and calibration. At serving
   time the position of a candidate is not known yet (the ranking decides it), so the ``position`` feature
   is set to one value for every candidate (``score_position``, 0 by default: "how engaging would this be
   in the top slot"); ``None`` keeps the retrieval position.
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from mtrank.data.world_api import RankingWorld
-from mtrank.scoring.raw_logs import score_logs
+from mtrank.scoring.raw_logs import score_frame
 from mtrank.scoring.run import LoadedRun, load_run
 from mtrank.utility.objectives import utility_scores
 
@@ -67,14 +66,9 @@ class ModelScorer:
             inputs = frame.with_columns(
                 pl.lit(int(self.score_position), dtype=frame.schema["position"]).alias("position")
             )
-        with tempfile.TemporaryDirectory(prefix="mtrank-ab-") as tmp:
-            path = Path(tmp) / "traffic.parquet"
-            inputs.write_parquet(path)
-            out, _ = score_logs(self.run, path, batch_size=self.batch_size)
-        if out.height != frame.height or not np.array_equal(
-            out["request_id"].to_numpy(), frame["request_id"].to_numpy()
-        ):
-            raise RuntimeError(f"scoring with {self.run.run_dir} changed the number or order of the traffic rows")
+        out = score_frame(self.run, inputs, batch_size=self.batch_size)
+        if not np.array_equal(out["request_id"].to_numpy(), frame["request_id"].to_numpy()):
+            raise RuntimeError(f"scoring with {self.run.run_dir} changed the order of the traffic rows")
         return Scores(
             {t: out[f"p_{t}"].to_numpy().astype(np.float64) for t in self.tasks},
             {t: out[f"p_raw_{t}"].to_numpy().astype(np.float64) for t in self.tasks},

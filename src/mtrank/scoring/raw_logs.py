@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -223,6 +225,19 @@ def score_logs(
     frame = score_batches(run, frame_batches(run, df, info, batch_size), device)
     check_finite_predictions(frame, run.tasks, info.source)
     return frame, info
+
+
+def score_frame(run: LoadedRun, frame: pl.DataFrame, batch_size: int = 65_536, **checks: Any) -> pl.DataFrame:
+    """:func:`score_logs` of the raw rows of an in-memory ``frame`` (written to a temporary Parquet file, the input
+    ``score_logs`` reads and checks); one output row per row of ``frame``, in its order. ``checks``: the
+    ``warn_*`` / ``max_*`` keywords of :func:`score_logs`."""
+    with tempfile.TemporaryDirectory(prefix="mtrank-score-") as tmp:
+        path = Path(tmp) / "rows.parquet"
+        frame.write_parquet(path)
+        out, _ = score_logs(run, path, batch_size=batch_size, **checks)
+    if out.height != frame.height:
+        raise RuntimeError(f"scoring with {run.run_dir} returned {out.height} rows for {frame.height}")
+    return out
 
 
 def _report_numerics(run: LoadedRun, info: ScoreInfo, warn: float) -> None:

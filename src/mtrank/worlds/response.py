@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from mtrank.data.errors import DataValidationError
-from mtrank.scoring.raw_logs import score_logs
+from mtrank.scoring.raw_logs import score_frame
 from mtrank.scoring.run import LoadedRun, load_run
 from mtrank.utils.io import write_json_atomic
 from mtrank.worlds.config import FittedWorldConfig
@@ -123,10 +123,5 @@ class ResponseModel:
         out-of-vocabulary bucket, as any new id would."""
         if frame.height == 0:
             return {t: np.zeros(0) for t in self.tasks}
-        with tempfile.TemporaryDirectory(prefix="mtrank-world-") as tmp:
-            path = Path(tmp) / "rows.parquet"
-            frame.write_parquet(path)
-            out, _ = score_logs(self.run, path, batch_size=self.batch_size, warn_unseen_fraction=1.0)
-        if out.height != frame.height:
-            raise RuntimeError(f"the response model {self.folder} scored {out.height} of {frame.height} rows")
+        out = score_frame(self.run, frame, batch_size=self.batch_size, warn_unseen_fraction=1.0)
         return {t: out[f"p_{t}"].to_numpy().astype(np.float64) for t in self.tasks}
