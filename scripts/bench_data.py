@@ -5,7 +5,7 @@ files and the same columns a training batch holds (no shuffle, no batching). Our
 uses it (shuffle buffer, training batch size, batches of tensors by kind), in the main process (as
 ``num_workers=0``) and with spawned persistent DataLoader workers (steady-state epochs; the workers' start-up is
 printed apart). The two alternate epochs so that machine load hits both alike. Prints rows/s, the ratio and
-peak RSS.
+peak RSS, and the rates of the stream's two stages (reading windows, gathering them) each run alone.
 
     python scripts/bench_data.py --impressions 2000000 --batch-size 2048
 """
@@ -25,6 +25,7 @@ from mtrank.data.datamodule import simulated_logs
 from mtrank.data.dataset import ShardStream
 from mtrank.data.loader import WindowBatches, window_loader
 from mtrank.data.pipeline import process
+from mtrank.data.stream_plan import take, windows
 from mtrank.utils.bench import default_pipeline, peak_rss_mb
 
 
@@ -41,6 +42,27 @@ def stream_epoch(ds: ShardStream, epoch: int, loader: WindowBatches | None = Non
     for b in loader if loader is not None else ds:
         n += b["labels"].shape[0]
     return n / (time.perf_counter() - t0)
+
+
+def stage_rates(ds: ShardStream, epoch: int) -> tuple[float, float]:
+    """Rows/s of the stream's two stages run alone, one after the other, on one epoch's plan: reading the shuffle
+    windows (Polars), and gathering read windows into batch tensors in their permuted order (the windows are read
+    first; at most 8 are gathered, round and round, so that they stay in memory)."""
+    segments, sizes = ds._plan(epoch, 0, 1)
+    reads, start = [], 0
+    for group in windows(sizes, ds.buffer_size):
+        n = sum(group)
+        reads.append(take(segments, start, start + n))
+        start += n
+    t0 = time.perf_counter()
+    frames = [f for i, f in enumerate(ds._frames(reads)) if i < 8]
+    read = sum(map(sum, windows(sizes, ds.buffer_size))) / (time.perf_counter() - t0)
+    rng, staging, n = torch.Generator().manual_seed(0), {}, 0
+    t0 = time.perf_counter()
+    for i in range(len(reads)):
+        f = frames[i % len(frames)]
+        n += ds._tensors(f, torch.randperm(f.height, generator=rng), staging=staging)["labels"].shape[0]
+    return read, n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -83,12 +105,13 @@ def main() -> None:
         t0 = time.perf_counter()
         stream_epoch(ds, 0, loaders[w])  # the first epoch pays the workers' start-up
         startup[w] = time.perf_counter() - t0
-    ref, ours0, unshuffled = [], [], []
+    ref, ours0, unshuffled, stages = [], [], [], []
     ours_w: dict[int, list[float]] = {w: [] for w in counts}
     for r in range(1, args.repeats + 1):
         ref.append(reference_epoch(files, columns, args.chunk))
         ours0.append(stream_epoch(ds, r))
         unshuffled.append(stream_epoch(plain, r))
+        stages.append(stage_rates(ds, r))
         for w in counts:
             ours_w[w].append(stream_epoch(ds, r, loaders[w]))
     ref_best = max(ref)
@@ -104,6 +127,11 @@ def main() -> None:
     print(
         f"ShardStream not shuffled, main process                     : {max(unshuffled) / 1e6:6.2f} M rows/s  "
         f"ratio {max(unshuffled) / ref_best:.2f} (the batching machinery alone)"
+    )
+    read, gather = max(s[0] for s in stages), max(s[1] for s in stages)
+    print(
+        f"  its stages alone: reading windows {read / 1e6:.2f} M rows/s ({read / ref_best:.2f}x the reference), "
+        f"gathering them into tensors {gather / 1e6:.2f} M rows/s; one after the other {1e-6 / (1 / read + 1 / gather):.2f}"
     )
     for w in counts:
         best = max(ours_w[w])

@@ -17,11 +17,11 @@ So every row is read exactly once per epoch across all ranks and workers, and th
 (seed, epoch, world size, number of workers) alone. Train shards are also shuffled once at processing, so a
 window's chunks hold rows from all over the log, and the window permutation mixes them within each batch.
 
-How a window is made: one thread reads it (Polars, on its own threads), another draws its permutation and
-gathers its rows in that order straight into one C-contiguous matrix per kind of column (categorical, numeric,
-labels, ids), and the consumer cuts the window into batches (views). DataLoader workers gather whole windows into
-shared-memory buffers they reuse once the main process is done with them, and hand them over without a copy
-(:mod:`mtrank.data.loader`, :mod:`mtrank.data.shared_ring`).
+How a window is made: one thread reads windows (Polars, on its own threads, several windows per call, see
+:meth:`ShardStream._frames`), another draws each window's permutation and gathers its rows in that order into one
+C-contiguous matrix per kind of column (categorical, numeric, labels, ids), and the consumer cuts the window into
+batches (views). DataLoader workers gather whole windows into shared-memory buffers the main process made, and hand
+over only where a window lies in them (:mod:`mtrank.data.loader`, :mod:`mtrank.data.shared_ring`).
 
 Resuming mid-epoch: :meth:`ShardStream.resume_at` sets the epoch and the number of batches the DataLoader had
 already delivered in it (Lightning's count of completed batches, kept by the DataModule in the checkpoint); the
@@ -41,7 +41,7 @@ import polars as pl
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mtrank.data.shared_ring import SharedRing
+from mtrank.data.shared_ring import SharedRing, aligned
 from mtrank.data.spec import (
     CAT_PREFIX,
     ITEM_COL,
@@ -53,7 +53,9 @@ from mtrank.data.spec import (
 )
 from mtrank.data.stream_plan import Segment, plan, rank_batches, take, window_skips, windows, worker_skips
 
-READ_AHEAD = 2  # windows read ahead of the consumer (by one thread, in order)
+READ_GROUP = 4  # windows read by one Polars call
+READ_AHEAD = READ_GROUP + 1  # windows read ahead of the consumer (by one thread, in order): the next group is read
+# while the current one is gathered
 GATHER_AHEAD = 1  # windows gathered into tensors ahead of the consumer (by another thread, in order)
 
 
@@ -91,8 +93,6 @@ class ShardStream(IterableDataset):
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         # batches of the current epoch already delivered before a restart (see resume_at)
         self._skip = torch.zeros(1, dtype=torch.int64).share_memory_()
-        # the shared-memory buffers DataLoader workers gather windows into (mtrank.data.shared_ring)
-        self.ring = SharedRing()
         self._cat = [CAT_PREFIX + f.name for f in spec.categorical]
         self._num = [NUM_PREFIX + n for n in spec.numeric]
         self._lab = [LABEL_PREFIX + t for t in spec.tasks]
@@ -128,34 +128,102 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         return rank_batches(self.rows, self.batch_size, self.world_size)
 
-    def _tensors(
-        self, df: pl.DataFrame, rows: np.ndarray | None, alloc: Alloc | None = None
-    ) -> dict[str, torch.Tensor]:
-        """The window's rows ``rows`` (all, in order, if None) as batch tensors: each column is gathered and
-        converted straight into its place in a C-contiguous matrix (one pass over the data, no Polars gather).
-        ``alloc(name, shape, dtype)`` gives the matrices (default: new tensors)."""
-        alloc = alloc or _new_tensor
+    def _kinds(self) -> list[tuple[str, list[str], torch.dtype]]:
+        """(name, columns, dtype) of each matrix of a batch."""
         kinds = [("categorical", self._cat, torch.int64), ("numeric", self._num, torch.float32)]
         kinds += [("labels", self._lab, torch.float32), ("request_id", [REQUEST_COL], torch.int64)]
-        kinds += [("item_id", [ITEM_COL], torch.int64)] + ([("p_true", self._pt, torch.float32)] if self._pt else [])
+        return (
+            kinds + [("item_id", [ITEM_COL], torch.int64)] + ([("p_true", self._pt, torch.float32)] if self._pt else [])
+        )
+
+    def window_bytes(self, rows: int | None = None) -> int:
+        """Bytes of a window of ``rows`` rows (default: the largest window, ``buffer_size`` + a batch) as tensors,
+        each aligned as in a :class:`~mtrank.data.shared_ring.SharedRing` slot."""
+        rows = self.buffer_size + self.batch_size if rows is None else rows
+        return sum(
+            aligned(rows * len(cols) * torch.empty((), dtype=dt).element_size()) for _, cols, dt in self._kinds()
+        )
+
+    def _tensors(
+        self,
+        df: pl.DataFrame,
+        rows: torch.Tensor | None,
+        alloc: Alloc | None = None,
+        staging: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The window's rows ``rows`` (all, in order, if None) as batch tensors, one C-contiguous matrix per kind of
+        column. Each kind is first written in file order into a row-major staging matrix (one sequential pass per
+        column, with the dtype cast), then its rows are gathered in the order ``rows`` as whole rows (one random
+        access per row and kind, not one per value). ``alloc(name, shape, dtype)`` gives the matrices (default: new
+        tensors), in the order of :meth:`_kinds`; ``staging`` keeps the staging matrices for the next window."""
+        alloc = alloc or _new_tensor
+        staging = {} if staging is None else staging
+        kinds = self._kinds()
         n = df.height if rows is None else len(rows)
-        out = {name: _gather(df, cols, rows, alloc(name, (n, len(cols)), dtype)) for name, cols, dtype in kinds}
+        out = {}
+        for name, cols, dtype in kinds:
+            dest = alloc(name, (n, len(cols)), dtype)
+            if rows is None:
+                _fill(df, cols, dest.numpy())
+            else:
+                stage = _staging(staging, name, (df.height, len(cols)), dest.numpy().dtype)
+                _fill(df, cols, stage)
+                _take_rows(stage, rows, dest.numpy())
+            out[name] = dest
         # the ids as [n, 1] matrices: their column is a contiguous view, in the same (possibly shared) storage
         out["request_id"], out["item_id"] = out["request_id"][:, 0], out["item_id"][:, 0]
         return out
 
     def _frames(self, reads: Sequence[list[Segment]]) -> Iterator[pl.DataFrame]:
-        """One DataFrame per entry of ``reads`` (the segments of one window, in order): each segment is a slice of
-        a lazy scan of its file (one scan per file: its Parquet metadata is read once), collected by Polars on its
-        own threads."""
-        scans: dict[int, pl.LazyFrame] = {}
+        """One DataFrame per entry of ``reads`` (the segments of one window, in order).
+
+        Windows are cut from the row stream without regard to chunks, so a chunk often ends in one window and goes
+        on in the next. Reading each window's segments on their own would decode the Parquet row group at every
+        such cut twice, and pay a collect's set-up (about a millisecond: query plan, Parquet footer) per segment.
+        So the segments of all windows are first joined into runs (a segment that continues the previous one in
+        the same file extends it), runs are read whole, ``READ_GROUP`` windows' worth of rows by one
+        ``pl.collect_all`` on Polars' own threads, and each window's frame is cut from the runs without a copy.
+        A run is dropped once the last window that needs it is made."""
+        group_rows = READ_GROUP * max(self.buffer_size, 1)
+        runs: list[list[int]] = []  # [file, offset, length]
+        parts: list[list[tuple[int, int, int]]] = []  # per window: (run, offset in the run, length) per segment
         for segments in reads:
-            parts = []
+            parts.append([])
             for seg in segments:
-                if seg.file not in scans:
-                    scans[seg.file] = pl.scan_parquet(self.paths[seg.file]).select(self._columns)
-                parts.append(scans[seg.file].slice(seg.offset, seg.length).collect())
-            yield pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
+                offset, length = seg.offset, seg.length
+                while length:
+                    last = runs[-1] if runs else None
+                    if last and last[0] == seg.file and last[1] + last[2] == offset and last[2] < group_rows:
+                        take_n = min(length, group_rows - last[2])
+                        last[2] += take_n
+                    else:
+                        take_n = min(length, group_rows)
+                        runs.append([seg.file, offset, take_n])
+                    parts[-1].append((len(runs) - 1, runs[-1][2] - take_n, take_n))
+                    offset, length = offset + take_n, length - take_n
+        last_use = {run: w for w, window in enumerate(parts) for run, _, _ in window}
+        scans: dict[int, pl.LazyFrame] = {}
+
+        def lazy(file: int, offset: int, length: int) -> pl.LazyFrame:
+            if file not in scans:
+                scans[file] = pl.scan_parquet(self.paths[file]).select(self._columns)
+            return scans[file].slice(offset, length)
+
+        loaded: dict[int, pl.DataFrame] = {}
+        next_run = 0
+        for w, window in enumerate(parts):
+            while window and window[-1][0] >= next_run:  # runs are read in order: the last one is read last
+                group, rows = [], 0
+                while next_run < len(runs) and (not group or rows + runs[next_run][2] <= group_rows):
+                    group.append(next_run)
+                    rows += runs[next_run][2]
+                    next_run += 1
+                loaded.update(zip(group, pl.collect_all([lazy(*runs[r]) for r in group])))
+            frames = [loaded[r].slice(o, n) for r, o, n in window]
+            for r, _, _ in window:
+                if last_use[r] == w:
+                    loaded.pop(r, None)
+            yield pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for tensors, sizes, _ in self.iter_windows():
@@ -179,15 +247,16 @@ class ShardStream(IterableDataset):
         )
 
     def iter_windows(
-        self, *, by_window: bool = False, shared: bool = False
+        self, *, by_window: bool = False, ring: SharedRing | None = None
     ) -> Iterator[tuple[dict[str, torch.Tensor], list[int], int]]:
         """This worker's shuffle windows of the epoch: the tensors of the rows each still has to deliver, the
-        sizes of the batches they make, and the slot of :attr:`ring` they live in (-1: none).
+        sizes of the batches they make, and the slot of ``ring`` they live in (-1: none).
 
         ``by_window``: a DataLoader takes whole windows from its workers in turn (rather than batches), which is
-        how a resume position is mapped back onto the workers. ``shared``: the tensors are gathered into
-        shared-memory buffers of the worker's ring (:mod:`mtrank.data.shared_ring`), so that handing a window to the
-        main process passes a few file descriptors and copies nothing; the main process releases the slot."""
+        how a resume position is mapped back onto the workers. ``ring`` (in a DataLoader worker): the tensors are
+        gathered into this worker's slots of the loader's shared-memory ring (:mod:`mtrank.data.shared_ring`), so
+        that handing a window to the main process copies nothing; the main process releases the slot. A window
+        that finds no free slot gets fresh shared-memory tensors."""
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch
@@ -206,7 +275,7 @@ class ShardStream(IterableDataset):
             worker = (worker + first) % num_workers  # this loader's first turn is the interrupted one's next
             skip = skips[worker]
         segments, sizes = self._plan(epoch, worker, num_workers)
-        rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
+        rng = torch.Generator().manual_seed(_seed(self.seed, epoch, self.rank, worker))
         # the windows still to deliver: (segments to read, batch sizes, batches already delivered, rows, first row
         # to deliver). Each window's permutation is the next draw of ``rng``, in window order: windows delivered
         # whole before a restart draw theirs here, the others in the gather thread, which takes them in order
@@ -218,7 +287,7 @@ class ShardStream(IterableDataset):
             first = sum(group[:done])
             if done == len(group):
                 if self.shuffle:
-                    rng.permutation(n)  # keep the draws of the windows after it as they were
+                    torch.randperm(n, generator=rng)  # keep the draws of the windows after it as they were
             elif self.shuffle:  # a shuffled window is read whole: its permutation decides which rows were delivered
                 work.append((take(segments, start, start + n), group, done, n, first))
             else:  # an unshuffled one from its first undelivered row
@@ -226,17 +295,36 @@ class ShardStream(IterableDataset):
             start += n
         reads = [w[0] for w in work]
 
-        def rows_of(i: int) -> np.ndarray | None:
+        def rows_of(i: int) -> torch.Tensor | None:
             """The rows of window i still to deliver, in the order they are delivered (all, in order, if None)."""
             _, _, _, n, first = work[i]
-            return rng.permutation(n)[first:] if self.shuffle else None
+            return torch.randperm(n, generator=rng)[first:] if self.shuffle else None
 
         frames = self._frames(reads)
+        staging: dict[str, np.ndarray] = {}  # the gather thread's staging matrices, reused window after window
         # a three-stage pipeline: one thread reads windows (READ_AHEAD windows ahead), one
         # gathers them into tensors (GATHER_AHEAD windows ahead), and the consumer trains on the current one.
         # Polars, NumPy and torch release the GIL, so the stages overlap; each stage is one thread, so windows
         # keep their order and the stream is the same as a sequential one.
         n = len(work)
+
+        def gather(i: int, frame: pl.DataFrame) -> tuple[dict[str, torch.Tensor], int]:
+            if ring is None:
+                return self._tensors(frame, rows_of(i), staging=staging), -1
+            wid = info.id if info is not None else 0
+            n_rows = work[i][3] - work[i][4]
+            slot = ring.claim(wid, self.window_bytes(n_rows))
+            if slot < 0:  # fresh tensors, handed over the ordinary way
+                return self._tensors(frame, rows_of(i), _shared_tensor, staging), -1
+            offset = [0]
+
+            def alloc(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+                t = ring.view(wid, slot, offset[0], shape, dtype)
+                offset[0] += aligned(t.numel() * t.element_size())
+                return t
+
+            return self._tensors(frame, rows_of(i), alloc, staging), slot
+
         read: list = [None] * n
         made: list = [None] * n
         with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as gatherer:
@@ -245,27 +333,19 @@ class ShardStream(IterableDataset):
                 if i < n and read[i] is None:
                     read[i] = reader.submit(next, frames)
 
-            def gather(i: int) -> tuple[dict[str, torch.Tensor], int]:
+            def gather_read(i: int) -> tuple[dict[str, torch.Tensor], int]:
                 frame = read[i].result()
                 read[i] = None  # release the frame once gathered
-                if not shared:
-                    return self._tensors(frame, rows_of(i)), -1
-                wid = info.id if info is not None else 0
-                slot = self.ring.claim(wid)
-
-                def alloc(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-                    return self.ring.buffer(wid, slot, name, shape, dtype)
-
-                return self._tensors(frame, rows_of(i), alloc), slot
+                return gather(i, frame)
 
             for i in range(READ_AHEAD):
                 read_ahead(i)
             for i in range(min(GATHER_AHEAD, n)):
-                made[i] = gatherer.submit(gather, i)
+                made[i] = gatherer.submit(gather_read, i)
             for i, (_, group, done, _, _) in enumerate(work):
                 read_ahead(i + READ_AHEAD)
                 if i + GATHER_AHEAD < n:
-                    made[i + GATHER_AHEAD] = gatherer.submit(gather, i + GATHER_AHEAD)
+                    made[i + GATHER_AHEAD] = gatherer.submit(gather_read, i + GATHER_AHEAD)
                 tensors, slot = made[i].result()
                 made[i] = None  # release it once handed on
                 yield tensors, group[done:], slot
@@ -274,14 +354,49 @@ class ShardStream(IterableDataset):
 Alloc = Callable[[str, tuple[int, ...], torch.dtype], torch.Tensor]
 
 
+def _seed(*keys: int) -> int:
+    """One 63-bit generator seed from several integers (NumPy's SeedSequence mixes them)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def _new_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype)
 
 
-def _gather(df: pl.DataFrame, cols: list[str], rows: np.ndarray | None, out: torch.Tensor) -> torch.Tensor:
-    """Columns ``cols`` of ``df`` (rows ``rows``, or all in order) written into the ``[n, len(cols)]`` matrix ``out``."""
-    matrix = out.numpy()
+def _shared_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype).share_memory_()
+
+
+def _fill(df: pl.DataFrame, cols: list[str], out: np.ndarray) -> None:
+    """Columns ``cols`` of ``df``, in file order, written into the ``[df.height, len(cols)]`` matrix ``out``, chunk
+    by chunk (a window's frame holds one chunk per Parquet row group read: converting a chunk to NumPy copies
+    nothing, converting the whole column would first copy it into one chunk)."""
     for j, c in enumerate(cols):
-        values = df.get_column(c).to_numpy()  # no copy for a single-chunk column without nulls
-        matrix[:, j] = values if rows is None else values[rows]
-    return out
+        pos = 0
+        for chunk in df.get_column(c).get_chunks():
+            values = chunk.to_numpy()
+            out[pos : pos + len(values), j] = values
+            pos += len(values)
+
+
+def _staging(staging: dict[str, np.ndarray], name: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """A ``shape`` matrix for kind ``name``, reusing (a prefix of) the one the previous window had."""
+    buf = staging.get(name)
+    numel = shape[0] * shape[1]
+    if buf is None or buf.size < numel or buf.dtype != dtype:
+        buf = staging[name] = np.empty(max(numel, 1), dtype=dtype)
+    return buf[:numel].reshape(shape)
+
+
+def _row_words(matrix: np.ndarray) -> np.ndarray:
+    """A C-contiguous ``[n, k]`` matrix as ``[n, w]`` of the widest machine word its rows divide into (the same
+    bytes), so that a row is gathered as one short run of words."""
+    row_bytes = matrix.shape[1] * matrix.itemsize
+    word = next(w for w in (np.int64, np.int32, np.int16, np.uint8) if row_bytes % np.dtype(w).itemsize == 0)
+    return matrix.view(word).reshape(matrix.shape[0], row_bytes // np.dtype(word).itemsize)
+
+
+def _take_rows(source: np.ndarray, rows: torch.Tensor, out: np.ndarray) -> None:
+    """``out[i] = source[rows[i]]`` for C-contiguous matrices of one dtype, whole rows at a time (torch's
+    ``index_select``: a row copy per index, with the GIL released)."""
+    torch.index_select(torch.from_numpy(_row_words(source)), 0, rows, out=torch.from_numpy(_row_words(out)))

@@ -1,10 +1,10 @@
 """DataLoaders over a :class:`~mtrank.data.dataset.ShardStream` that hand over whole shuffle windows.
 
-A worker process hands each item to the main process through shared memory; what that costs is per item, not
-per row (a shared-memory segment and a file descriptor per tensor). So the workers hand over whole windows
-(tens of thousands of rows, allocated in shared memory as they are gathered, so nothing is copied on the way)
-and the main process cuts them into batches: :class:`WindowBatches` is what the DataModule gives Lightning.
-Without workers the same path runs in the main process.
+A worker gathers each whole window (tens of thousands of rows) into a slot of the stream's shared-memory ring, made
+by the main process before the workers start (:mod:`mtrank.data.shared_ring`), and hands over only where the
+window lies there; nothing is copied on the way. The main process cuts windows into batches:
+:class:`WindowBatches` is what the DataModule gives Lightning. Without workers the same path runs in the main
+process.
 """
 
 from __future__ import annotations
@@ -16,26 +16,29 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mtrank.data.dataset import ShardStream
+from mtrank.data.shared_ring import SharedRing, SlotWindow
 
 
 class WindowStream(IterableDataset):
-    """The windows of ``stream`` as items: ``{"tensors": {name: tensor}, "sizes": [batch sizes], "slot": [worker,
-    slot of the stream's ring the tensors live in, or -1]}``."""
+    """The windows of ``stream`` as items: ``{"tensors": {name: tensor}, "sizes": [batch sizes]}``. In a worker,
+    ``"tensors"`` of a window gathered into a ring slot is a :class:`SlotWindow`, which the main process unpickles
+    into the tensors."""
 
     def __init__(self, stream: ShardStream):
         super().__init__()
         self.stream = stream
+        self.ring = SharedRing()  # the buffers are made before the loader's workers start (WindowBatches)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        shared = info is not None
-        for tensors, sizes, slot in self.stream.iter_windows(by_window=True, shared=shared):
-            yield {"tensors": tensors, "sizes": sizes, "slot": [info.id if shared else 0, slot]}
+        ring = self.ring if info is not None else None
+        for tensors, sizes, slot in self.stream.iter_windows(by_window=True, ring=ring):
+            yield {"tensors": SlotWindow(ring, info.id, slot, tensors) if slot >= 0 else tensors, "sizes": sizes}
 
 
 class WindowBatches:
     """Batches of a DataLoader over a :class:`WindowStream`: each window cut into its batches (views, no copy).
-    A window gathered into a worker's ring slot releases it once the window and all its batches are gone.
+    A window in a ring slot releases it once the window and all its batches are gone.
 
     ``dataset`` is the ShardStream (the training module sets its epoch), ``len()`` its number of batches."""
 
@@ -52,9 +55,9 @@ class WindowBatches:
         return len(self.dataset)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        ring = self.dataset.ring
+        if self.loader.num_workers > 0:  # the ring's buffers, made before the workers start (kept once made)
+            self.loader.dataset.ring.allocate(self.loader.num_workers, self.dataset.window_bytes())
         for window in self.loader:
-            ring.release_when_dropped(window["tensors"], *window["slot"])
             pos = 0
             for size in window["sizes"]:
                 yield {k: v[pos : pos + size] for k, v in window["tensors"].items()}
