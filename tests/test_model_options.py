@@ -173,6 +173,17 @@ def test_param_groups_split_the_parameters_by_prefix():
     assert build_param_groups(net, None)[0]["params"] == list(net.parameters())
 
 
+def test_param_groups_take_a_nested_prefix_as_a_dotted_one():
+    """``{towers: {hide: {...}}}`` is ``towers.hide`` (what a command-line override can write)."""
+    net = SharedBottomNet(make_spec(), TASKS, embedding_dim=4, trunk=(8,), tower=(4,))
+    nested = build_param_groups(net, {"towers": {TASKS[0]: {"weight_decay": 0.1}}, "trunk": {"lr": 0.01}})
+    dotted = build_param_groups(net, {f"towers.{TASKS[0]}": {"weight_decay": 0.1}, "trunk": {"lr": 0.01}})
+    assert [[id(p) for p in g["params"]] for g in nested] == [[id(p) for p in g["params"]] for g in dotted]
+    assert {id(p) for p in nested[0]["params"]} == {id(p) for p in net.towers[TASKS[0]].parameters()}
+    with pytest.raises(ValueError, match=r"model.param_groups.towers mixes optimiser settings and nested prefixes"):
+        build_param_groups(net, {"towers": {"lr": 0.1, TASKS[0]: {"lr": 0.01}}})
+
+
 def test_param_groups_bad_prefix_names_the_key():
     net = SharedBottomNet(make_spec(), TASKS, embedding_dim=4, trunk=(8,), tower=(4,))
     with pytest.raises(ValueError, match=r"model.param_groups: prefix\(es\) \['wide'\] name no parameter"):

@@ -275,7 +275,7 @@ class ShardStream(IterableDataset):
             worker = (worker + first) % num_workers  # this loader's first turn is the interrupted one's next
             skip = skips[worker]
         segments, sizes = self._plan(epoch, worker, num_workers)
-        rng = torch.Generator().manual_seed(_seed(self.seed, epoch, self.rank, worker))
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
         # the windows still to deliver: (segments to read, batch sizes, batches already delivered, rows, first row
         # to deliver). Each window's permutation is the next draw of ``rng``, in window order: windows delivered
         # whole before a restart draw theirs here, the others in the gather thread, which takes them in order
@@ -287,7 +287,7 @@ class ShardStream(IterableDataset):
             first = sum(group[:done])
             if done == len(group):
                 if self.shuffle:
-                    torch.randperm(n, generator=rng)  # keep the draws of the windows after it as they were
+                    rng.permutation(n)  # keep the draws of the windows after it as they were
             elif self.shuffle:  # a shuffled window is read whole: its permutation decides which rows were delivered
                 work.append((take(segments, start, start + n), group, done, n, first))
             else:  # an unshuffled one from its first undelivered row
@@ -298,7 +298,7 @@ class ShardStream(IterableDataset):
         def rows_of(i: int) -> torch.Tensor | None:
             """The rows of window i still to deliver, in the order they are delivered (all, in order, if None)."""
             _, _, _, n, first = work[i]
-            return torch.randperm(n, generator=rng)[first:] if self.shuffle else None
+            return torch.from_numpy(rng.permutation(n)[first:]) if self.shuffle else None
 
         frames = self._frames(reads)
         staging: dict[str, np.ndarray] = {}  # the gather thread's staging matrices, reused window after window
@@ -352,11 +352,6 @@ class ShardStream(IterableDataset):
 
 
 Alloc = Callable[[str, tuple[int, ...], torch.dtype], torch.Tensor]
-
-
-def _seed(*keys: int) -> int:
-    """One 63-bit generator seed from several integers (NumPy's SeedSequence mixes them)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def _new_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

@@ -3,7 +3,9 @@
 ``model.param_groups`` maps a parameter-name prefix inside the net (as in ``net.named_parameters()``, e.g.
 ``wide`` for the wide part, ``feature_layer.embeddings`` for the id embeddings) to the optimiser settings of the
 parameters under it (``lr``, ``weight_decay``, any key the optimiser accepts per group); every other parameter
-keeps ``model.optimizer``'s. A parameter under two prefixes takes the longest one. A prefix that names no
+keeps ``model.optimizer``'s. A prefix may also be written nested, ``{towers: {hide: {weight_decay: 0.1}}}`` for
+``towers.hide`` (a command-line override cannot name a key with a dot in it). A parameter under two prefixes takes
+the longest one. A prefix that names no
 parameter is an error (a typo would otherwise silently change nothing). In a seed ensemble
 (:class:`mtrank.models.ensemble.EnsembleNet`) the prefixes are matched inside each member (``wide`` is every
 member's wide part).
@@ -29,10 +31,9 @@ def build_param_groups(
         return [{"params": [p for _, p in named]}]
     if not isinstance(groups, Mapping):
         raise ValueError(f"{key} = {groups!r}: expected a mapping {{parameter-name prefix: {{lr: ..., ...}}}}")
+    groups = _flat(groups, key)
     prefixes = sorted(groups, key=len, reverse=True)
     for prefix in prefixes:
-        if not isinstance(groups[prefix], Mapping):
-            raise ValueError(f"{key}.{prefix} = {groups[prefix]!r}: expected a mapping of optimiser settings")
         if "params" in groups[prefix]:
             raise ValueError(f"{key}.{prefix} may not set 'params'")
     chosen: dict[str, list] = {p: [] for p in prefixes}
@@ -47,4 +48,24 @@ def build_param_groups(
     out = [{"params": chosen[p], **dict(groups[p])} for p in prefixes]
     if rest:
         out.append({"params": rest})
+    return out
+
+
+def _flat(groups: Mapping[str, Any], key: str, prefix: str = "") -> dict[str, Mapping[str, Any]]:
+    """``{prefix: settings}`` with nested prefixes joined by dots: a mapping whose values are all mappings is a level
+    of the prefix, one whose values are all settings is a group's settings."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for name, value in groups.items():
+        full = f"{prefix}.{name}" if prefix else str(name)
+        if not isinstance(value, Mapping) or not value:
+            raise ValueError(f"{key}.{full} = {value!r}: expected a mapping of optimiser settings")
+        nested = [isinstance(v, Mapping) for v in value.values()]
+        if all(nested):
+            out.update(_flat(value, key, full))
+        elif any(nested):
+            raise ValueError(
+                f"{key}.{full} mixes optimiser settings and nested prefixes ({sorted(value)}): write one or the other"
+            )
+        else:
+            out[full] = value
     return out
