@@ -1,3 +1,4 @@
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -11,6 +12,7 @@ from mtrank.data.stream_plan import (
     batch_sizes,
     plan,
     rank_batches,
+    take,
     window_skips,
     windows,
     worker_skips,
@@ -101,6 +103,30 @@ def test_every_row_exactly_once_across_two_ranks_and_two_workers(processed):
         got += _keys(batches)
     assert sorted(got) == expected
     assert per_rank[0] == per_rank[1]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_shuffled_batches_are_the_planned_rows_in_each_windows_permutation(processed, rank):
+    """What the stream delivers, rebuilt the plain way: the plan's segments, read whole with Polars, cut into
+    windows, each window's rows in the order of a permutation drawn from (seed, epoch, rank, worker). Windows cut
+    chunks in two here (chunks of 8 rows, windows of 21), which the stream reads as one run."""
+    ds = _stream(processed, shuffle=True, seed=4, rank=rank, world_size=2)
+    ds.set_epoch(1)
+    files = [pl.read_parquet(p) for p, _ in processed.files("train")]
+    segments, sizes = plan(
+        ds.rows, 7, shuffle=True, seed=4, epoch=1, rank=rank, world_size=2, worker=0, num_workers=1, chunk_rows=8
+    )
+    rng = np.random.default_rng([4, 1, rank, 0])
+    expected, start, spans = [], 0, []
+    for group in windows(sizes, 20):
+        n = sum(group)
+        parts = take(segments, start, start + n)
+        spans.append(len(parts))
+        rows = pl.concat([files[s.file].slice(s.offset, s.length) for s in parts])[rng.permutation(n)]
+        expected += list(zip(rows["request_id"], rows["item_id"], rows["label__save"].cast(float)))
+        start += n
+    assert max(spans) > 1  # windows that span chunks
+    assert _keys(list(ds)) == expected
 
 
 def test_shuffle_is_deterministic_per_seed_and_changes_with_epoch(processed):
