@@ -119,7 +119,7 @@ def test_checkpoint_config_rebuilds_the_ensemble_with_the_default_size():
 def test_presets_ensemble_only_where_it_won(tmp_path):
     from helpers import compose_config
 
-    for experiment, size in (("multitask", 1), ("census_mmoe", 1), ("census", 1), ("kuairand", 3)):
+    for experiment, size in (("multitask", 1), ("census_mmoe", 3), ("census", 1), ("kuairand", 3)):
         cfg = compose_config("train", [f"experiment={experiment}"], tmp_path)
         assert cfg.model.ensemble_size == size, experiment
     kuairand = compose_config("train", ["experiment=kuairand"], tmp_path)
