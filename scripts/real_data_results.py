@@ -15,8 +15,9 @@ Markdown tables (per-task test AUROC and PR-AUC, mean ± sd). One command gives 
 Every net is ``src/train.py experiment=<e> tasks=<t> <variant overrides> seed=<s>`` and every baseline
 ``src/baselines.py experiment=<e> tasks=<t> baseline=<lightgbm|logistic> seed=<s>`` (same processed splits and
 features, :mod:`mtrank.baselines`), with its run folder at ``<out>/<dataset>/<variant>[-<task>]/seed<s>``; a run
-whose ``metrics.json`` exists is not run again. The single-task baseline is the experiment's own model with
-``tasks.names=[<task>]`` (same trunk, one head, its bias started at that task's prior log-odds). The scikit-learn
+whose ``metrics.json`` exists is not run again. The single-task baseline is the data set's shared bottom (the
+experiment's own model, or ``Dataset.shared_bottom``'s overrides) with ``tasks.names=[<task>]`` (same trunk, one head,
+its bias started at that task's prior log-odds). The scikit-learn
 logistic regression is deterministic (its seeds give the same figures, sd 0). The popularity baseline (per-item
 positive rate in train, :mod:`mtrank.scoring.popularity`) does not depend on the seed and is computed once per data set
 where items repeat. The table titles describe the splits the runs used (cut points or fractions, input files and
@@ -51,6 +52,8 @@ class Dataset:
     tasks_group: str
     popularity: bool  # items repeat: the popularity baseline makes sense
     labels: dict[str, str]  # task -> raw label column (for the table)
+    shared_bottom: tuple[str, ...] = ()  # the overrides that make it the shared bottom (also of the single-task nets)
+    ple: tuple[str, ...] | None = None  # the overrides that make it PLE (None: no PLE column)
 
 
 DATASETS = {
@@ -70,6 +73,8 @@ DATASETS = {
             "comment": "is_comment",
             "share": "is_forward",
         },
+        shared_bottom=("model=shared_bottom_wide_kuairand",),
+        ple=(),  # experiment=kuairand's own model
     ),
     "census": Dataset(
         "Census-income (KDD)",
@@ -85,6 +90,7 @@ VARIANTS = {
     "single": ("single-task", (), "train.py"),
     "shared_bottom": ("shared bottom", (), "train.py"),
     "mmoe": ("MMoE", (), "train.py"),
+    "ple": ("PLE", (), "train.py"),
     "logistic": ("`model=logistic`", ("model=logistic",), "train.py"),
     "lightgbm": ("LightGBM", ("baseline=lightgbm",), "baselines.py"),
     "sklearn_logistic": ("logistic regression (scikit-learn)", ("baseline=logistic",), "baselines.py"),
@@ -131,11 +137,17 @@ def plan(
             if variant == "mmoe" and not (ROOT / "conf" / "model" / "mmoe.yaml").exists():
                 print(f"[skip] {name}/mmoe: conf/model/mmoe.yaml does not exist", file=sys.stderr)
                 continue
+            if variant == "ple" and ds.ple is None:
+                continue
             per_task = tasks if variant == "single" else [None]
             for task in per_task:
                 over = list(VARIANTS[variant][1])
                 if variant == "mmoe":
                     over = list(ds.mmoe) + [f"tasks={ds.tasks_group}"]
+                elif variant == "ple":
+                    over = list(ds.ple)
+                elif variant in ("shared_bottom", "single"):
+                    over = list(ds.shared_bottom)
                 if task is not None:
                     over += [f"tasks.names=[{task}]"]
                     if task in priors:

@@ -126,7 +126,7 @@ def test_presets_ensemble_only_where_it_won(tmp_path):
     assert kuairand.model.net.wide_weight_decay == {"hide": 1.0e-3}
     assert kuairand.callbacks.per_head_selection.min_delta == 0.005
     # the baselines and the single net of the same experiment compose without the ensemble or the hide L2
-    for model in ("logistic", "shared_bottom", "shared_bottom_wide"):
+    for model in ("logistic", "shared_bottom", "shared_bottom_wide", "mmoe_wide"):
         cfg = compose_config("train", ["experiment=kuairand", f"model={model}"], tmp_path)
         assert cfg.model.ensemble_size == 1 and not cfg.model.net.get("wide_weight_decay"), model
 

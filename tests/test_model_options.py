@@ -225,7 +225,7 @@ def test_ranking_module_builds_the_optimiser_groups_and_keeps_one_group_without_
 
 @pytest.mark.parametrize(
     "experiment,target",
-    [("kuairand", "SharedBottomNet"), ("census", "SharedBottomNet"), ("census_mmoe", "MMoENet")],
+    [("kuairand", "PLENet"), ("census", "SharedBottomNet"), ("census_mmoe", "MMoENet")],
 )
 def test_real_data_experiments_use_the_options_and_the_baselines_still_compose(experiment, target, tmp_path):
     from helpers import compose_config
