@@ -34,6 +34,8 @@ RUNS = {
         "model.net.implied={long_click: click}",
         "model.net.implied_form=union",
     ],
+    # PLE (experiment=kuairand's net) with the conditional tie
+    "ple_none": ["experiment=mmoe", "model=ple", "calibration=none", "model.net.implied={long_click: click}"],
 }
 
 
