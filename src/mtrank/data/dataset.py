@@ -304,8 +304,9 @@ class ShardStream(IterableDataset):
         staging: dict[str, np.ndarray] = {}  # the gather thread's staging matrices, reused window after window
         # a three-stage pipeline: one thread reads windows (READ_AHEAD windows ahead), one
         # gathers them into tensors (GATHER_AHEAD windows ahead), and the consumer trains on the current one.
-        # Polars, NumPy and torch release the GIL, so the stages overlap; each stage is one thread, so windows
-        # keep their order and the stream is the same as a sequential one.
+        # Polars, NumPy and torch release the GIL, so the stages can overlap (on README "Performance"'s 2-core machine
+        # they hardly do: each slows the other); each stage is one thread, so windows keep their order and the stream
+        # is the same as a sequential one.
         n = len(work)
 
         def gather(i: int, frame: pl.DataFrame) -> tuple[dict[str, torch.Tensor], int]:
