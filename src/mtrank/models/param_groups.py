@@ -57,10 +57,10 @@ def _flat(groups: Mapping[str, Any], key: str, prefix: str = "") -> dict[str, Ma
     out: dict[str, Mapping[str, Any]] = {}
     for name, value in groups.items():
         full = f"{prefix}.{name}" if prefix else str(name)
-        if not isinstance(value, Mapping) or not value:
+        if not isinstance(value, Mapping):
             raise ValueError(f"{key}.{full} = {value!r}: expected a mapping of optimiser settings")
         nested = [isinstance(v, Mapping) for v in value.values()]
-        if all(nested):
+        if nested and all(nested):
             out.update(_flat(value, key, full))
         elif any(nested):
             raise ValueError(
