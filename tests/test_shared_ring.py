@@ -8,12 +8,15 @@ from mtrank.data.shared_ring import SharedRing, SlotWindow
 
 
 def _window(ring: SharedRing, worker: int, slot: int) -> dict[str, torch.Tensor]:
-    """A window as a worker gathers it: a float matrix and an int64 vector, one after the other in the slot."""
+    """A window as a worker gathers it: a float matrix and an int64 vector, one after the other in the slot, and a
+    [6, 2] matrix laid out column by column (the transpose of a C-contiguous [2, 6] one, as the stream makes)."""
     a = ring.view(worker, slot, 0, (6, 2), torch.float32)
     b = ring.view(worker, slot, 64, (6,), torch.int64)
+    c = ring.view(worker, slot, 128, (2, 6), torch.int64).T
     a.copy_(torch.arange(12, dtype=torch.float32).reshape(6, 2))
     b.copy_(torch.arange(6) * 10)
-    return {"a": a, "b": b}
+    c.copy_(torch.arange(12).reshape(6, 2) + 100)
+    return {"a": a, "b": b, "c": c}
 
 
 def test_a_slot_is_released_only_when_every_tensor_and_view_of_its_window_is_gone():
@@ -59,14 +62,16 @@ def test_a_slot_window_pickles_to_its_place_and_unpickles_to_the_same_memory():
     shared buffer (no copy), and dropping them releases the slot."""
     ring = SharedRing(slots=2, wait_s=0.0)
     ring.allocate(workers=1, slot_bytes=256)
-    slot = ring.claim(0, 112)
+    slot = ring.claim(0, 224)
     sent = _window(ring, 0, slot)
     payload = pickle.dumps({"tensors": SlotWindow(ring, 0, slot, sent), "sizes": [3, 3]})
     assert len(payload) < 1000
     got = pickle.loads(payload)["tensors"]
-    assert set(got) == {"a", "b"}
+    assert set(got) == {"a", "b", "c"}
     for k in sent:
         assert torch.equal(got[k], sent[k]) and got[k].data_ptr() == sent[k].data_ptr()
+        assert got[k].stride() == sent[k].stride()
+    assert got["c"].stride() == (1, 6)  # column by column, as sent
     assert int(ring.free[0, slot]) == 0
     del got
     gc.collect()

@@ -19,8 +19,8 @@ window's chunks hold rows from all over the log, and the window permutation mixe
 
 How a window is made: one thread reads windows (Polars, on its own threads, several windows per call, see
 :meth:`ShardStream._frames`), another draws each window's permutation and gathers its rows in that order into one
-C-contiguous matrix per kind of column (categorical, numeric, labels, ids), and the consumer cuts the window into
-batches (views). DataLoader workers gather whole windows into shared-memory buffers the main process made, and hand
+matrix per kind of column (categorical, numeric, labels, ids), laid out column by column (see
+:meth:`ShardStream._tensors`), and the consumer cuts the window into batches (views). DataLoader workers gather whole windows into shared-memory buffers the main process made, and hand
 over only where a window lies in them (:mod:`mtrank.data.loader`, :mod:`mtrank.data.shared_ring`).
 
 Resuming mid-epoch: :meth:`ShardStream.resume_at` sets the epoch and the number of batches the DataLoader had
@@ -151,25 +151,25 @@ class ShardStream(IterableDataset):
         alloc: Alloc | None = None,
         staging: dict[str, np.ndarray] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The window's rows ``rows`` (all, in order, if None) as batch tensors, one C-contiguous matrix per kind of
-        column. Each kind is first written in file order into a row-major staging matrix (one sequential pass per
-        column, with the dtype cast), then its rows are gathered in the order ``rows`` as whole rows (one random
-        access per row and kind, not one per value). ``alloc(name, shape, dtype)`` gives the matrices (default: new
-        tensors), in the order of :meth:`_kinds`; ``staging`` keeps the staging matrices for the next window."""
+        """The window's rows ``rows`` (all, in order, if None) as batch tensors, one matrix per kind of column.
+
+        Each matrix is laid out column by column: a C-contiguous ``[k, n]`` tensor, handed on as its ``[n, k]``
+        transpose, so a batch (a slice of rows) is a view whose columns are contiguous runs. That makes the gather
+        one pass per column: the column's Polars chunks are joined into a reused staging vector (a sequential
+        copy), then ``index_select`` takes its values in the order ``rows``, from a source that fits in the core's
+        cache, straight into the column of the matrix; a column whose dtype differs (ids of categories in int32,
+        labels in uint8) is gathered in its own dtype and cast by a sequential copy. ``alloc(name, shape, dtype)``
+        gives the ``[k, n]`` matrices (default: new tensors), in the order of :meth:`_kinds`; ``staging`` keeps
+        the staging vectors for the next window."""
         alloc = alloc or _new_tensor
         staging = {} if staging is None else staging
-        kinds = self._kinds()
         n = df.height if rows is None else len(rows)
         out = {}
-        for name, cols, dtype in kinds:
-            dest = alloc(name, (n, len(cols)), dtype)
-            if rows is None:
-                _fill(df, cols, dest.numpy())
-            else:
-                stage = _staging(staging, name, (df.height, len(cols)), dest.numpy().dtype)
-                _fill(df, cols, stage)
-                _take_rows(stage, rows, dest.numpy())
-            out[name] = dest
+        for name, cols, dtype in self._kinds():
+            dest = alloc(name, (len(cols), n), dtype)
+            for j, c in enumerate(cols):
+                _column_into(df.get_column(c), rows, dest[j], staging)
+            out[name] = dest.T
         # the ids as [n, 1] matrices: their column is a contiguous view, in the same (possibly shared) storage
         out["request_id"], out["item_id"] = out["request_id"][:, 0], out["item_id"][:, 0]
         return out
@@ -301,7 +301,7 @@ class ShardStream(IterableDataset):
             return torch.from_numpy(rng.permutation(n)[first:]) if self.shuffle else None
 
         frames = self._frames(reads)
-        staging: dict[str, np.ndarray] = {}  # the gather thread's staging matrices, reused window after window
+        staging: dict[str, np.ndarray] = {}  # the gather thread's staging vectors, reused window after window
         # a three-stage pipeline: one thread reads windows (READ_AHEAD windows ahead), one
         # gathers them into tensors (GATHER_AHEAD windows ahead), and the consumer trains on the current one.
         # Polars, NumPy and torch release the GIL, so the stages can overlap (on README "Performance"'s 2-core machine
@@ -363,36 +363,29 @@ def _shared_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> tor
     return torch.empty(shape, dtype=dtype).share_memory_()
 
 
-def _fill(df: pl.DataFrame, cols: list[str], out: np.ndarray) -> None:
-    """Columns ``cols`` of ``df``, in file order, written into the ``[df.height, len(cols)]`` matrix ``out``, chunk
-    by chunk (a window's frame holds one chunk per Parquet row group read: converting a chunk to NumPy copies
-    nothing, converting the whole column would first copy it into one chunk)."""
-    for j, c in enumerate(cols):
-        pos = 0
-        for chunk in df.get_column(c).get_chunks():
-            values = chunk.to_numpy()
-            out[pos : pos + len(values), j] = values
-            pos += len(values)
+def _column_into(
+    series: pl.Series, rows: torch.Tensor | None, out: torch.Tensor, staging: dict[str, np.ndarray]
+) -> None:
+    """``out[i] = series[rows[i]]`` (``out[:] = series`` if ``rows`` is None), cast to ``out``'s dtype. A window's
+    frame holds one chunk per Parquet row group read; converting a chunk to NumPy copies nothing."""
+    chunks = [c.to_numpy() for c in series.get_chunks()] or [series.to_numpy()]
+    if rows is None:  # in file order: the chunks copied (and cast) into place
+        np.concatenate(chunks, out=out.numpy())
+        return
+    source = _scratch(staging, "source", chunks[0].dtype, len(series))  # the whole column in one piece
+    np.concatenate(chunks, out=source)
+    if source.dtype == out.numpy().dtype:
+        torch.index_select(torch.from_numpy(source), 0, rows, out=out)
+    else:  # gathered in the column's own dtype (fewer bytes to fetch), then cast
+        taken = torch.from_numpy(_scratch(staging, "taken", source.dtype, len(rows)))
+        torch.index_select(torch.from_numpy(source), 0, rows, out=taken)
+        out.copy_(taken)
 
 
-def _staging(staging: dict[str, np.ndarray], name: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-    """A ``shape`` matrix for kind ``name``, reusing (a prefix of) the one the previous window had."""
-    buf = staging.get(name)
-    numel = shape[0] * shape[1]
-    if buf is None or buf.size < numel or buf.dtype != dtype:
-        buf = staging[name] = np.empty(max(numel, 1), dtype=dtype)
-    return buf[:numel].reshape(shape)
-
-
-def _row_words(matrix: np.ndarray) -> np.ndarray:
-    """A C-contiguous ``[n, k]`` matrix as ``[n, w]`` of the widest machine word its rows divide into (the same
-    bytes), so that a row is gathered as one short run of words."""
-    row_bytes = matrix.shape[1] * matrix.itemsize
-    word = next(w for w in (np.int64, np.int32, np.int16, np.uint8) if row_bytes % np.dtype(w).itemsize == 0)
-    return matrix.view(word).reshape(matrix.shape[0], row_bytes // np.dtype(word).itemsize)
-
-
-def _take_rows(source: np.ndarray, rows: torch.Tensor, out: np.ndarray) -> None:
-    """``out[i] = source[rows[i]]`` for C-contiguous matrices of one dtype, whole rows at a time (torch's
-    ``index_select``: a row copy per index, with the GIL released)."""
-    torch.index_select(torch.from_numpy(_row_words(source)), 0, rows, out=torch.from_numpy(_row_words(out)))
+def _scratch(staging: dict[str, np.ndarray], use: str, dtype: np.dtype, n: int) -> np.ndarray:
+    """A vector of ``n`` values of ``dtype`` for ``use``, reusing (a prefix of) the one an earlier column had."""
+    key = f"{use}:{np.dtype(dtype).str}"
+    buf = staging.get(key)
+    if buf is None or buf.size < n:
+        buf = staging[key] = np.empty(max(n, 1), dtype=dtype)
+    return buf[:n]

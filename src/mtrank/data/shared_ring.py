@@ -34,7 +34,8 @@ ALIGN = 64  # byte alignment of each tensor in a slot
 # this process's rings by id, so that a SlotWindow unpickled here finds the buffers it points into
 _RINGS: weakref.WeakValueDictionary[str, SharedRing] = weakref.WeakValueDictionary()
 
-Layout = Sequence[tuple[str, int, tuple[int, ...], torch.dtype]]  # (name, byte offset, shape, dtype) per tensor
+# (name, byte offset, shape, strides in elements, dtype) per tensor
+Layout = Sequence[tuple[str, int, tuple[int, ...], tuple[int, ...], torch.dtype]]
 
 
 def aligned(nbytes: int) -> int:
@@ -86,15 +87,29 @@ class SharedRing:
         self.free[worker, slot] = 0
         return slot
 
-    def view(self, worker: int, slot: int, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """A C-contiguous tensor of ``shape`` at byte ``offset`` of the slot's buffer (a tensor of its own over the
-        buffer's storage, not a view of the flat buffer: batches cut from it keep it alive)."""
+    def view(
+        self,
+        worker: int,
+        slot: int,
+        offset: int,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        strides: tuple[int, ...] | None = None,
+    ) -> torch.Tensor:
+        """A tensor of ``shape`` at byte ``offset`` of the slot's buffer, C-contiguous unless ``strides`` (in
+        elements) are given (a tensor of its own over the buffer's storage, not a view of the flat buffer: batches
+        cut from it keep it alive)."""
         storage = self.buffers[worker * self.slots + slot].untyped_storage()
         size = torch.empty((), dtype=dtype).element_size()
-        return torch.empty(0, dtype=dtype).set_(storage, offset // size, shape)
+        if strides is None:
+            strides = torch.empty(shape, device="meta").stride()
+        return torch.empty(0, dtype=dtype).set_(storage, offset // size, shape, strides)
 
     def window(self, worker: int, slot: int, layout: Layout) -> dict[str, torch.Tensor]:
-        return {name: self.view(worker, slot, offset, shape, dtype) for name, offset, shape, dtype in layout}
+        return {
+            name: self.view(worker, slot, offset, shape, dtype, strides)
+            for name, offset, shape, strides, dtype in layout
+        }
 
     def release_when_dropped(self, tensors: Mapping[str, torch.Tensor], worker: int, slot: int) -> None:
         """Release ``slot`` of ``worker`` once every one of ``tensors`` (and every view of them) is gone."""
@@ -118,7 +133,8 @@ class SlotWindow:
     def __init__(self, ring: SharedRing, worker: int, slot: int, tensors: Mapping[str, torch.Tensor]):
         self.key = (ring.id, worker, slot)
         self.layout = [
-            (name, t.storage_offset() * t.element_size(), tuple(t.shape), t.dtype) for name, t in tensors.items()
+            (name, t.storage_offset() * t.element_size(), tuple(t.shape), tuple(t.stride()), t.dtype)
+            for name, t in tensors.items()
         ]
 
     def __reduce__(self):

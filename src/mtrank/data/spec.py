@@ -12,6 +12,9 @@ dict of tensors::
         "request_id":  LongTensor[B]
         "item_id":     LongTensor[B]                  # raw candidate id when it is an integer, else its index
     }
+
+The streamed matrices are laid out column by column (each a view of a window's ``[k, n]`` matrix, so
+``batch["categorical"][:, j]`` is one contiguous run); code that needs rows in one piece calls ``.contiguous()``.
 """
 
 from __future__ import annotations
