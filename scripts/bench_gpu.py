@@ -1,7 +1,8 @@
 """Benchmark (e): training samples/s on one GPU, fp32 and bf16 autocast, with and without ``torch.compile``.
 
-Batches are streamed from processed shards (ShardStream, pinned memory, non-blocking copies) as in training;
-the figure is the steady-state rate after a warm-up. One command on a GPU machine:
+Batches are streamed from processed shards as in training: the DataModule's loader (whole shuffle windows, pinned
+by the DataLoader), each batch moved with a non-blocking copy; the figure is the steady-state rate after a warm-up.
+One command on a GPU machine:
 
     python scripts/bench_gpu.py --impressions 2000000 --batch-size 8192
 
@@ -21,21 +22,22 @@ from omegaconf import OmegaConf
 from mtrank.data.config import PipelineConfig
 from mtrank.data.datamodule import simulated_logs
 from mtrank.data.dataset import ShardStream
+from mtrank.data.loader import WindowBatches, window_loader
 from mtrank.data.pipeline import process
 from mtrank.training.module import RankingModule
 from mtrank.utils.bench import ROOT, default_pipeline
 
 
-def run(module: RankingModule, ds: ShardStream, device: torch.device, bf16: bool, epochs: int) -> float:
+def run(module: RankingModule, loader: WindowBatches, device: torch.device, bf16: bool, epochs: int) -> float:
     opt = torch.optim.Adam(module.parameters(), lr=2e-3)
     forward = module.net
     rates = []
     for e in range(epochs + 1):  # epoch 0: warm-up (and compilation)
-        ds.set_epoch(e)
+        loader.dataset.set_epoch(e)
         torch.cuda.synchronize()
         t0, n = time.perf_counter(), 0
-        for batch in ds:
-            batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                 logits = forward(batch)
             loss, _ = module.compute_loss(logits.float(), batch["labels"])
@@ -71,6 +73,7 @@ def main() -> None:
         chunk_rows=65_536,
         with_p_true=False,
     )
+    loader = window_loader(ds, pin_memory=True)
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "shared_bottom.yaml")
     loss_cfg = OmegaConf.load(ROOT / "conf" / "loss" / "multitask.yaml")
     print(f"{torch.cuda.get_device_name()}; train rows/epoch {sum(ds.rows):,}; batch size {args.batch_size}")
@@ -82,7 +85,7 @@ def main() -> None:
                 spec=processed.spec, net=model_cfg.net, loss=loss_cfg, optimizer=model_cfg.optimizer, compile=compiled
             ).to(device)
             module.configure_model()  # model.compile=true: what the Trainer does
-            results[(compiled, bf16)] = run(module, ds, device, bf16, args.epochs)
+            results[(compiled, bf16)] = run(module, loader, device, bf16, args.epochs)
             print(f"compile={compiled!s:5} bf16={bf16!s:5}: {results[(compiled, bf16)]:12,.0f} samples/s")
     base = results[(False, False)]
     for k, v in results.items():

@@ -20,8 +20,9 @@ window's chunks hold rows from all over the log, and the window permutation mixe
 How a window is made: one thread reads windows (Polars, on its own threads, several windows per call, see
 :meth:`ShardStream._frames`), another draws each window's permutation and gathers its rows in that order into one
 matrix per kind of column (categorical, numeric, labels, ids), laid out column by column (see
-:meth:`ShardStream._tensors`), and the consumer cuts the window into batches (views). DataLoader workers gather whole windows into shared-memory buffers the main process made, and hand
-over only where a window lies in them (:mod:`mtrank.data.loader`, :mod:`mtrank.data.shared_ring`).
+:meth:`ShardStream._tensors`), and the consumer cuts the window into batches (views). DataLoader workers gather whole
+windows into shared-memory buffers the main process made, and hand over only where a window lies in them
+(:mod:`mtrank.data.loader`, :mod:`mtrank.data.shared_ring`).
 
 Resuming mid-epoch: :meth:`ShardStream.resume_at` sets the epoch and the number of batches the DataLoader had
 already delivered in it (Lightning's count of completed batches, kept by the DataModule in the checkpoint); the
