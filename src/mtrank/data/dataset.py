@@ -131,19 +131,20 @@ class ShardStream(IterableDataset):
 
     def _kinds(self) -> list[tuple[str, list[str], torch.dtype]]:
         """(name, columns, dtype) of each matrix of a batch."""
-        kinds = [("categorical", self._cat, torch.int64), ("numeric", self._num, torch.float32)]
-        kinds += [("labels", self._lab, torch.float32), ("request_id", [REQUEST_COL], torch.int64)]
-        return (
-            kinds + [("item_id", [ITEM_COL], torch.int64)] + ([("p_true", self._pt, torch.float32)] if self._pt else [])
-        )
+        kinds = [
+            ("categorical", self._cat, torch.int64),
+            ("numeric", self._num, torch.float32),
+            ("labels", self._lab, torch.float32),
+            ("request_id", [REQUEST_COL], torch.int64),
+            ("item_id", [ITEM_COL], torch.int64),
+        ]
+        return kinds + ([("p_true", self._pt, torch.float32)] if self._pt else [])
 
     def window_bytes(self, rows: int | None = None) -> int:
         """Bytes of a window of ``rows`` rows (default: the largest window, ``buffer_size`` + a batch) as tensors,
         each aligned as in a :class:`~mtrank.data.shared_ring.SharedRing` slot."""
         rows = self.buffer_size + self.batch_size if rows is None else rows
-        return sum(
-            aligned(rows * len(cols) * torch.empty((), dtype=dt).element_size()) for _, cols, dt in self._kinds()
-        )
+        return sum(aligned(rows * len(cols) * dt.itemsize) for _, cols, dt in self._kinds())
 
     def _tensors(
         self,

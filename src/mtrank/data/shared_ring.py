@@ -100,7 +100,7 @@ class SharedRing:
         elements) are given (a tensor of its own over the buffer's storage, not a view of the flat buffer: batches
         cut from it keep it alive)."""
         storage = self.buffers[worker * self.slots + slot].untyped_storage()
-        size = torch.empty((), dtype=dtype).element_size()
+        size = dtype.itemsize
         if strides is None:
             strides = torch.empty(shape, device="meta").stride()
         return torch.empty(0, dtype=dtype).set_(storage, offset // size, shape, strides)

@@ -12,12 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mtrank.utils.io import building_dir
 from mtrank.utils.train_process import train_subprocess
 
 log = logging.getLogger(__name__)
@@ -58,15 +56,8 @@ def resolve_run(
     if is_complete_run(final):
         log.info("models.%s: reusing the cached run %s", role, final)
         return final
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache))
-    try:
+    with building_dir(final) as tmp:
         trainer(experiment, list(overrides), data_dir, tmp, cache / f"{final.name}.train.log")
         if not is_complete_run(tmp):
             raise RuntimeError(f"training experiment={experiment} left no metrics.json / checkpoint in {tmp}")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final

@@ -1,17 +1,19 @@
-"""Crash-safe file writes: every output is written to a temporary file in the same folder and renamed onto its
-name, so a reader finds the old file or the whole new one, never a half-written one."""
+"""Crash-safe file writes: every output is written to a temporary file (or folder) in the same folder and renamed
+onto its name, so a reader finds the old file or the whole new one, never a half-written one."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_text_atomic", "write_json_atomic", "nonfinite_to_null"]
+__all__ = ["atomic_write", "building_dir", "write_text_atomic", "write_json_atomic", "nonfinite_to_null"]
 
 
 def _umask() -> int:
@@ -36,6 +38,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return p
+
+
+@contextmanager
+def building_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``final`` (``.<name>.tmp-*``) to build it in: when the block ends without an
+    error it replaces ``final``; on any error (or interrupt) it is removed and ``final`` is left as it was."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from mtrank.data.world_api import RankingWorld
-from mtrank.utils.io import write_json_atomic
+from mtrank.utils.io import building_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +61,8 @@ def cached_world_log(
     if (final / MANIFEST).is_file():
         log.info("Reusing the world's log %s", final)
         return final
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-    try:
+    with building_dir(final) as tmp:
         files = write_world_log(world, n_requests, n_files, seed, tmp)
         write_json_atomic(tmp / MANIFEST, {**settings, "key": key, "files": [p.name for p in files]})
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("Wrote the world's log: %d requests in %s", n_requests, final)
     return final

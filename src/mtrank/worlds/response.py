@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ import polars as pl
 from mtrank.data.errors import DataValidationError
 from mtrank.scoring.raw_logs import score_frame
 from mtrank.scoring.run import LoadedRun, load_run
-from mtrank.utils.io import write_json_atomic
+from mtrank.utils.io import building_dir, write_json_atomic
 from mtrank.worlds.config import FittedWorldConfig
 
 log = logging.getLogger(__name__)
@@ -78,9 +76,7 @@ def ensure_fitted(cfg: FittedWorldConfig, data_dir: str | Path, trainer: Trainer
     if (final / FIT_FILE).is_file():
         log.info("world %s: reusing the fitted response model %s", cfg.name, final)
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-    try:
+    with building_dir(final) as tmp:
         for part, extra in (("eval", cfg.eval_overrides), ("world", cfg.world_overrides)):
             log.info("world %s: fitting the response model (%s run)", cfg.name, part)
             trainer(cfg.experiment, [*cfg.overrides, *extra], data_dir, tmp / part, tmp / f"{part}.train.log")
@@ -94,11 +90,6 @@ def ensure_fitted(cfg: FittedWorldConfig, data_dir: str | Path, trainer: Trainer
             "val": _quality(tmp / "eval", cfg.tasks, "val"),  # its val split (04-29): docs/model_quality.md's split
         }
         write_json_atomic(tmp / FIT_FILE, fit)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
