@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mtrank.utils.bench import cpu_count, cpu_seconds
+from mtrank.utils.bench import cpu_seconds
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children's CPU is read from /proc")
 
@@ -24,4 +24,3 @@ def test_cpu_seconds_counts_a_live_childs_cpu_and_skips_a_gone_one():
     finally:
         child.communicate("")
     assert cpu_seconds([child.pid]) - cpu_seconds() < 0.05  # reaped: no /proc entry, counts as 0
-    assert cpu_count() >= 1
